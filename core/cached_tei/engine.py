@@ -1,0 +1,315 @@
+"""The engine: the path of one ``embed`` call, from the texts to their vectors.
+
+1. check the texts (before any I/O); 2. apply the instruction; 3. key each text inside its
+namespace; 4. deduplicate; 5. look up memory, then Qdrant; 6. wait for texts another call is
+already computing; 7. send the rest to TEI in concurrent batches; 8. hand new vectors to the
+waiting calls, the memory cache and the write-behind queue; 9. return them in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cachetools import LRUCache
+
+from .breaker import CircuitBreaker
+from .errors import InputError, StoreConfigurationError
+from .keys import EmbedOptions, Namespace, point_id
+from .settings import CachedTEISettings
+from .stats import Stats
+from .store import QdrantStore
+from .tei import TEIClient, TEIInfo
+from .writer import WriteBehind
+
+log = logging.getLogger(__name__)
+
+# Bytes an LRU entry costs beyond its vector (key strings, tuple, array header).
+_ENTRY_OVERHEAD = 240
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Vectors for one call (float32, one row per input, input order) and where they came from.
+
+    ``hits`` and ``misses`` count distinct texts: ``hits`` came from the cache, ``misses`` were
+    computed by TEI (for this call or a concurrent one).
+    """
+
+    vectors: np.ndarray
+    hits: int
+    misses: int
+
+
+def prepare_texts(texts: Sequence[str], instruction: str = "") -> list[str]:
+    """Check the texts and return them as TEI will see them; raises InputError naming the index."""
+    if isinstance(texts, (str, bytes)):
+        raise InputError(
+            "expected a list of strings, got a single string; wrap it in a list, "
+            "or use embed_query for one text"
+        )
+    if not isinstance(texts, Sequence):
+        raise InputError(f"expected a list of strings, got {type(texts).__name__}")
+    prepared = []
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(
+                f"text at index {index} is {type(text).__name__}, not str; "
+                "convert it (or drop it) before embedding"
+            )
+        if not text:
+            raise InputError(
+                f"text at index {index} is empty; TEI rejects empty inputs, drop it first"
+            )
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(
+                    f"text at index {index} is not valid Unicode ({exc.reason} at position "
+                    f"{exc.start}); decode your source with errors='replace'"
+                ) from None
+        prepared.append(instruction + text)
+    return prepared
+
+
+class Engine:
+    """Cached, batched, parallel embeddings. Async; bound to the event loop it first runs on.
+
+    Use :class:`cached_tei.CachedEmbedder` for a sync API or from several loops; use the
+    engine directly inside one event loop (as the proxy does).
+    """
+
+    def __init__(self, settings: CachedTEISettings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.tei = TEIClient(settings, self.stats)
+        self.store = QdrantStore(settings)
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
+        self._writer = WriteBehind(
+            self.store,
+            self.breaker,
+            self.stats,
+            capacity=settings.write_queue_size,
+            batch_size=settings.write_batch_size,
+        )
+        self._memory: LRUCache[tuple[str, str], np.ndarray] | None = (
+            LRUCache(maxsize=settings.lru_bytes, getsizeof=lambda v: v.nbytes + _ENTRY_OVERHEAD)
+            if settings.lru_bytes
+            else None
+        )
+        self._inflight: dict[tuple[str, str], asyncio.Future[np.ndarray]] = {}
+        self._namespaces: dict[EmbedOptions, Namespace] = {}
+        self._fills: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ public
+    async def info(self) -> TEIInfo:
+        """TEI's ``/info`` (read once)."""
+        return await self.tei.info()
+
+    async def namespace(self, options: EmbedOptions) -> Namespace:
+        """The namespace (and so the collection) that vectors for ``options`` belong to."""
+        namespace = self._namespaces.get(options)
+        if namespace is None:
+            namespace = Namespace.of(await self.tei.info(), options)
+            self._namespaces[options] = namespace
+        return namespace
+
+    async def embed(self, texts: Sequence[str], options: EmbedOptions) -> EmbedResult:
+        """Vectors for ``texts``, from the cache where possible; all or nothing."""
+        prepared = prepare_texts(texts, options.instruction)
+        if not prepared:
+            return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
+        namespace = await self.namespace(options)
+        collection = namespace.collection(self.settings.collection_prefix)
+
+        positions: dict[str, int] = {}
+        inverse = [positions.setdefault(text, len(positions)) for text in prepared]
+        unique = list(positions)
+        self.stats.duplicates += len(prepared) - len(unique)
+
+        vectors: list[np.ndarray | None] = [None] * len(unique)
+        waiting: dict[int, asyncio.Future[np.ndarray]] = {}
+        owned: list[tuple[str, str, asyncio.Future[np.ndarray]]] = []
+        loop = asyncio.get_running_loop()
+        memory_hits = coalesced = 0
+        for index, text in enumerate(unique):
+            key = point_id(text)
+            vector = self._remembered(collection, key)
+            if vector is not None:
+                vectors[index] = vector
+                memory_hits += 1
+                continue
+            future = self._inflight.get((collection, key))
+            if future is None:
+                future = loop.create_future()
+                future.add_done_callback(_consume_exception)
+                self._inflight[(collection, key)] = future
+                owned.append((text, key, future))
+            else:
+                coalesced += 1
+            waiting[index] = future
+
+        store_hits = 0
+        if owned:
+            # The fill runs as its own task so that a cancelled caller never strands
+            # other calls waiting on the same texts.
+            fill = asyncio.create_task(self._fill(namespace, collection, options, owned))
+            self._fills.add(fill)
+            fill.add_done_callback(self._fills.discard)
+            store_hits = await asyncio.shield(fill)
+        if waiting:
+            await asyncio.wait(waiting.values())
+        for index, future in waiting.items():
+            vectors[index] = future.result()
+
+        hits = memory_hits + store_hits
+        self.stats.hits += hits
+        self.stats.memory_hits += memory_hits
+        self.stats.misses += len(unique) - hits
+        self.stats.coalesced += coalesced
+        matrix = np.stack(vectors)  # type: ignore[arg-type]
+        return EmbedResult(matrix[inverse] if len(unique) < len(prepared) else matrix, hits, len(unique) - hits)
+
+    async def flush(self) -> None:
+        """Wait until every vector computed so far is written to Qdrant."""
+        if self._fills:
+            await asyncio.gather(*self._fills, return_exceptions=True)
+        await self._writer.flush()
+
+    async def aclose(self) -> None:
+        """Drain pending writes, then close the TEI and Qdrant clients."""
+        await self.flush()
+        await self._writer.aclose()
+        await self.tei.aclose()
+        await self.store.aclose()
+
+    async def prune(self) -> int:
+        """Delete entries older than the TTL; returns how many were removed (0 without TTL)."""
+        if self.settings.ttl is None:
+            return 0
+        return await self.store.prune(int(time.time() - self.settings.ttl))
+
+    # ------------------------------------------------------------------ internals
+    def _remembered(self, collection: str, key: str) -> np.ndarray | None:
+        if self._memory is not None:
+            vector = self._memory.get((collection, key))
+            if vector is not None:
+                return vector
+        return self._writer.get(collection, key)
+
+    def _remember(self, collection: str, key: str, vector: np.ndarray) -> None:
+        if self._memory is not None:
+            self._memory[(collection, key)] = vector
+
+    async def _fill(
+        self,
+        namespace: Namespace,
+        collection: str,
+        options: EmbedOptions,
+        owned: list[tuple[str, str, asyncio.Future[np.ndarray]]],
+    ) -> int:
+        """Resolve the futures of ``owned`` texts from Qdrant, then TEI; returns store hits."""
+        try:
+            found = await self._lookup(namespace, [key for _, key, _ in owned])
+            missing = []
+            for text, key, future in owned:
+                vector = found.get(key)
+                if vector is None:
+                    missing.append((text, key, future))
+                else:
+                    self._remember(collection, key, vector)
+                    future.set_result(vector)
+            if missing:
+                await self._compute(namespace, collection, options, missing)
+            return len(found)
+        except BaseException as exc:
+            for _, _, future in owned:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, StoreConfigurationError):
+                raise
+            return 0
+        finally:
+            for _, key, future in owned:
+                if self._inflight.get((collection, key)) is future:
+                    del self._inflight[(collection, key)]
+
+    async def _compute(
+        self,
+        namespace: Namespace,
+        collection: str,
+        options: EmbedOptions,
+        missing: list[tuple[str, str, asyncio.Future[np.ndarray]]],
+    ) -> None:
+        async def arrived(start: int, vectors: np.ndarray) -> None:
+            part = missing[start : start + len(vectors)]
+            ids = [key for _, key, _ in part]
+            rows = [row.copy() for row in vectors]
+            for (_, key, future), row in zip(part, rows):
+                self._remember(collection, key, row)
+                future.set_result(row)
+            texts = [text for text, _, _ in part] if self.settings.store_text else None
+            await self._save(namespace, collection, ids, vectors, texts)
+
+        await self.tei.embed([text for text, _, _ in missing], options, on_batch=arrived)
+
+    async def _lookup(self, namespace: Namespace, keys: list[str]) -> dict[str, np.ndarray]:
+        if not self.breaker.allow():
+            self.stats.cache_skipped += len(keys)
+            return {}
+        not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
+        try:
+            found = await asyncio.wait_for(
+                self.store.lookup(namespace, keys, not_before), self.settings.qdrant_timeout
+            )
+        except StoreConfigurationError:
+            raise
+        except Exception as exc:  # the cache may fail; embedding must not
+            self.breaker.record_failure()
+            self.stats.cache_errors += 1
+            log.warning("cache lookup failed, asking TEI instead: %r", exc)
+            return {}
+        self.breaker.record_success()
+        return found
+
+    async def _save(
+        self,
+        namespace: Namespace,
+        collection: str,
+        ids: list[str],
+        vectors: np.ndarray,
+        texts: list[str] | None,
+    ) -> None:
+        if not self.settings.write_through:
+            await self._writer.put(namespace, collection, ids, vectors, texts)
+            return
+        if not self.breaker.allow():
+            self.stats.writes_dropped += len(ids)
+            return
+        try:
+            written = await asyncio.wait_for(
+                self.store.upsert(namespace, ids, vectors, texts), self.settings.qdrant_timeout
+            )
+        except StoreConfigurationError:
+            raise
+        except Exception as exc:
+            self.breaker.record_failure()
+            self.stats.cache_errors += 1
+            self.stats.write_errors += len(ids)
+            log.warning("could not write %d vectors to the cache: %r", len(ids), exc)
+        else:
+            self.breaker.record_success()
+            self.stats.writes += len(ids)
+            self.stats.bytes_written += written
+
+
+def _consume_exception(future: asyncio.Future[np.ndarray]) -> None:
+    # Several calls may wait on one future; mark its exception retrieved so asyncio does
+    # not log "exception was never retrieved" when the owner's caller was cancelled.
+    if not future.cancelled():
+        future.exception()

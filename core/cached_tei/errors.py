@@ -1,0 +1,51 @@
+"""Errors raised by cached-tei. Each one says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class CachedTEIError(Exception):
+    """Base class of every error cached-tei raises."""
+
+
+class InputError(CachedTEIError, ValueError):
+    """The texts given cannot be embedded; raised before any network I/O."""
+
+
+class StoreConfigurationError(CachedTEIError):
+    """The cache store cannot be used as configured (folder locked, collection mismatch)."""
+
+
+class TEIError(CachedTEIError):
+    """TEI (or the nginx in front of it) refused or failed a request.
+
+    ``status`` is the HTTP status (``None`` when no response came), ``error_type`` TEI's
+    ``error_type`` (``Validation``, ``Tokenizer``, ``Empty``, ``Overloaded``, ``Backend``,
+    ``Unhealthy``) or a name for a non-TEI failure (``Unavailable``, ``PayloadTooLarge``,
+    ``Unauthorized``...), ``message`` TEI's own message, ``hint`` what to do about it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        error_type: str,
+        url: str,
+        hint: str = "",
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.url = url
+        self.hint = hint
+        status_text = f"HTTP {status}" if status is not None else "no response"
+        text = f"TEI at {url} failed ({status_text}, {error_type}): {message}"
+        super().__init__(f"{text}. {hint}" if hint else text)
+
+    @property
+    def transient(self) -> bool:
+        """Whether trying again later can succeed (overload, restart, network)."""
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})

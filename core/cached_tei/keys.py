@@ -1,0 +1,105 @@
+"""Cache keys: which namespace (collection) a vector belongs to, and its point id inside it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from typing import Literal
+
+from .settings import CachedTEISettings, TruncationDirection
+from .tei import TEIInfo
+
+NAMESPACE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What decides the vector besides the text: TEI's ``/embed`` fields, and a text prefix.
+
+    ``instruction`` is prepended to every text before it is keyed and sent (e5/bge-style
+    ``"query: "``); ``prompt_name`` is applied by TEI itself. ``truncate=None`` means the
+    server's ``--auto-truncate``.
+    """
+
+    normalize: bool = True
+    truncate: bool | None = None
+    truncation_direction: TruncationDirection = "Right"
+    prompt_name: str | None = None
+    dimensions: int | None = None
+    instruction: str = ""
+
+    @classmethod
+    def from_settings(
+        cls, settings: CachedTEISettings, kind: Literal["query", "document"]
+    ) -> EmbedOptions:
+        """The options for queries or documents, with that kind's prompt and instruction."""
+        query = kind == "query"
+        return cls(
+            normalize=settings.normalize,
+            truncate=settings.truncate,
+            truncation_direction=settings.truncation_direction,
+            prompt_name=settings.query_prompt_name if query else settings.document_prompt_name,
+            dimensions=settings.dimensions,
+            instruction=settings.query_instruction if query else settings.document_instruction,
+        )
+
+    def request_fields(self) -> dict[str, Any]:
+        """The fields of a TEI ``/embed`` body besides ``inputs``, omitting server defaults."""
+        fields: dict[str, Any] = {
+            "normalize": self.normalize,
+            "truncation_direction": self.truncation_direction,
+        }
+        if self.truncate is not None:
+            fields["truncate"] = self.truncate
+        if self.prompt_name is not None:
+            fields["prompt_name"] = self.prompt_name
+        if self.dimensions is not None:
+            fields["dimensions"] = self.dimensions
+        return fields
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Everything besides the text that fixes a vector; one Qdrant collection each."""
+
+    model_id: str
+    model_sha: str | None
+    normalize: bool
+    truncate: bool
+    truncation_direction: str
+    prompt_name: str | None
+    dimensions: int | None
+
+    @classmethod
+    def of(cls, info: TEIInfo, options: EmbedOptions) -> Namespace:
+        truncate = info.auto_truncate if options.truncate is None else options.truncate
+        return cls(
+            model_id=info.model_id,
+            model_sha=info.model_sha,
+            normalize=options.normalize,
+            truncate=truncate,
+            truncation_direction=options.truncation_direction,
+            prompt_name=options.prompt_name,
+            dimensions=options.dimensions,
+        )
+
+    def descriptor(self) -> dict[str, Any]:
+        """A JSON-able description, stored with the collection and checked when it is opened."""
+        return {"schema": NAMESPACE_SCHEMA, **asdict(self)}
+
+    @property
+    def digest(self) -> str:
+        encoded = json.dumps(self.descriptor(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(encoded.encode()).hexdigest()
+
+    def collection(self, prefix: str) -> str:
+        return f"{prefix}_{self.digest[:24]}"
+
+
+def point_id(text: str) -> str:
+    """The cache key of a text (as TEI sees it): a UUID from the first 16 bytes of its SHA-256."""
+    return str(uuid.UUID(bytes=hashlib.sha256(text.encode("utf-8")).digest()[:16]))

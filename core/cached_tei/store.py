@@ -1,0 +1,228 @@
+"""The persistent cache: one Qdrant collection per namespace, points keyed by text hash."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import AsyncQdrantClient, models
+
+from .errors import StoreConfigurationError
+from .keys import Namespace
+from .settings import CachedTEISettings
+
+log = logging.getLogger(__name__)
+
+CREATED = "created"
+TEXT = "text"
+# Lookups and writes go to Qdrant in chunks of this many points.
+CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """One cache collection: its name, namespace, vector size and number of entries."""
+
+    name: str
+    namespace: dict[str, Any] | None
+    dimension: int
+    count: int
+
+
+class QdrantStore:
+    """Reads and writes cache entries in Qdrant: a server (``qdrant_url``) or embedded.
+
+    Collections are created when the first vector (and so its dimension) is known:
+    DOT distance (COSINE would normalise stored vectors), float32, HNSW ``m=0`` (id lookups
+    need no graph), payload ``created`` (unix seconds, indexed on a server). Every method
+    may raise; the engine decides how a failure is handled.
+    """
+
+    def __init__(self, settings: CachedTEISettings) -> None:
+        self._settings = settings
+        self._client: AsyncQdrantClient | None = None
+        self._dimensions: dict[str, int | None] = {}
+
+    @property
+    def embedded(self) -> bool:
+        return self._settings.qdrant_url is None
+
+    @property
+    def location(self) -> str:
+        return self._settings.qdrant_url or str(self._settings.qdrant_path)
+
+    def client(self) -> AsyncQdrantClient:
+        if self._client is None:
+            settings = self._settings
+            if self.embedded:
+                settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+                try:
+                    self._client = AsyncQdrantClient(path=str(settings.qdrant_path))
+                except RuntimeError as exc:
+                    raise StoreConfigurationError(
+                        f"the embedded cache at {settings.qdrant_path} is already open in another "
+                        "client or process ({exc}). Share one embedder per process, give each "
+                        "process its own CACHED_TEI_QDRANT_PATH, or run a Qdrant server and set "
+                        "CACHED_TEI_QDRANT_URL."
+                    ) from exc
+            else:
+                api_key = settings.qdrant_api_key
+                self._client = AsyncQdrantClient(
+                    url=settings.qdrant_url,
+                    api_key=api_key.get_secret_value() if api_key else None,
+                    prefer_grpc=settings.qdrant_prefer_grpc,
+                    timeout=max(1, round(settings.qdrant_timeout)),
+                )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def dimension(self, namespace: Namespace) -> int | None:
+        """The vector size of the namespace's collection, or None if it does not exist yet.
+
+        Raises StoreConfigurationError when the collection holds another namespace.
+        """
+        name = namespace.collection(self._settings.collection_prefix)
+        if self._dimensions.get(name) is not None:
+            return self._dimensions[name]
+        client = self.client()
+        if not await client.collection_exists(name):
+            self._dimensions[name] = None
+            return None
+        info = await client.get_collection(name)
+        stored = (info.config.metadata or {}).get("namespace")
+        if stored is not None and stored != namespace.descriptor():
+            raise StoreConfigurationError(
+                f"Qdrant collection {name!r} holds vectors of {stored}, not of "
+                f"{namespace.descriptor()}; use another CACHED_TEI_COLLECTION_PREFIX or "
+                "clear the collection (cached-tei cache clear)."
+            )
+        vectors = info.config.params.vectors
+        assert isinstance(vectors, models.VectorParams)
+        self._dimensions[name] = vectors.size
+        return vectors.size
+
+    async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
+        """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
+        existing = await self.dimension(namespace)
+        name = namespace.collection(self._settings.collection_prefix)
+        if existing is None:
+            client = self.client()
+            await client.create_collection(
+                name,
+                vectors_config=models.VectorParams(
+                    size=dimension,
+                    distance=models.Distance.DOT,
+                    datatype=None if self.embedded else models.Datatype.FLOAT32,
+                ),
+                hnsw_config=models.HnswConfigDiff(m=0),
+                shard_number=self._settings.qdrant_shards,
+                replication_factor=self._settings.qdrant_replication_factor,
+                metadata={"namespace": namespace.descriptor()},
+            )
+            if not self.embedded:
+                await client.create_payload_index(
+                    name, CREATED, field_schema=models.PayloadSchemaType.INTEGER
+                )
+            log.info("created cache collection %s (%d dimensions) in %s", name, dimension, self.location)
+            self._dimensions[name] = dimension
+        elif existing != dimension:
+            raise StoreConfigurationError(
+                f"Qdrant collection {name!r} stores {existing}-dimensional vectors but TEI "
+                f"returned {dimension}; the model behind CACHED_TEI_URL changed without a new "
+                "revision: pin --revision on TEI, or clear the cache (cached-tei cache clear)."
+            )
+
+    async def lookup(
+        self, namespace: Namespace, ids: Sequence[str], not_before: int | None
+    ) -> dict[str, np.ndarray]:
+        """Vectors stored under ``ids``; entries created before ``not_before`` are left out."""
+        name = namespace.collection(self._settings.collection_prefix)
+        if not ids or await self.dimension(namespace) is None:
+            return {}
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), CHUNK):
+            records = await self.client().retrieve(
+                name,
+                ids=list(ids[start : start + CHUNK]),
+                with_vectors=True,
+                with_payload=[CREATED] if not_before is not None else False,
+            )
+            for record in records:
+                if not_before is not None and (record.payload or {}).get(CREATED, 0) < not_before:
+                    continue
+                found[str(record.id)] = np.asarray(record.vector, dtype=np.float32)
+        return found
+
+    async def upsert(
+        self,
+        namespace: Namespace,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        texts: Sequence[str] | None = None,
+    ) -> int:
+        """Write entries (created now); returns the bytes of vector data written."""
+        await self.ensure_collection(namespace, int(vectors.shape[1]))
+        name = namespace.collection(self._settings.collection_prefix)
+        created = int(time.time())
+        for start in range(0, len(ids), CHUNK):
+            part = slice(start, start + CHUNK)
+            payloads: list[dict[str, Any]] = [{CREATED: created} for _ in ids[part]]
+            if texts is not None:
+                for payload, text in zip(payloads, texts[part]):
+                    payload[TEXT] = text
+            await self.client().upsert(
+                name,
+                points=models.Batch(
+                    ids=list(ids[part]), vectors=vectors[part].tolist(), payloads=payloads
+                ),
+                wait=True,
+            )
+        return int(vectors.nbytes)
+
+    async def collections(self) -> list[CollectionInfo]:
+        """Every cache collection under this prefix."""
+        client = self.client()
+        prefix = f"{self._settings.collection_prefix}_"
+        result = []
+        for description in (await client.get_collections()).collections:
+            if not description.name.startswith(prefix):
+                continue
+            info = await client.get_collection(description.name)
+            vectors = info.config.params.vectors
+            count = (await client.count(description.name, exact=True)).count
+            result.append(
+                CollectionInfo(
+                    name=description.name,
+                    namespace=(info.config.metadata or {}).get("namespace"),
+                    dimension=vectors.size if isinstance(vectors, models.VectorParams) else 0,
+                    count=count,
+                )
+            )
+        return result
+
+    async def prune(self, older_than: int) -> int:
+        """Delete entries created before ``older_than`` (unix seconds); returns how many."""
+        client = self.client()
+        expired = models.Filter(must=[models.FieldCondition(key=CREATED, range=models.Range(lt=older_than))])
+        removed = 0
+        for collection in await self.collections():
+            removed += (await client.count(collection.name, count_filter=expired, exact=True)).count
+            await client.delete(collection.name, points_selector=models.FilterSelector(filter=expired))
+        return removed
+
+    async def clear(self) -> int:
+        """Delete every cache collection under this prefix; returns how many entries went."""
+        removed = 0
+        for collection in await self.collections():
+            removed += collection.count
+            await self.client().delete_collection(collection.name)
+            self._dimensions.pop(collection.name, None)
+        return removed

@@ -1,0 +1,344 @@
+"""The TEI client: reads /info, splits texts into batches TEI accepts, sends them concurrently,
+retries transient failures, and turns TEI's error bodies into errors that say what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from .errors import InputError, TEIError
+from .settings import CachedTEISettings
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from .keys import EmbedOptions
+
+log = logging.getLogger(__name__)
+
+BatchCallback = Callable[[int, np.ndarray], Awaitable[None]]
+# Bytes of a TEI body besides the texts: {"inputs":[...], and the option fields.
+_BODY_OVERHEAD = 256
+
+
+@dataclass(frozen=True)
+class TEIInfo:
+    """The parts of TEI's ``GET /info`` that cached-tei relies on; ``raw`` holds all of it."""
+
+    model_id: str
+    model_sha: str | None
+    max_client_batch_size: int
+    max_input_length: int | None
+    auto_truncate: bool
+    version: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TEIInfo:
+        return cls(
+            model_id=str(body["model_id"]),
+            model_sha=body.get("model_sha"),
+            max_client_batch_size=int(body.get("max_client_batch_size") or 32),
+            max_input_length=body.get("max_input_length"),
+            # TEI before 1.9 had no auto-truncate field and did not truncate by default.
+            auto_truncate=bool(body.get("auto_truncate", False)),
+            version=body.get("version"),
+            raw=body,
+        )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TEIError) and exc.transient
+
+
+_HINTS: list[tuple[Callable[[TEIError], bool], str]] = [
+    (
+        lambda e: "tokens" in e.message and "less than" in e.message,
+        "Enable truncation: pass truncate=True (CACHED_TEI_TRUNCATE=true), "
+        "or start TEI with --auto-truncate.",
+    ),
+    (
+        lambda e: "batch size" in e.message,
+        "A TEI behind the balancer accepts smaller batches than /info reported; "
+        "set CACHED_TEI_BATCH_SIZE to the smallest max_client_batch_size.",
+    ),
+    (
+        lambda e: e.status == 401,
+        "Set CACHED_TEI_API_KEY (api_key=...) to the key TEI was started with.",
+    ),
+    (
+        lambda e: e.status == 413,
+        "Lower CACHED_TEI_MAX_PAYLOAD_BYTES, or raise TEI's --payload-limit "
+        "and nginx's client_max_body_size.",
+    ),
+    (
+        lambda e: e.error_type == "Overloaded" or e.status == 429,
+        "TEI stayed overloaded: add replicas, raise its --max-concurrent-requests, "
+        "or lower CACHED_TEI_MAX_CONCURRENCY.",
+    ),
+    (
+        lambda e: e.status is None,
+        "Check that TEI (or nginx) is running and reachable at CACHED_TEI_URL; "
+        "TEI refuses connections while it downloads and warms up the model.",
+    ),
+    (
+        lambda e: e.error_type == "Backend",
+        "TEI's model backend failed (often out of GPU memory): lower --max-batch-tokens "
+        "or CACHED_TEI_BATCH_SIZE.",
+    ),
+]
+_STATUS_TYPES = {
+    401: "Unauthorized",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "Overloaded",
+    502: "BadGateway",
+    503: "Unhealthy",
+    504: "GatewayTimeout",
+}
+_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def error_from_response(response: httpx.Response, url: str) -> TEIError:
+    """Build the error for a non-2xx answer, keeping TEI's own message and ``error_type``."""
+    status = response.status_code
+    try:
+        body = response.json()
+        message, error_type = str(body["error"]), str(body["error_type"])
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip()
+        title = _HTML_TITLE.search(text)
+        message = (title.group(1).strip() if title else text[:500]) or response.reason_phrase
+        error_type = _STATUS_TYPES.get(status, f"HTTP{status}")
+    return _with_hint(TEIError(message, status=status, error_type=error_type, url=url))
+
+
+def _with_hint(error: TEIError) -> TEIError:
+    for applies, hint in _HINTS:
+        if applies(error):
+            return TEIError(
+                error.message,
+                status=error.status,
+                error_type=error.error_type,
+                url=error.url,
+                hint=hint,
+            )
+    return error
+
+
+def _encoded(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode("utf-8")
+
+
+class TEIClient:
+    """Talks to one TEI URL (a server, or nginx in front of several) over a keep-alive pool.
+
+    Bound to the event loop it is first used on. Concurrency is bounded across all calls.
+    """
+
+    def __init__(self, settings: CachedTEISettings, stats: Stats) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._url = settings.tei_url
+        self._http: httpx.AsyncClient | None = None
+        self._info: TEIInfo | None = None
+        self._info_lock: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            headers = {"Content-Type": "application/json"}
+            if self._settings.api_key is not None:
+                headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
+            concurrency = self._settings.max_concurrency
+            self._http = httpx.AsyncClient(
+                base_url=self._url,
+                headers=headers,
+                timeout=httpx.Timeout(self._settings.timeout, connect=min(10.0, self._settings.timeout)),
+                limits=httpx.Limits(
+                    max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+                ),
+            )
+            self._slots = asyncio.Semaphore(concurrency)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def info(self) -> TEIInfo:
+        """TEI's ``/info``, fetched once (with retries) and remembered."""
+        if self._info is not None:
+            return self._info
+        if self._info_lock is None:
+            self._info_lock = asyncio.Lock()
+        async with self._info_lock:
+            if self._info is None:
+                response = await self._with_retries(lambda: self._send("GET", "/info"))
+                self._info = TEIInfo.from_json(response.json())
+                log.info(
+                    "TEI at %s serves %s (revision %s, max_client_batch_size %d)",
+                    self._url,
+                    self._info.model_id,
+                    self._info.model_sha,
+                    self._info.max_client_batch_size,
+                )
+        return self._info
+
+    async def request(
+        self, method: str, path: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """Send one request as is (for routes forwarded untouched); errors are not raised."""
+        return await self._client().request(method, path, content=content, headers=headers)
+
+    async def plan_batches(self, texts: Sequence[str]) -> list[slice]:
+        """Split texts into slices within TEI's batch size and payload limits."""
+        info = await self.info()
+        max_texts = min(info.max_client_batch_size, self._settings.batch_size or info.max_client_batch_size)
+        max_bytes = self._settings.max_payload_bytes - _BODY_OVERHEAD
+        batches: list[slice] = []
+        start, size = 0, 0
+        for index, text in enumerate(texts):
+            text_bytes = len(_encoded(text)) + 1
+            if text_bytes > max_bytes:
+                raise InputError(
+                    f"a text of {text_bytes} bytes (starting {text[:40]!r}) does not fit in one "
+                    f"TEI request of at most {self._settings.max_payload_bytes} bytes; split it, "
+                    "or raise TEI's --payload-limit and CACHED_TEI_MAX_PAYLOAD_BYTES"
+                )
+            if index > start and (index - start >= max_texts or size + text_bytes > max_bytes):
+                batches.append(slice(start, index))
+                start, size = index, 0
+            size += text_bytes
+        if start < len(texts):
+            batches.append(slice(start, len(texts)))
+        return batches
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        on_batch: BatchCallback | None = None,
+    ) -> np.ndarray:
+        """Embed texts in concurrent batches; returns a float32 matrix in input order.
+
+        ``on_batch(start, vectors)`` runs as each batch arrives. If any batch fails, the
+        others still finish (and reach ``on_batch``), then the first error is raised:
+        never a partial result.
+        """
+        batches = await self.plan_batches(texts)
+        fields = options.request_fields()
+        results: list[np.ndarray | None] = [None] * len(batches)
+
+        async def run(position: int, part: slice) -> None:
+            vectors = await self.embed_batch(list(texts[part]), fields)
+            results[position] = vectors
+            if on_batch is not None:
+                await on_batch(part.start, vectors)
+
+        outcomes = await asyncio.gather(
+            *(run(position, part) for position, part in enumerate(batches)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return np.concatenate([r for r in results if r is not None])
+
+    async def embed_batch(self, texts: list[str], fields: dict[str, Any]) -> np.ndarray:
+        """One ``POST /embed`` within TEI's limits, retried while TEI is transiently unable."""
+        body = json.dumps({"inputs": texts, **fields}, ensure_ascii=False).encode("utf-8")
+        self._client()
+        assert self._slots is not None
+
+        async def attempt() -> httpx.Response:
+            async with self._slots:
+                started = time.perf_counter()
+                try:
+                    return await self._send("POST", "/embed", content=body)
+                finally:
+                    self._stats.tei_requests += 1
+                    self._stats.tei_seconds += time.perf_counter() - started
+
+        response = await self._with_retries(attempt)
+        vectors = np.asarray(response.json(), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise TEIError(
+                f"expected {len(texts)} vectors, got an array of shape {vectors.shape}",
+                status=response.status_code,
+                error_type="BadResponse",
+                url=self._url,
+                hint="CACHED_TEI_URL must point at a TEI embedding model's server.",
+            )
+        self._stats.tei_texts += len(texts)
+        return vectors
+
+    async def _send(self, method: str, path: str, content: bytes | None = None) -> httpx.Response:
+        try:
+            response = await self._client().request(method, path, content=content)
+        except httpx.TransportError as exc:
+            detail = str(exc) or type(exc).__name__
+            raise _with_hint(
+                TEIError(detail, status=None, error_type="Unavailable", url=self._url)
+            ) from exc
+        if response.is_error:
+            raise error_from_response(response, self._url)
+        return response
+
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[httpx.Response]]
+    ) -> httpx.Response:
+        settings = self._settings
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(settings.max_retries + 1)
+            | stop_before_delay(settings.retry_deadline),
+            wait=wait_random_exponential(multiplier=0.05, max=4.0),
+            retry=retry_if_exception(_is_transient),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        started = time.monotonic()
+        try:
+            async for trial in retrying:
+                with trial:
+                    return await attempt()
+        except TEIError as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            if exc.transient and tries > 1:
+                raise TEIError(
+                    exc.message,
+                    status=exc.status,
+                    error_type=exc.error_type,
+                    url=exc.url,
+                    hint=f"Gave up after {tries} attempts in {time.monotonic() - started:.1f} s. "
+                    + exc.hint,
+                ) from exc
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self._stats.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "TEI at %s: attempt %d failed (%s); retrying", self._url, state.attempt_number, error
+        )

@@ -1,0 +1,150 @@
+"""The write-behind queue: new vectors reach Qdrant in batches, off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .breaker import CircuitBreaker
+from .keys import Namespace
+from .stats import Stats
+from .store import QdrantStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    namespace: Namespace
+    collection: str
+    ids: list[str]
+    vectors: np.ndarray
+    texts: list[str] | None
+
+
+class WriteBehind:
+    """Holds new vectors until they are written; bounded to ``capacity`` vectors.
+
+    Vectors waiting here are served by ``get`` so a text is never computed twice while its
+    write is pending. A full queue makes ``put`` wait (backpressure), except while the
+    breaker is open: then the vectors are dropped and counted, since Qdrant is down.
+    """
+
+    def __init__(
+        self,
+        store: QdrantStore,
+        breaker: CircuitBreaker,
+        stats: Stats,
+        *,
+        capacity: int,
+        batch_size: int,
+    ) -> None:
+        self._store = store
+        self._breaker = breaker
+        self._stats = stats
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._space: asyncio.Condition | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._waiting: dict[tuple[str, str], np.ndarray] = {}
+        self._queued = 0
+
+    def get(self, collection: str, point_id: str) -> np.ndarray | None:
+        return self._waiting.get((collection, point_id))
+
+    async def put(
+        self, namespace: Namespace, collection: str, ids: Sequence[str], vectors: np.ndarray,
+        texts: Sequence[str] | None,
+    ) -> None:
+        if not self._breaker.allow():
+            self._stats.writes_dropped += len(ids)
+            log.debug("breaker open: %d vectors not cached", len(ids))
+            return
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._space = asyncio.Condition()
+            self._worker = asyncio.create_task(self._run(), name="cached-tei-write-behind")
+        assert self._space is not None
+        count = len(ids)
+        async with self._space:
+            await self._space.wait_for(
+                lambda: self._queued == 0 or self._queued + count <= self._capacity
+            )
+            self._queued += count
+            self._stats.pending_writes = self._queued
+        for point_id, vector in zip(ids, vectors):
+            self._waiting[(collection, point_id)] = vector
+        self._queue.put_nowait(
+            _Pending(
+                namespace, collection, list(ids), vectors, list(texts) if texts is not None else None
+            )
+        )
+
+    async def flush(self) -> None:
+        """Return once everything queued so far is written (or has failed and been counted)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def aclose(self) -> None:
+        await self.flush()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+            self._queue = None
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].ids)
+            while size < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].ids)
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+                await self._release(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        by_namespace: dict[Namespace, list[_Pending]] = {}
+        for item in batch:
+            by_namespace.setdefault(item.namespace, []).append(item)
+        for namespace, items in by_namespace.items():
+            ids = [point_id for item in items for point_id in item.ids]
+            vectors = np.concatenate([item.vectors for item in items])
+            texts = None
+            if all(item.texts is not None for item in items):
+                texts = [text for item in items for text in item.texts or []]
+            try:
+                written = await self._store.upsert(namespace, ids, vectors, texts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._breaker.record_failure()
+                self._stats.cache_errors += 1
+                self._stats.write_errors += len(ids)
+                log.warning("could not write %d vectors to the cache: %s", len(ids), exc)
+            else:
+                self._breaker.record_success()
+                self._stats.writes += len(ids)
+                self._stats.bytes_written += written
+
+    async def _release(self, batch: list[_Pending]) -> None:
+        assert self._space is not None
+        count = 0
+        for item in batch:
+            for point_id in item.ids:
+                self._waiting.pop((item.collection, point_id), None)
+            count += len(item.ids)
+        async with self._space:
+            self._queued -= count
+            self._stats.pending_writes = self._queued
+            self._space.notify_all()
