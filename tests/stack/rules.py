@@ -1,0 +1,160 @@
+"""Rules for the generated compose file that the compose JSON schema cannot express."""
+
+from __future__ import annotations
+
+import re
+
+LOOPBACK = {"127.0.0.1", "::1"}
+_PINNED_TAG = re.compile(r"^(v?\d+\.\d+\.\d+)([-.][A-Za-z0-9.]+)?$|^[a-z0-9]+-\d+\.\d+\.\d+$")
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (None if it has none; digests count as pinned)."""
+    if "@sha256:" in image:
+        return "@digest"
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def tag_is_pinned(tag: str | None) -> bool:
+    if tag is None or tag == "latest" or "latest" in tag:
+        return False
+    if tag == "@digest":
+        return True
+    return bool(re.search(r"\d+\.\d+\.\d+", tag))
+
+
+def _ports(svc: dict) -> list[dict]:
+    out = []
+    for p in svc.get("ports", []) or []:
+        if isinstance(p, dict):
+            out.append(p)
+        else:  # short syntax [HOST_IP:]PUBLISHED:TARGET
+            parts = str(p).split(":")
+            host_ip = parts[0] if len(parts) == 3 else "0.0.0.0"
+            out.append({"host_ip": host_ip, "published": parts[-2] if len(parts) >= 2 else None,
+                        "target": parts[-1]})
+    return out
+
+
+def compose_problems(compose: dict, settings) -> list[str]:
+    """Every rule violation, as readable strings (empty list: all good)."""
+    problems: list[str] = []
+    services: dict = compose.get("services", {})
+    volumes = set((compose.get("volumes") or {}).keys())
+
+    # depends_on names existing services; a health condition needs a healthcheck
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        items = deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)
+        for dep, cond in items:
+            if dep not in services:
+                problems.append(f"{name}: depends_on names unknown service {dep!r}")
+            elif (cond or {}).get("condition") == "service_healthy" and "healthcheck" not in services[dep]:
+                problems.append(f"{name}: waits for {dep} healthy but {dep} has no healthcheck")
+            if dep == name:
+                problems.append(f"{name}: depends on itself")
+
+    # every service has a healthcheck and a restart policy
+    for name, svc in services.items():
+        if "healthcheck" not in svc or svc["healthcheck"].get("disable"):
+            problems.append(f"{name}: no healthcheck")
+        if svc.get("restart") not in ("always", "unless-stopped", "on-failure"):
+            problems.append(f"{name}: no restart policy")
+
+    # images pinned
+    for name, svc in services.items():
+        if "image" in svc and not tag_is_pinned(image_tag(svc["image"])):
+            problems.append(f"{name}: image {svc['image']!r} is not pinned")
+        if "image" not in svc and "build" not in svc:
+            problems.append(f"{name}: neither image nor build")
+
+    # named volumes are declared
+    for name, svc in services.items():
+        for v in svc.get("volumes", []) or []:
+            src = v.split(":", 1)[0] if isinstance(v, str) else v.get("source")
+            if src and not src.startswith((".", "/", "~")) and src not in volumes:
+                problems.append(f"{name}: volume {src!r} not declared at top level")
+
+    # GPUs: count and device_ids never together; each GPU id once; the ids asked for
+    seen_gpus: list[str] = []
+    for name, svc in services.items():
+        devices = (
+            (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices")
+            or []
+        )
+        for dev in devices:
+            if "count" in dev and "device_ids" in dev:
+                problems.append(f"{name}: device reservation has both count and device_ids")
+            seen_gpus.extend(str(g) for g in dev.get("device_ids", []))
+    dupes = sorted({g for g in seen_gpus if seen_gpus.count(g) > 1})
+    if dupes:
+        problems.append(f"GPU ids used more than once: {dupes}")
+    if settings.cpu:
+        if seen_gpus:
+            problems.append("cpu variant reserves GPUs")
+    elif sorted(seen_gpus) != sorted(settings.gpu_ids):
+        problems.append(f"GPU reservations {seen_gpus} != GPU_IDS {settings.gpu_ids}")
+
+    # TEI: one service per GPU / replica, the right image family, shared model volume
+    tei = [n for n in services if n.startswith("tei-")]
+    if len(tei) != settings.local_tei_count:
+        problems.append(f"{len(tei)} TEI services, expected {settings.local_tei_count}")
+    for i, name in enumerate(sorted(tei, key=lambda n: int(n.split("-")[1]))):
+        svc = services[name]
+        tag = image_tag(svc["image"]) or ""
+        if settings.cpu != tag.startswith("cpu-"):
+            problems.append(f"{name}: image tag {tag!r} does not match variant {settings.tei_variant}")
+        if "tei-models:/data" not in (svc.get("volumes") or []):
+            problems.append(f"{name}: does not mount the shared model volume at /data")
+        if svc.get("ports"):
+            problems.append(f"{name}: TEI must not be published")
+        if i > 0 and (svc.get("depends_on") or {}).get("tei-0", {}).get("condition") != "service_healthy":
+            problems.append(f"{name}: does not wait for tei-0 to be healthy")
+
+    # published ports: exactly what .env asks, loopback-only for nginx and qdrant
+    expected: dict[str, list[tuple[str, str]]] = {
+        "proxy": [(settings.proxy_bind, str(settings.proxy_port))],
+        "nginx": [("127.0.0.1", str(settings.nginx_publish_port))] if settings.nginx_publish_port else [],
+        "qdrant": [],
+    }
+    if settings.qdrant_publish_port:
+        expected["qdrant"].append(("127.0.0.1", str(settings.qdrant_publish_port)))
+    if settings.qdrant_grpc_publish_port:
+        expected["qdrant"].append(("127.0.0.1", str(settings.qdrant_grpc_publish_port)))
+    for name, svc in services.items():
+        got = [(str(p.get("host_ip", "0.0.0.0")), str(p.get("published"))) for p in _ports(svc)]
+        want = expected.get(name, [])
+        if sorted(got) != sorted(want):
+            problems.append(f"{name}: publishes {got}, .env asks for {want}")
+        if name in ("nginx", "qdrant"):
+            for host_ip, port in got:
+                if host_ip not in LOOPBACK:
+                    problems.append(f"{name}: port {port} published beyond loopback ({host_ip})")
+
+    # the proxy reaches nginx and Qdrant and waits for them healthy
+    proxy = services.get("proxy")
+    if proxy is None:
+        problems.append("no proxy service")
+    else:
+        env = proxy.get("environment") or {}
+        if env.get("CACHED_TEI_URL") != "http://nginx:80":
+            problems.append("proxy: CACHED_TEI_URL does not point at nginx")
+        want_q = settings.qdrant_url or "http://qdrant:6333"
+        if env.get("CACHED_TEI_QDRANT_URL") != want_q:
+            problems.append(f"proxy: CACHED_TEI_QDRANT_URL != {want_q}")
+        deps = proxy.get("depends_on") or {}
+        for dep in ["nginx"] + ([] if settings.qdrant_url else ["qdrant"]):
+            if (deps.get(dep) or {}).get("condition") != "service_healthy":
+                problems.append(f"proxy: does not wait for {dep} healthy")
+    if settings.qdrant_url and "qdrant" in services:
+        problems.append("external QDRANT_URL set but a qdrant service is generated")
+    if not settings.qdrant_url and "qdrant" not in services:
+        problems.append("no qdrant service")
+
+    # no secret value baked into the file: secrets are ${VAR} references
+    for name, svc in services.items():
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"(API_KEYS?|TOKEN)$", key) and value and not str(value).startswith("${"):
+                problems.append(f"{name}: secret {key} is written literally")
+    return problems

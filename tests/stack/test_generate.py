@@ -1,0 +1,256 @@
+"""stack/generate.py: schema-valid compose files, the rules the schema cannot express, drift."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from .conftest import REPO, SCHEMA, STACK
+from .rules import compose_problems
+
+
+@pytest.fixture(scope="module")
+def validator():
+    if not SCHEMA.exists():
+        pytest.skip(f"compose schema not found at {SCHEMA}")
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _check(gen, validator, env: dict[str, str]):
+    settings = gen.Settings.from_env(env)
+    text = gen.render_compose(settings)
+    assert text.startswith("# GENERATED")
+    compose = yaml.safe_load(text)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    problems = compose_problems(compose, settings)
+    assert not problems, "\n".join(problems)
+    return settings, compose
+
+
+# ---- the committed files ------------------------------------------------------------------
+
+
+def test_committed_compose_validates(validator, gen, example_env):
+    compose = yaml.safe_load((STACK / "compose.yml").read_text(encoding="utf-8"))
+    assert not list(validator.iter_errors(compose))
+    assert compose_problems(compose, gen.Settings.from_env(example_env)) == []
+
+
+def test_committed_files_equal_generator_output(gen, example_env):
+    files = gen.generate(gen.Settings.from_env(example_env))
+    for name, content in files.items():
+        committed = (STACK / name).read_text(encoding="utf-8")
+        assert committed == content, f"stack/{name} drifted: run python stack/generate.py --env stack/.env.example"
+
+
+def test_cli_writes_and_checks(tmp_path):
+    cmd = [sys.executable, str(STACK / "generate.py"), "--env", str(STACK / ".env.example")]
+    out = subprocess.run(cmd + ["--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    for name in ("compose.yml", "nginx.conf"):
+        assert (tmp_path / name).read_text() == (STACK / name).read_text()
+    ok = subprocess.run(cmd + ["--out", str(STACK), "--check"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "nginx.conf").write_text("stale\n")
+    stale = subprocess.run(cmd + ["--out", str(tmp_path), "--check"], capture_output=True, text=True)
+    assert stale.returncode == 1 and "nginx.conf" in stale.stderr
+
+
+def test_cli_reports_bad_env(tmp_path):
+    bad = tmp_path / ".env"
+    bad.write_text("MODEL_ID=x\nTEI_VERSION=latest\n")
+    out = subprocess.run([sys.executable, str(STACK / "generate.py"), "--env", str(bad), "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "TEI_VERSION" in out.stderr
+    assert not (tmp_path / "compose.yml").exists()
+
+
+def test_every_example_variable_is_documented_and_used(gen):
+    text = (STACK / ".env.example").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    source = (STACK / "generate.py").read_text(encoding="utf-8")
+    for i, line in enumerate(lines):
+        if line and not line.startswith("#") and "=" in line:
+            key = line.split("=", 1)[0]
+            assert lines[i - 1].startswith("#"), f"{key} has no comment above it"
+            assert re.search(rf"\b{key}\b", source), f"{key} is not used by generate.py"
+
+
+# ---- variants -----------------------------------------------------------------------------
+
+
+def test_example_is_one_gpu_with_internal_nginx_and_qdrant(gen, validator, example_env):
+    s, c = _check(gen, validator, example_env)
+    assert list(c["services"]) == ["tei-0", "nginx", "qdrant", "proxy"]
+    assert "ports" not in c["services"]["nginx"] and "ports" not in c["services"]["qdrant"]
+    q = c["services"]["qdrant"]
+    assert q["environment"]["QDRANT__TELEMETRY_DISABLED"] == "true"
+    assert q["environment"]["QDRANT__SERVICE__API_KEY"].startswith("${QDRANT_API_KEY:?")
+    assert "6334" in q["expose"] and "qdrant-storage:/qdrant/storage" in q["volumes"]
+    assert "curl" not in json.dumps(q["healthcheck"]) and "/readyz" in q["healthcheck"]["test"][-1]
+    tei = c["services"]["tei-0"]
+    assert tei["image"] == "ghcr.io/huggingface/text-embeddings-inference:hopper-1.9.3"
+    assert tei["healthcheck"]["start_period"] == "30m"
+    assert "HF_TOKEN" not in tei["environment"]  # empty in the example: not passed at all
+    proxy = c["services"]["proxy"]
+    assert proxy["build"] == {"context": "..", "dockerfile": "stack/Dockerfile"}
+
+
+def test_four_gpus(gen, validator, example_env):
+    env = dict(example_env, GPU_IDS="0,1,2,3", TEI_VARIANT="89")
+    s, c = _check(gen, validator, env)
+    tei = [n for n in c["services"] if n.startswith("tei-")]
+    assert tei == ["tei-0", "tei-1", "tei-2", "tei-3"]
+    for i, n in enumerate(tei):
+        dev = c["services"][n]["deploy"]["resources"]["reservations"]["devices"]
+        assert dev == [{"driver": "nvidia", "device_ids": [str(i)], "capabilities": ["gpu"]}]
+        assert c["services"][n]["image"].endswith(":89-1.9.3")
+    assert c["services"]["nginx"]["depends_on"]["tei-0"] == {"condition": "service_healthy"}
+    conf = gen.render_nginx_conf(s)
+    for n in tei:
+        assert f"server {n}:80 max_fails=3 fail_timeout=10s;" in conf
+    assert "proxy_next_upstream_tries 3;" in conf
+
+
+def test_gpu_uuids_and_plain_variant(gen, validator, example_env):
+    env = dict(example_env, GPU_IDS="GPU-1a2b, GPU-3c4d", TEI_VARIANT="plain")
+    s, c = _check(gen, validator, env)
+    assert c["services"]["tei-1"]["image"].endswith(":1.9.3")
+    assert c["services"]["tei-1"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["GPU-3c4d"]
+
+
+def test_cpu_replicas(gen, validator, example_env):
+    env = dict(example_env, TEI_VARIANT="cpu", GPU_IDS="", TEI_REPLICAS="3")
+    s, c = _check(gen, validator, env)
+    tei = [n for n in c["services"] if n.startswith("tei-")]
+    assert len(tei) == 3
+    for n in tei:
+        assert "deploy" not in c["services"][n]
+        assert c["services"][n]["image"].endswith(":cpu-1.9.3")
+
+
+def test_remote_upstreams(gen, validator, example_env):
+    env = dict(example_env, GPU_IDS="0,1", TEI_REMOTE_UPSTREAMS="10.0.0.12:8080, gpu-box-2:80")
+    s, c = _check(gen, validator, env)
+    conf = gen.render_nginx_conf(s)
+    for up in ("tei-0:80", "tei-1:80", "10.0.0.12:8080", "gpu-box-2:80"):
+        assert f"server {up} max_fails" in conf
+    assert "proxy_next_upstream_tries 3;" in conf
+
+
+def test_remote_only(gen, validator, example_env):
+    env = dict(example_env, TEI_VARIANT="cpu", GPU_IDS="", TEI_REPLICAS="0", TEI_REMOTE_UPSTREAMS="10.0.0.12:8080")
+    s, c = _check(gen, validator, env)
+    assert not [n for n in c["services"] if n.startswith("tei-")]
+    assert "depends_on" not in c["services"]["nginx"]
+    assert "tei-models" not in c.get("volumes", {})
+
+
+def test_external_qdrant(gen, validator, example_env):
+    env = dict(example_env, QDRANT_URL="https://qdrant.internal:6333/", QDRANT_SHARDS="6",
+               QDRANT_REPLICATION_FACTOR="2")
+    s, c = _check(gen, validator, env)
+    assert "qdrant" not in c["services"] and "qdrant-storage" not in c["volumes"]
+    env_ = c["services"]["proxy"]["environment"]
+    assert env_["CACHED_TEI_QDRANT_URL"] == "https://qdrant.internal:6333"
+    assert env_["CACHED_TEI_QDRANT_SHARDS"] == "6" and env_["CACHED_TEI_QDRANT_REPLICATION_FACTOR"] == "2"
+    assert list(c["services"]["proxy"]["depends_on"]) == ["nginx"]
+
+
+def test_published_nginx_and_qdrant_are_loopback_only(gen, validator, example_env):
+    env = dict(example_env, NGINX_PUBLISH_PORT="8080", QDRANT_PUBLISH_PORT="6333",
+               QDRANT_GRPC_PUBLISH_PORT="6334", PROXY_BIND="127.0.0.1", PROXY_PORT="9000")
+    s, c = _check(gen, validator, env)
+    assert c["services"]["nginx"]["ports"] == [
+        {"target": 80, "published": "8080", "host_ip": "127.0.0.1", "protocol": "tcp"}]
+    assert [p["published"] for p in c["services"]["qdrant"]["ports"]] == ["6333", "6334"]
+    assert c["services"]["proxy"]["ports"][0]["host_ip"] == "127.0.0.1"
+
+
+def test_secrets_are_references_never_values(gen, validator, example_env):
+    env = dict(example_env, HF_TOKEN="hf_secretvalue", TEI_API_KEY="tei-secret",
+               QDRANT_API_KEY="q-secret", PROXY_API_KEYS="a,b")
+    s, c = _check(gen, validator, env)
+    text = gen.render_compose(s) + gen.render_nginx_conf(s)
+    for secret in ("hf_secretvalue", "tei-secret", "q-secret"):
+        assert secret not in text
+    assert c["services"]["tei-0"]["environment"]["HF_TOKEN"] == "${HF_TOKEN}"
+    assert c["services"]["tei-0"]["environment"]["API_KEY"] == "${TEI_API_KEY}"
+    assert c["services"]["proxy"]["environment"]["CACHED_TEI_API_KEY"] == "${TEI_API_KEY}"
+
+
+def test_tei_limits_reach_tei_nginx_and_proxy(gen, validator, example_env):
+    env = dict(example_env, TEI_PAYLOAD_LIMIT="8000000", TEI_MAX_CLIENT_BATCH_SIZE="64",
+               TEI_AUTO_TRUNCATE="false", MODEL_REVISION="abc123", TEI_DTYPE="float16", CACHE_TTL="86400")
+    s, c = _check(gen, validator, env)
+    e = c["services"]["tei-0"]["environment"]
+    assert (e["PAYLOAD_LIMIT"], e["MAX_CLIENT_BATCH_SIZE"], e["AUTO_TRUNCATE"], e["REVISION"], e["DTYPE"]) == (
+        "8000000", "64", "false", "abc123", "float16")
+    assert c["services"]["proxy"]["environment"]["CACHED_TEI_TTL"] == "86400"
+    assert c["services"]["proxy"]["environment"]["CACHED_TEI_MAX_PAYLOAD_BYTES"] == "8000000"
+    assert "client_max_body_size 8000000;" in gen.render_nginx_conf(s)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"TEI_VERSION": "latest"}, "TEI_VERSION"),
+        ({"QDRANT_VERSION": "latest"}, "QDRANT_VERSION"),
+        ({"NGINX_VERSION": "1.27"}, "NGINX_VERSION"),
+        ({"TEI_VARIANT": "ampere"}, "TEI_VARIANT"),
+        ({"GPU_IDS": "0,1,0"}, "more than once"),
+        ({"GPU_IDS": ""}, "no TEI upstream"),
+        ({"TEI_VARIANT": "cpu"}, "GPU_IDS must be empty"),
+        ({"TEI_REMOTE_UPSTREAMS": "no-port"}, "host:port"),
+        ({"MODEL_ID": ""}, "MODEL_ID"),
+        ({"QDRANT_URL": "https://q:6333", "QDRANT_PUBLISH_PORT": "6333"}, "QDRANT_PUBLISH_PORT"),
+        ({"NGINX_PUBLISH_PORT": "8000"}, "collide"),
+        ({"PROXY_PORT": "70000"}, "PROXY_PORT"),
+        ({"CACHE_TTL": "1d"}, "CACHE_TTL"),
+        ({"TEI_AUTO_TRUNCATE": "maybe"}, "TEI_AUTO_TRUNCATE"),
+        ({"NGINX_READ_TIMEOUT": "5 minutes"}, "NGINX_READ_TIMEOUT"),
+    ],
+)
+def test_bad_settings_are_refused(gen, example_env, change, message):
+    with pytest.raises(gen.ConfigError, match=message):
+        gen.Settings.from_env(dict(example_env, **change))
+
+
+def test_rules_catch_violations(gen, example_env):
+    s = gen.Settings.from_env(dict(example_env, GPU_IDS="0,1"))
+    c = gen.build_compose(s)
+    c["services"]["tei-1"]["deploy"]["resources"]["reservations"]["devices"][0].update(
+        device_ids=["0"], count=1)
+    c["services"]["nginx"]["ports"] = ["8080:80"]
+    c["services"]["qdrant"]["image"] = "qdrant/qdrant:latest"
+    c["services"]["proxy"]["depends_on"]["ghost"] = {"condition": "service_started"}
+    problems = "\n".join(compose_problems(c, s))
+    for expected in ("count and device_ids", "more than once", "beyond loopback", "not pinned", "ghost"):
+        assert expected in problems
+
+
+def test_dotenv_parser(gen):
+    env = gen.parse_dotenv(
+        "# comment\n\nexport A=1\nB = two words  # trailing comment\nC='lit # $x'\n"
+        'D="q\\"uote\\nline"\nE=\nF=a#b\n'
+    )
+    assert env == {"A": "1", "B": "two words", "C": "lit # $x", "D": 'q"uote\nline', "E": "", "F": "a#b"}
+    with pytest.raises(gen.ConfigError):
+        gen.parse_dotenv("NOEQUALS\n")
+    with pytest.raises(gen.ConfigError):
+        gen.parse_dotenv("A='unterminated\n")
+
+
+def test_stack_env_is_git_ignored():
+    out = subprocess.run(["git", "check-ignore", "-q", "stack/.env"], cwd=REPO)
+    assert out.returncode == 0, "stack/.env (holds secrets) must be git-ignored"
