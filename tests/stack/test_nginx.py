@@ -1,0 +1,341 @@
+"""The generated nginx.conf, run by the real nginx in front of TEI emulators on loopback."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settings(gen, example_env, **overrides):
+    env = dict(example_env, TEI_VARIANT="cpu", GPU_IDS="", TEI_REPLICAS="3")
+    env.update(overrides)
+    return gen.Settings.from_env(env)
+
+
+def _nginx_test(nginx_bin: str, prefix: Path, conf: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [nginx_bin, "-t", "-q", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "startup-error.log")],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+class Nginx:
+    def __init__(self, nginx_bin: str, conf_text: str, prefix: Path, port: int) -> None:
+        self.prefix, self.port = prefix, port
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(conf_text)
+        self.proc = subprocess.Popen(
+            [nginx_bin, "-p", str(prefix), "-c", str(self.conf), "-e", str(prefix / "startup-error.log"),
+             "-g", "daemon off;"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.proc.stdout.read().decode()} {self.error_log()}")
+            try:
+                if httpx.get(f"{self.url}/nginx-health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"nginx did not come up: {self.error_log()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def error_log(self) -> str:
+        logs = [self.prefix / "error.log", self.prefix / "startup-error.log"]
+        return "\n".join(p.read_text() for p in logs if p.exists())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: fast shutdown, only this nginx master and its workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# ---- nginx -t -----------------------------------------------------------------------------
+
+
+@pytest.mark.nginx
+def test_committed_nginx_conf_passes_nginx_t(nginx_bin, tmp_path):
+    """The committed config, byte for byte, with the upstream names mapped to loopback."""
+    text = (Path(__file__).resolve().parents[2] / "stack" / "nginx.conf").read_text()
+    text = text.replace("server tei-0:80 ", "server 127.0.0.1:9 ")
+    # the container paths (user nginx, /var/run, /dev/std*) are swapped for writable ones
+    text = text.replace("user nginx;\n", "").replace("pid /var/run/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
+    text = text.replace("/dev/stderr", str(tmp_path / "error.log")).replace("/dev/stdout", str(tmp_path / "access.log"))
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        text = text.replace("http {\n", f"http {{\n    {kind}_temp_path {tmp_path / kind};\n", 1)
+    (tmp_path / "nginx.conf").write_text(text)
+    out = _nginx_test(nginx_bin, tmp_path, tmp_path / "nginx.conf")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.nginx
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"TEI_REMOTE_UPSTREAMS": "10.0.0.12:8080,gpu-box-2:80", "NGINX_NEXT_UPSTREAM_TRIES": "5"},
+        {"TEI_PAYLOAD_LIMIT": "10000000", "NGINX_MAX_FAILS": "0", "NGINX_KEEPALIVE": "8"},
+    ],
+)
+def test_rendered_conf_passes_nginx_t(gen, example_env, nginx_bin, tmp_path, overrides):
+    s = _settings(gen, example_env, **overrides)
+    ups = [f"127.0.0.1:{9000 + i}" for i in range(len(s.upstreams))]
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(gen.render_nginx_conf(s, upstreams=ups, listen=f"127.0.0.1:{_free_port()}", runtime_dir=tmp_path))
+    out = _nginx_test(nginx_bin, tmp_path, conf)
+    assert out.returncode == 0, out.stderr
+
+
+def test_conf_directives(gen, example_env):
+    conf = gen.render_nginx_conf(_settings(gen, example_env))
+    for directive in (
+        "least_conn;", "zone tei 64k;", "keepalive 64;", "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";', "client_max_body_size 2000000;",
+        "proxy_connect_timeout 2s;", "proxy_read_timeout 300s;",
+        "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;",
+        "proxy_next_upstream_tries 3;", "max_fails=3 fail_timeout=10s",
+    ):
+        assert directive in conf, directive
+    active = "\n".join(line.split("#")[0] for line in conf.splitlines())
+    assert "http_429" not in active and "http_500" not in active
+
+
+# ---- the real nginx in front of three emulators -----------------------------------------
+
+
+@pytest.fixture
+def cluster(gen, example_env, nginx_bin, tmp_path):
+    emu = pytest.importorskip("tests.tei_emulator")
+    config = emu.EmulatorConfig(step_ms=2.0, per_text_ms=0.1)
+    replicas = [emu.EmulatorServer(config, port=0).start() for _ in range(3)]
+    s = _settings(gen, example_env, NGINX_FAIL_TIMEOUT="30s")
+    conf = gen.render_nginx_conf(
+        s, upstreams=[f"127.0.0.1:{r.port}" for r in replicas],
+        listen=f"127.0.0.1:{_free_port()}", runtime_dir=tmp_path,
+    )
+    nginx = None
+    for _ in range(3):  # the free port may be taken between probe and bind
+        try:
+            port = int(conf.split("listen 127.0.0.1:")[1].split(";")[0])
+            nginx = Nginx(nginx_bin, conf, tmp_path, port)
+            break
+        except RuntimeError:
+            conf = conf.replace(f"listen 127.0.0.1:{port};", f"listen 127.0.0.1:{_free_port()};")
+    assert nginx is not None, "nginx did not start"
+    try:
+        yield emu, config, replicas, nginx
+    finally:
+        nginx.stop()
+        for r in replicas:
+            r.stop()
+
+
+def _embed(client: httpx.Client, url: str, texts: list[str]) -> httpx.Response:
+    return client.post(f"{url}/embed", json={"inputs": texts}, timeout=30)
+
+
+def _assert_vectors(emu, config, texts, body):
+    assert len(body) == len(texts)
+    for text, vec in zip(texts, body):
+        np.testing.assert_array_equal(np.asarray(vec, dtype=np.float32), emu.expected_vector(config, text))
+
+
+def _run_load(url: str, n: int, workers: int, tag: str, on_done=None):
+    """n requests of 2 texts, `workers` at a time; `on_done(k)` after the k-th completes."""
+    results: dict[int, tuple[int, object, list[str]]] = {}
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(i: int):
+        texts = [f"{tag} request {i} text a", f"{tag} request {i} text b"]
+        if not hasattr(local, "client"):
+            local.client = httpx.Client()
+        r = _embed(local.client, url, texts)
+        with lock:
+            results[i] = (r.status_code, r.json() if r.status_code == 200 else r.text, texts)
+            done = len(results)
+        if on_done is not None:
+            on_done(done)
+
+    with cf.ThreadPoolExecutor(workers) as pool:
+        for f in [pool.submit(one, i) for i in range(n)]:
+            f.result()
+    return results
+
+
+@pytest.mark.nginx
+def test_traffic_spreads_over_all_replicas(cluster):
+    emu, config, replicas, nginx = cluster
+    results = _run_load(nginx.url, 60, 8, "spread")
+    assert all(status == 200 for status, _, _ in results.values()), results
+    for status, body, texts in results.values():
+        _assert_vectors(emu, config, texts, body)
+    counts = [len(r.requests) for r in replicas]
+    assert sum(counts) == 60, counts
+    assert all(c >= 5 for c in counts), f"uneven spread: {counts}"
+
+
+@pytest.mark.nginx
+def test_keepalive_to_upstreams(cluster):
+    """HTTP/1.1 with an empty Connection header: nginx reuses upstream connections."""
+    emu, config, replicas, nginx = cluster
+    with httpx.Client() as c:
+        for i in range(30):
+            assert _embed(c, nginx.url, [f"keepalive {i}"]).status_code == 200
+    # the emulators' /metrics or logs cannot see sockets; ask the kernel instead:
+    # established connections from nginx to the replicas are still open after the requests.
+    ports = {r.port for r in replicas}
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("ss not available")
+    peers = [line.split()[3] for line in out.stdout.splitlines() if len(line.split()) >= 4]
+    open_to_replicas = [peer for peer in peers if peer in {f"127.0.0.1:{p}" for p in ports}]
+    assert open_to_replicas, "no idle keepalive connection to any replica"
+
+
+@pytest.mark.nginx
+def test_stopping_a_replica_mid_run_loses_no_request(cluster):
+    emu, config, replicas, nginx = cluster
+    victim = replicas[1]
+
+    served_before_stop: list[int] = []
+
+    def on_done(k: int):
+        if k == 40:  # a quarter in: stop it while requests are in flight
+            served_before_stop.append(len(victim.requests))
+            threading.Thread(target=victim.stop, daemon=True).start()
+
+    results = _run_load(nginx.url, 160, 8, "failover", on_done)
+    bad = {i: (s, b) for i, (s, b, _) in results.items() if s != 200}
+    assert not bad, f"lost requests: {bad}\n{nginx.error_log()[-2000:]}"
+    for status, body, texts in results.values():
+        _assert_vectors(emu, config, texts, body)
+    assert served_before_stop and served_before_stop[0] > 0, "the stopped replica never served"
+    # nginx did meet the dead replica (refused/reset) and moved those requests on
+    log = nginx.error_log()
+    assert f"127.0.0.1:{victim.port}" in log, log[-2000:]
+    others = sum(len(r.requests) for r in (replicas[0], replicas[2]))
+    assert others >= 100, others
+
+
+@pytest.mark.nginx
+def test_replica_answering_503_is_skipped(cluster):
+    emu, config, replicas, nginx = cluster
+    replicas[0].inject(emu.Fault(kind="status", status=503, count=1000))
+    results = _run_load(nginx.url, 30, 4, "unhealthy")
+    assert all(status == 200 for status, _, _ in results.values()), results
+    for status, body, texts in results.values():
+        _assert_vectors(emu, config, texts, body)
+    statuses = [r.status for r in replicas[0].requests]
+    assert statuses and set(statuses) == {503}, "the 503 replica was never tried"
+    # passive health: after max_fails it rests for fail_timeout instead of taking every 3rd request
+    assert len(statuses) <= 6, statuses
+
+
+@pytest.mark.nginx
+def test_429_is_not_retried_by_nginx(cluster):
+    emu, config, replicas, nginx = cluster
+    for r in replicas:
+        r.inject(emu.Fault(kind="status", status=429, count=1))
+    with httpx.Client() as c:
+        r = _embed(c, nginx.url, ["overloaded"])
+    assert r.status_code == 429
+    assert sum(len(rep.requests) for rep in replicas) == 1, "nginx retried a 429"
+    for rep in replicas:
+        rep.clear_faults()
+    with httpx.Client() as c:
+        r = _embed(c, nginx.url, ["overloaded"])
+    assert r.status_code == 200
+    _assert_vectors(emu, config, ["overloaded"], r.json())
+
+
+@pytest.mark.nginx
+def test_large_body_reaches_tei(cluster):
+    """client_max_body_size >= TEI's payload limit: a 1.3 MB body passes nginx (default 1 MB)."""
+    emu, config, replicas, nginx = cluster
+    texts = [f"{i} " + "word " * 8000 for i in range(32)]  # auto-truncated by TEI
+    with httpx.Client() as c:
+        r = _embed(c, nginx.url, texts)
+    assert len(r.request.content) > 1_200_000
+    assert r.status_code == 200, r.text[:300]
+    _assert_vectors(emu, config, texts, r.json())
+
+
+# ---- the proxy in front of nginx (the stack's data path, minus Docker) ---------------------
+
+
+@pytest.mark.nginx
+def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
+    """cached-tei serve -> real nginx -> 3 emulators: same vectors as TEI itself, then cached."""
+    import importlib.util
+    import os
+    import sys
+
+    if importlib.util.find_spec("cached_tei.cli") is None:
+        pytest.skip("the proxy (cached_tei.cli) is not there yet")
+    emu, config, replicas, nginx = cluster
+    port = _free_port()
+    env = dict(os.environ, CACHED_TEI_URL=nginx.url, XDG_CACHE_HOME=str(tmp_path / "cache"),
+               CACHED_TEI_QDRANT_PATH=str(tmp_path / "qdrant"), CACHED_TEI_LOG_LEVEL="warning")
+    for key in ("CACHED_TEI_QDRANT_URL", "CACHED_TEI_API_KEY", "CACHED_TEI_PROXY_API_KEYS"):
+        env.pop(key, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cached_tei.cli import main; sys.exit(main())",
+         "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"proxy exited {proc.returncode}: {proc.stdout.read().decode()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "proxy did not become healthy"
+            time.sleep(0.1)
+        texts = [f"proxy text {i}" for i in range(50)] + ["proxy text 3"]  # > max_client_batch_size
+        with httpx.Client() as c:
+            direct = c.post(f"{replicas[0].url}/embed", json={"inputs": texts[:32]}, timeout=30).json()
+            direct += c.post(f"{replicas[0].url}/embed", json={"inputs": texts[32:]}, timeout=30).json()
+            first = c.post(f"{url}/embed", json={"inputs": texts}, timeout=60)
+            assert first.status_code == 200, first.text[:500]
+            assert first.json() == direct
+            _assert_vectors(emu, config, texts, first.json())
+            before = sum(len(r.requests) for r in replicas)
+            again = c.post(f"{url}/embed", json={"inputs": texts}, timeout=60)
+            assert again.status_code == 200 and again.json() == direct
+            assert sum(len(r.requests) for r in replicas) == before, "cache hit went to TEI"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
