@@ -254,3 +254,15 @@ def test_dotenv_parser(gen):
 def test_stack_env_is_git_ignored():
     out = subprocess.run(["git", "check-ignore", "-q", "stack/.env"], cwd=REPO)
     assert out.returncode == 0, "stack/.env (holds secrets) must be git-ignored"
+
+
+def test_readme_covers_the_operations(gen):
+    readme = (STACK / "README.md").read_text(encoding="utf-8")
+    assert "python stack/generate.py" in readme
+    for variant in gen.TEI_VARIANTS:
+        assert f"`{variant}`" in readme, f"TEI_VARIANT {variant} missing from the GPU table"
+    for section in ("## Prerequisites", "## First start", "## Scaling", "## Adding hosts",
+                    "## External or clustered Qdrant", "## Monitoring", "## Upgrading the model"):
+        assert section in readme
+    for setting in ("CACHED_TEI_URL", "CACHED_TEI_QDRANT_URL", "NGINX_PUBLISH_PORT", "QDRANT_PUBLISH_PORT"):
+        assert setting in readme
