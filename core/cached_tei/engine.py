@@ -22,7 +22,7 @@ from .errors import InputError, StoreConfigurationError
 from .keys import EmbedOptions, Namespace, point_id
 from .settings import CachedTEISettings
 from .stats import Stats
-from .store import QdrantStore
+from .stores import CacheStore, open_store
 from .tei import TEIClient, TEIInfo
 from .writer import WriteBehind
 
@@ -88,7 +88,7 @@ class Engine:
         self.settings = settings
         self.stats = Stats()
         self.tei = TEIClient(settings, self.stats)
-        self.store = QdrantStore(settings)
+        self.store: CacheStore = open_store(settings)
         self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
         self._writer = WriteBehind(
             self.store,

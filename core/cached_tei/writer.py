@@ -12,7 +12,7 @@ import numpy as np
 from .breaker import CircuitBreaker
 from .keys import Namespace
 from .stats import Stats
-from .store import QdrantStore
+from .stores import CacheStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class WriteBehind:
 
     def __init__(
         self,
-        store: QdrantStore,
+        store: CacheStore,
         breaker: CircuitBreaker,
         stats: Stats,
         *,

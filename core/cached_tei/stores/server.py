@@ -1,40 +1,26 @@
-"""The persistent cache: one Qdrant collection per namespace, points keyed by text hash."""
+"""The cache in a Qdrant server (REST or gRPC), or in qdrant-client's in-memory mode."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 
-from .errors import StoreConfigurationError
-from .keys import Namespace
-from .settings import CachedTEISettings
+from ..keys import Namespace
+from ..settings import CachedTEISettings
+from .base import CHUNK, CREATED, TEXT, CollectionInfo, dimension_mismatch, namespace_mismatch
 
 log = logging.getLogger(__name__)
 
-CREATED = "created"
-TEXT = "text"
-# Lookups and writes go to Qdrant in chunks of this many points.
-CHUNK = 1024
+IN_MEMORY = ":memory:"
 
 
-@dataclass(frozen=True)
-class CollectionInfo:
-    """One cache collection: its name, namespace, vector size and number of entries."""
-
-    name: str
-    namespace: dict[str, Any] | None
-    dimension: int
-    count: int
-
-
-class QdrantStore:
-    """Reads and writes cache entries in Qdrant: a server (``qdrant_url``) or embedded.
+class QdrantServerStore:
+    """Cache entries in a Qdrant server at ``qdrant_url`` (``":memory:"``: in this process only).
 
     Collections are created when the first vector (and so its dimension) is known:
     DOT distance (COSINE would normalise stored vectors), float32, HNSW ``m=0`` (id lookups
@@ -48,27 +34,19 @@ class QdrantStore:
         self._dimensions: dict[str, int | None] = {}
 
     @property
-    def embedded(self) -> bool:
-        return self._settings.qdrant_url is None
+    def location(self) -> str:
+        return str(self._settings.qdrant_url)
 
     @property
-    def location(self) -> str:
-        return self._settings.qdrant_url or str(self._settings.qdrant_path)
+    def _in_memory(self) -> bool:
+        return self._settings.qdrant_url == IN_MEMORY
 
     def client(self) -> AsyncQdrantClient:
+        """The qdrant-client instance, created on first use."""
         if self._client is None:
             settings = self._settings
-            if self.embedded:
-                settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-                try:
-                    self._client = AsyncQdrantClient(path=str(settings.qdrant_path))
-                except RuntimeError as exc:
-                    raise StoreConfigurationError(
-                        f"the embedded cache at {settings.qdrant_path} is already open in another "
-                        "client or process ({exc}). Share one embedder per process, give each "
-                        "process its own CACHED_TEI_QDRANT_PATH, or run a Qdrant server and set "
-                        "CACHED_TEI_QDRANT_URL."
-                    ) from exc
+            if self._in_memory:
+                self._client = AsyncQdrantClient(location=IN_MEMORY)
             else:
                 api_key = settings.qdrant_api_key
                 self._client = AsyncQdrantClient(
@@ -76,6 +54,7 @@ class QdrantStore:
                     api_key=api_key.get_secret_value() if api_key else None,
                     prefer_grpc=settings.qdrant_prefer_grpc,
                     timeout=max(1, round(settings.qdrant_timeout)),
+                    check_compatibility=False,
                 )
         return self._client
 
@@ -99,11 +78,7 @@ class QdrantStore:
         info = await client.get_collection(name)
         stored = (info.config.metadata or {}).get("namespace")
         if stored is not None and stored != namespace.descriptor():
-            raise StoreConfigurationError(
-                f"Qdrant collection {name!r} holds vectors of {stored}, not of "
-                f"{namespace.descriptor()}; use another CACHED_TEI_COLLECTION_PREFIX or "
-                "clear the collection (cached-tei cache clear)."
-            )
+            raise namespace_mismatch(name, stored, namespace)
         vectors = info.config.params.vectors
         assert isinstance(vectors, models.VectorParams)
         self._dimensions[name] = vectors.size
@@ -120,25 +95,21 @@ class QdrantStore:
                 vectors_config=models.VectorParams(
                     size=dimension,
                     distance=models.Distance.DOT,
-                    datatype=None if self.embedded else models.Datatype.FLOAT32,
+                    datatype=None if self._in_memory else models.Datatype.FLOAT32,
                 ),
                 hnsw_config=models.HnswConfigDiff(m=0),
                 shard_number=self._settings.qdrant_shards,
                 replication_factor=self._settings.qdrant_replication_factor,
                 metadata={"namespace": namespace.descriptor()},
             )
-            if not self.embedded:
+            if not self._in_memory:
                 await client.create_payload_index(
                     name, CREATED, field_schema=models.PayloadSchemaType.INTEGER
                 )
             log.info("created cache collection %s (%d dimensions) in %s", name, dimension, self.location)
             self._dimensions[name] = dimension
         elif existing != dimension:
-            raise StoreConfigurationError(
-                f"Qdrant collection {name!r} stores {existing}-dimensional vectors but TEI "
-                f"returned {dimension}; the model behind CACHED_TEI_URL changed without a new "
-                "revision: pin --revision on TEI, or clear the cache (cached-tei cache clear)."
-            )
+            raise dimension_mismatch(name, existing, dimension)
 
     async def lookup(
         self, namespace: Namespace, ids: Sequence[str], not_before: int | None

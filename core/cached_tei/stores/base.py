@@ -1,0 +1,88 @@
+"""What every cache store provides, and the rules they share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import StoreConfigurationError
+from ..keys import Namespace
+
+CREATED = "created"
+TEXT = "text"
+# Lookups and writes go to the store in chunks of this many points.
+CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """One cache collection: its name, namespace, vector size and number of entries."""
+
+    name: str
+    namespace: dict[str, Any] | None
+    dimension: int
+    count: int
+
+
+class CacheStore(Protocol):
+    """A persistent map from (namespace, point id) to a float32 vector and its creation time.
+
+    One collection per namespace, created when the first vector (and so its dimension) is
+    known. Every method may raise; the engine decides how failures are handled.
+    """
+
+    @property
+    def location(self) -> str: ...
+
+    async def dimension(self, namespace: Namespace) -> int | None:
+        """The vector size of the namespace's collection, None if it does not exist yet.
+
+        Raises StoreConfigurationError when the collection holds another namespace.
+        """
+
+    async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
+        """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
+
+    async def lookup(
+        self, namespace: Namespace, ids: Sequence[str], not_before: int | None
+    ) -> dict[str, np.ndarray]:
+        """Vectors stored under ``ids``; entries created before ``not_before`` are left out."""
+
+    async def upsert(
+        self,
+        namespace: Namespace,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        texts: Sequence[str] | None = None,
+    ) -> int:
+        """Write entries (created now); returns the bytes of vector data written."""
+
+    async def collections(self) -> list[CollectionInfo]:
+        """Every cache collection under the configured prefix."""
+
+    async def prune(self, older_than: int) -> int:
+        """Delete entries created before ``older_than`` (unix seconds); returns how many."""
+
+    async def clear(self) -> int:
+        """Delete every cache collection under the prefix; returns how many entries went."""
+
+    async def aclose(self) -> None:
+        """Persist everything and release the store."""
+
+
+def namespace_mismatch(name: str, stored: Any, namespace: Namespace) -> StoreConfigurationError:
+    return StoreConfigurationError(
+        f"cache collection {name!r} holds vectors of {stored}, not of {namespace.descriptor()}; "
+        "use another CACHED_TEI_COLLECTION_PREFIX or clear the cache (cached-tei cache clear)."
+    )
+
+
+def dimension_mismatch(name: str, stored: int, returned: int) -> StoreConfigurationError:
+    return StoreConfigurationError(
+        f"cache collection {name!r} stores {stored}-dimensional vectors but TEI returned "
+        f"{returned}; the model behind CACHED_TEI_URL changed without a new revision: pin "
+        "--revision on TEI, or clear the cache (cached-tei cache clear)."
+    )

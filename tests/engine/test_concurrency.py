@@ -1,0 +1,86 @@
+"""One engine, many callers: single flight, threads, other event loops, running loops."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from cached_tei import CachedEmbedder
+from tests.conftest import sent_texts
+from tests.tei_emulator import expected_vector
+
+
+async def test_200_concurrent_calls_for_one_new_text_compute_it_once(
+    make_embedder, tei, tei_config
+) -> None:
+    embedder = make_embedder()
+    results = await asyncio.gather(*(embedder.aembed_query("the same new text") for _ in range(200)))
+    assert sent_texts(tei) == ["the same new text"]
+    expected = expected_vector(tei_config, "the same new text").tolist()
+    assert all(result == expected for result in results)
+    stats = embedder.stats
+    assert stats.tei_texts == 1 and stats.hits + stats.misses == 200
+    assert stats.misses == stats.coalesced + 1  # late callers hit memory instead
+
+
+def test_threads_share_one_computation(make_embedder, tei) -> None:
+    embedder = make_embedder()
+    texts = [f"shared {i}" for i in range(40)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: embedder.embed_documents(texts), range(16)))
+    assert all(result == results[0] for result in results)
+    assert sorted(sent_texts(tei)) == sorted(texts)
+
+
+def test_callers_on_different_event_loops(make_embedder, tei) -> None:
+    embedder = make_embedder()
+    outcomes: list[list[float]] = []
+
+    def on_own_loop(text: str) -> None:
+        outcomes.append(asyncio.run(embedder.aembed_query(text)))
+
+    threads = [threading.Thread(target=on_own_loop, args=(f"loop {i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 4
+    assert len(sent_texts(tei)) == 4
+
+
+async def test_the_sync_api_works_inside_a_running_loop(make_embedder, tei_config) -> None:
+    # As in Jupyter: blocking calls from a coroutine must not deadlock or need nest_asyncio.
+    vector = make_embedder().embed_query("inside a running loop")
+    assert np.array_equal(
+        np.asarray(vector, dtype=np.float32), expected_vector(tei_config, "inside a running loop")
+    )
+
+
+async def test_a_cancelled_caller_does_not_strand_the_others(make_embedder, tei) -> None:
+    tei.inject(__import__("tests.tei_emulator", fromlist=["Fault"]).Fault(kind="delay", seconds=0.3))
+    embedder = make_embedder()
+    first = asyncio.create_task(embedder.aembed_query("slow text"))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(embedder.aembed_query("slow text"))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    assert len(await asyncio.wait_for(second, 5)) == 384
+    assert sent_texts(tei) == ["slow text"]
+
+
+def test_an_embedder_pickles_and_works_in_the_copy(make_embedder, tei, qdrant_path) -> None:
+    embedder = make_embedder()
+    vector = embedder.embed_query("before pickling")
+    embedder.close()
+    copy = pickle.loads(pickle.dumps(embedder))
+    try:
+        assert isinstance(copy, CachedEmbedder)
+        assert copy.settings == embedder.settings
+        assert copy.embed_query("before pickling") == vector
+        assert copy.stats.hits == 1
+    finally:
+        copy.close()
