@@ -93,3 +93,22 @@ def test_texts_are_not_stored_unless_asked(make_embedder, tei) -> None:
         assert point.payload.get("text", text) == text
         embedder.close()
     assert sent_texts(tei) == ["private words", "shareable words"]
+
+
+def test_interpreter_exit_drains_pending_writes(tei, qdrant_path) -> None:
+    import subprocess
+    import sys
+
+    texts = [f"written at exit {i}" for i in range(200)]
+    script = (
+        "from cached_tei import CachedEmbedder\n"
+        f"embedder = CachedEmbedder(tei_url={tei.url!r}, qdrant_path={str(qdrant_path)!r})\n"
+        f"embedder.embed_documents({texts!r})\n"
+        "# no close(): the exit hook must drain the write-behind queue\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    tei.reset_log()
+    with CachedEmbedder(tei_url=tei.url, qdrant_path=qdrant_path) as embedder:
+        embedder.embed_documents(texts)
+        assert embedder.stats.hits == 200
+    assert sent_texts(tei) == []
