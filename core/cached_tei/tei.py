@@ -4,7 +4,6 @@ retries transient failures, and turns TEI's error bodies into errors that say wh
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -142,8 +142,6 @@ def _with_hint(error: TEIError) -> TEIError:
     return error
 
 
-def _encoded(text: str) -> bytes:
-    return json.dumps(text, ensure_ascii=False).encode("utf-8")
 
 
 class TEIClient:
@@ -196,7 +194,7 @@ class TEIClient:
         async with self._info_lock:
             if self._info is None:
                 response = await self._with_retries(lambda: self._send("GET", "/info"))
-                self._info = TEIInfo.from_json(response.json())
+                self._info = TEIInfo.from_json(orjson.loads(response.content))
                 log.info(
                     "TEI at %s serves %s (revision %s, max_client_batch_size %d)",
                     self._url,
@@ -220,7 +218,7 @@ class TEIClient:
         batches: list[slice] = []
         start, size = 0, 0
         for index, text in enumerate(texts):
-            text_bytes = len(_encoded(text)) + 1
+            text_bytes = len(orjson.dumps(text)) + 1
             if text_bytes > max_bytes:
                 raise InputError(
                     f"a text of {text_bytes} bytes (starting {text[:40]!r}) does not fit in one "
@@ -267,7 +265,7 @@ class TEIClient:
 
     async def embed_batch(self, texts: list[str], fields: dict[str, Any]) -> np.ndarray:
         """One ``POST /embed`` within TEI's limits, retried while TEI is transiently unable."""
-        body = json.dumps({"inputs": texts, **fields}, ensure_ascii=False).encode("utf-8")
+        body = orjson.dumps({"inputs": texts, **fields})
         self._client()
         assert self._slots is not None
 
@@ -281,7 +279,7 @@ class TEIClient:
                     self._stats.tei_seconds += time.perf_counter() - started
 
         response = await self._with_retries(attempt)
-        vectors = np.asarray(response.json(), dtype=np.float32)
+        vectors = np.asarray(orjson.loads(response.content), dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise TEIError(
                 f"expected {len(texts)} vectors, got an array of shape {vectors.shape}",
