@@ -332,7 +332,7 @@ class Settings:
             raise ConfigError(f"published host ports collide: {published}")
         if self.cache_ttl and not self.cache_ttl.isdigit():
             raise ConfigError(f"CACHE_TTL must be seconds (an integer) or empty, got {self.cache_ttl!r}")
-        if self.proxy_log_level not in ("debug", "info", "warning", "error", "critical"):
+        if self.proxy_log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"PROXY_LOG_LEVEL {self.proxy_log_level!r} is not a log level")
         if self.tei_dtype and self.tei_dtype not in ("float16", "float32"):
             raise ConfigError(f"TEI_DTYPE must be float16, float32 or empty, got {self.tei_dtype!r}")
@@ -504,7 +504,7 @@ def build_compose(s: Settings) -> dict:
             "CACHED_TEI_MAX_PAYLOAD_BYTES": str(s.tei_payload_limit),
             "CACHED_TEI_TTL": s.cache_ttl,
             "CACHED_TEI_PROXY_API_KEYS": "${PROXY_API_KEYS:-}",
-            "CACHED_TEI_LOG_LEVEL": s.proxy_log_level,
+            "CACHED_TEI_PROXY_LOG_LEVEL": s.proxy_log_level,
         }
     )
     proxy_depends = {"nginx": {"condition": "service_healthy"}}

@@ -266,3 +266,36 @@ def test_readme_covers_the_operations(gen):
         assert section in readme
     for setting in ("CACHED_TEI_URL", "CACHED_TEI_QDRANT_URL", "NGINX_PUBLISH_PORT", "QDRANT_PUBLISH_PORT"):
         assert setting in readme
+
+
+@pytest.mark.parametrize("variant", ["example", "everything"])
+def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, monkeypatch):
+    """Every CACHED_TEI_* the compose file gives the proxy is a real setting and parses."""
+    settings_mod = pytest.importorskip("cached_tei.settings")
+    proxy_settings_mod = pytest.importorskip("cached_tei.proxy.settings")
+    core_cls, proxy_cls = settings_mod.CachedTEISettings, proxy_settings_mod.ProxySettings
+    known = {"CACHED_TEI_URL"}
+    for cls in (core_cls, proxy_cls):
+        prefix = cls.model_config.get("env_prefix", "")
+        known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
+    env = dict(example_env)
+    if variant == "everything":
+        env.update(TEI_API_KEY="k", QDRANT_SHARDS="3", QDRANT_REPLICATION_FACTOR="2", CACHE_TTL="3600",
+                   QDRANT_URL="https://q.example:6333", PROXY_LOG_LEVEL="debug")
+    compose = gen.build_compose(gen.Settings.from_env(env))
+    proxy_env = compose["services"]["proxy"]["environment"]
+    unknown = sorted(set(proxy_env) - known)
+    assert not unknown, f"the package reads no such settings: {unknown}"
+    samples = {"QDRANT_API_KEY": "qk", "PROXY_API_KEYS": "a,b", "TEI_API_KEY": "tk"}
+    for key in [k for k in __import__("os").environ if k.startswith("CACHED_TEI_")]:
+        monkeypatch.delenv(key)
+    for key, value in proxy_env.items():
+        m = re.match(r"^\$\{(\w+)", value)
+        monkeypatch.setenv(key, samples[m.group(1)] if m else value)
+    monkeypatch.chdir(STACK)  # no stray .env
+    core = core_cls()
+    proxy = proxy_cls()
+    assert core.tei_url == "http://nginx:80"
+    assert proxy.log_level == env.get("PROXY_LOG_LEVEL", "info")
+    if variant == "everything":
+        assert core.ttl == 3600 and core.qdrant_shards == 3 and core.api_key.get_secret_value() == "tk"
