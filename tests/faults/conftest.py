@@ -283,3 +283,51 @@ def start_proxy(tmp_path: Path) -> Iterator[Any]:
     yield start
     for p in made:
         p.close()
+
+
+# ---------------------------------------------------------------------------- store inspection
+def embedded_points(qdrant_path: Path) -> dict[str, tuple[list[float], dict[str, Any]]]:
+    """Every point of every collection in a closed embedded store: id -> (vector, payload)."""
+    import qdrant_edge as edge
+
+    out: dict[str, tuple[list[float], dict[str, Any]]] = {}
+    if not qdrant_path.exists():
+        return out
+    for folder in sorted(qdrant_path.iterdir()):
+        if not (folder / "namespace.json").exists():
+            continue
+        shard = edge.EdgeShard.load(str(folder / "shard"))
+        try:
+            offset = None
+            while True:
+                records, offset = shard.scroll(
+                    edge.ScrollRequest(offset=offset, limit=1000, with_payload=True, with_vector=True)
+                )
+                for r in records:
+                    vector = r.vector
+                    if isinstance(vector, dict):  # named vectors: the default one
+                        vector = next(iter(vector.values()))
+                    out[str(r.id)] = (list(vector), dict(r.payload or {}))
+                if offset is None:
+                    break
+        finally:
+            shard.close()
+    return out
+
+
+def check_points(points: dict[str, Any], config: EmulatorConfig, candidates: Sequence[str]) -> tuple[int, int]:
+    """(stored entries whose text is known, wrong ones among them): every stored vector must
+    equal the oracle's vector for the text its id is derived from."""
+    from cached_tei.keys import point_id
+
+    by_id = {point_id(t): t for t in candidates}
+    known = wrong = 0
+    for pid, value in points.items():
+        vector = value[0] if isinstance(value, tuple) else value
+        text = by_id.get(pid)
+        if text is None:
+            continue
+        known += 1
+        if not np.array_equal(np.asarray(vector, dtype=np.float32), expected_vector(config, text)):
+            wrong += 1
+    return known, wrong
