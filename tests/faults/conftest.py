@@ -331,3 +331,46 @@ def check_points(points: dict[str, Any], config: EmulatorConfig, candidates: Seq
         if not np.array_equal(np.asarray(vector, dtype=np.float32), expected_vector(config, text)):
             wrong += 1
     return known, wrong
+
+
+# ---------------------------------------------------------------------------- the proxy in a thread
+class InThreadProxy:
+    """``create_app`` served by uvicorn on loopback in a daemon thread (logs reach caplog)."""
+
+    def __init__(self, settings: Any, proxy: Any) -> None:
+        import uvicorn
+
+        from cached_tei.proxy import create_app
+
+        self.app = create_app(settings, proxy)
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
+                           server_header=False, timeout_graceful_shutdown=5)
+        )
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def engine(self) -> Any:
+        return self.app.state.handlers.engine
+
+    def __enter__(self) -> "InThreadProxy":
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the proxy did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._sock.close()
