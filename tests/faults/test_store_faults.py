@@ -177,3 +177,49 @@ def test_slow_writes_never_block_calls_even_when_the_queue_is_full(
         embedder.close()
     tally.extra["latencies_s"] = [round(x, 2) for x in latencies]
     assert max(latencies) < 0.5, latencies
+
+
+def test_proxy_metrics_and_health_show_a_failing_cache(tei: EmulatorServer, qdrant: FakeQdrant, tmp_path, tally: Tally) -> None:
+    """Through the proxy: Qdrant down -> answers stay right, /metrics shows the errors and the
+    open breaker, /health says degraded; Qdrant back -> the breaker closes and writes resume."""
+    from .conftest import InThreadProxy, needs_proxy
+
+    if needs_proxy.args[0]:
+        pytest.skip("the proxy is not there yet")
+    import httpx
+
+    from cached_tei import CachedTEISettings
+    from cached_tei.proxy import ProxySettings
+
+    qdrant.mode = "down"
+    settings = CachedTEISettings(tei_url=tei.url, qdrant_url=qdrant.url, breaker_threshold=2,
+                                 breaker_cooldown=1.0, lru_bytes=0)
+
+    def metric(text: str, prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+    with InThreadProxy(settings, ProxySettings()) as proxy, httpx.Client(timeout=10) as client:
+        for i in range(5):
+            texts = _texts(f"proxy down {i}")
+            r = client.post(proxy.url + "/embed", json={"inputs": texts})
+            assert r.status_code == 200
+            tally.check(tei.config, texts, r.json())
+        down = client.get(proxy.url + "/metrics").text
+        health = client.get(proxy.url + "/health")
+        qdrant.mode = "ok"
+        time.sleep(1.1)
+        for i in range(3):
+            texts = _texts(f"proxy back {i}")
+            r = client.post(proxy.url + "/embed", json={"inputs": texts})
+            tally.check(tei.config, texts, r.json())
+        time.sleep(0.3)
+        back = client.get(proxy.url + "/metrics").text
+    assert metric(down, 'cached_tei_cache_breaker_state{state="open"}') == 1.0
+    assert metric(down, "cached_tei_cache_errors_total") >= 2
+    assert metric(down, 'cached_tei_cache_writes_total{result="dropped"}') > 0
+    assert health.status_code == 200 and health.headers["x-cache-store"] == "degraded"
+    assert metric(back, 'cached_tei_cache_breaker_state{state="closed"}') == 1.0
+    assert metric(back, 'cached_tei_cache_writes_total{result="written"}') > 0
+    tally.extra.update(errors=metric(down, "cached_tei_cache_errors_total"),
+                       written_after=metric(back, 'cached_tei_cache_writes_total{result="written"}'))
+    assert tally.wrong == 0 and tally.failed == 0
