@@ -320,6 +320,7 @@ async def _embed_file(
         writer.write(records, result.vectors)
         bar.update(len(records))
 
+    failed = True
     try:
         for chunk in _chunks(source.records(), chunk_size):
             texts = [text for _, text in chunk]
@@ -328,10 +329,13 @@ async def _embed_file(
                 await write_oldest()
         while pending:
             await write_oldest()
+        failed = False
     finally:
         for _, task in pending:
             task.cancel()
         await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
+        if failed:
+            bar.leave = False  # the error line alone, not a half-drawn bar
         bar.close()
         await engine.aclose()  # drains the cache writes, also after an error
     return engine.stats.snapshot()

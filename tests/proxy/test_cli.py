@@ -1,0 +1,246 @@
+"""The ``cached-tei`` command line end to end: embed files, cache stats|prune|clear, help, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cached_tei.cli import main
+from tests.tei_emulator import expected_vector
+
+from .support import FAST, REPO, run_cli, texts_sent
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "qdrant"
+
+
+@pytest.fixture
+def cli(emu, store, capsys):
+    """Run ``main`` in-process against the emulator and this test's store."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        extra = ["--qdrant-path", str(store)]
+        if "--tei-url" not in args:
+            extra += ["--tei-url", emu.url]
+        code = main([*args, *extra])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def summary(stderr: str) -> str:
+    return [line for line in stderr.splitlines() if line.startswith("embedded ")][-1]
+
+
+def test_text_file_to_jsonl_then_from_the_cache(cli, emu, tmp_path):
+    lines = ["first line", "", "second\tline with tab", "crlf line\r", "unicode: é 日本 🙂", "first line"]
+    source = tmp_path / "corpus.txt"
+    source.write_bytes("\n".join(lines).encode() + b"\n")
+    texts = ["first line", "second\tline with tab", "crlf line", "unicode: é 日本 🙂", "first line"]
+    out = tmp_path / "vectors.jsonl"
+
+    code, stdout, stderr = cli("embed", str(source), "-o", str(out), "--chunk-size", "2")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["text"] for row in rows] == texts
+    for row in rows:
+        assert np.array_equal(np.asarray(row["embedding"], np.float32), expected_vector(FAST, row["text"]))
+    assert "embedding" in stderr  # the progress bar
+    assert summary(stderr).startswith("embedded 5 texts in ")
+    assert "1 cache hits, 4 computed by TEI, 0 repeated" in summary(stderr)  # the repeat: next chunk
+    assert sorted(texts_sent(emu)) == sorted(set(texts))
+
+    emu.reset_log()
+    code, _, stderr = cli("embed", str(source), "-o", str(out), "--quiet")
+    assert code == 0
+    assert "4 cache hits, 0 computed by TEI, 1 repeated" in summary(stderr)
+    assert "embedding:" not in stderr  # --quiet: no progress bar
+    assert texts_sent(emu) == []
+
+
+def test_jsonl_to_npy_exact_vectors(cli, emu, tmp_path):
+    records = [{"id": i, "body": f"record number {i}"} for i in range(2 * FAST.max_client_batch_size + 7)]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
+    out = tmp_path / "docs.npy"
+    code, _, stderr = cli("embed", str(source), "-o", str(out), "--field", "body", "--chunk-size", "10")
+    assert code == 0, stderr
+    vectors = np.load(out)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(records), FAST.dim)
+    assert np.array_equal(vectors, np.stack([expected_vector(FAST, r["body"]) for r in records]))
+    assert max(len(r.texts) for r in emu.requests) <= FAST.max_client_batch_size
+    assert f"0 cache hits, {len(records)} computed by TEI" in summary(stderr)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_jsonl_output_keeps_the_input_objects(cli, tmp_path):
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"id": "a", "text": "keep me", "meta": {"n": 1}}\n')
+    out = tmp_path / "out.jsonl"
+    assert cli("embed", str(source), "-o", str(out))[0] == 0
+    row = json.loads(out.read_text())
+    assert row["id"] == "a" and row["meta"] == {"n": 1} and row["text"] == "keep me"
+    assert np.array_equal(np.asarray(row["embedding"], np.float32), expected_vector(FAST, "keep me"))
+
+
+def test_stdin_to_npy_and_query_kind(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from stdin\nanother\n")))
+    out = tmp_path / "stdin.npy"
+    code, _, stderr = cli("embed", "-", "-o", str(out), "--kind", "query",
+                          "--query-instruction", "query: ")
+    assert code == 0, stderr
+    expected = np.stack([expected_vector(FAST, "query: from stdin"), expected_vector(FAST, "query: another")])
+    assert np.array_equal(np.load(out), expected)
+
+
+def test_embed_stdin_to_stdout_through_the_entry_point(emu, store):
+    result = run_cli("embed", "-", "--tei-url", emu.url, "--qdrant-path", str(store), "-q",
+                     stdin=b"piped text\n")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["text"] == "piped text"
+    assert np.array_equal(np.asarray(row["embedding"], np.float32), expected_vector(FAST, "piped text"))
+    assert result.stderr.strip().startswith("embedded 1 texts")
+
+
+def test_cache_stats_prune_clear(cli, tmp_path):
+    source = tmp_path / "c.txt"
+    source.write_text("\n".join(f"cached {i}" for i in range(12)))
+    assert cli("embed", str(source), "-o", str(tmp_path / "c.npy"), "-q")[0] == 0
+
+    code, stdout, _ = cli("cache", "stats")
+    assert code == 0
+    assert stdout.splitlines()[-1].startswith("1 collections, 12 entries under prefix 'cached_tei'")
+    assert FAST.model_id in stdout and f"{FAST.dim} dims" in stdout
+    code, stdout, _ = cli("cache", "stats", "--json")
+    stats = json.loads(stdout)
+    assert stats["entries"] == 12 and stats["collections"][0]["dimension"] == FAST.dim
+    assert stats["collections"][0]["namespace"]["model_id"] == FAST.model_id
+
+    code, stdout, _ = cli("cache", "prune", "--ttl", "3600")
+    assert (code, stdout.split(" from ")[0]) == (0, "removed 0 entries older than 3600 s")
+    time.sleep(1.2)  # entries carry whole-second creation times: 1 s + the TTL + a margin
+    code, stdout, _ = cli("cache", "prune", "--ttl", "0.1")
+    assert code == 0 and stdout.startswith("removed 12 entries older than 0.1 s"), stdout
+    assert json.loads(cli("cache", "stats", "--json")[1])["entries"] == 0
+
+    assert cli("embed", str(source), "-o", str(tmp_path / "c.npy"), "-q")[0] == 0
+    code, stdout, _ = cli("cache", "clear", "--yes")
+    assert code == 0 and stdout.startswith("removed 12 entries")
+    assert json.loads(cli("cache", "stats", "--json")[1])["collections"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["embed", "missing.txt"], "no such file: missing.txt"),
+        (["embed", "{txt}", "--timeout", "-1"], "invalid setting: timeout: Input should be greater than 0"),
+        (["embed", "{jsonl}", "-o", "{npy}"], "line 2 has no non-empty string field 'text'"),
+        (["embed", "{txt}", "--format", "npy"], "a .npy output needs a file name"),
+        (["embed", "{txt}", "--tei-url", "http://127.0.0.1:1", "--retry-deadline", "0.3",
+          "--max-retries", "0"], "TEI at http://127.0.0.1:1 failed (no response, Unavailable)"),
+        (["cache", "prune"], "cache prune removes entries older than the TTL"),
+        (["cache", "clear"], "pass --yes to confirm"),
+    ],
+)
+def test_errors_are_one_line_and_fail(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    (tmp_path / "a.txt").write_text("fine\n")
+    (tmp_path / "b.jsonl").write_text('{"text": "ok"}\n{"other": "x"}\n')
+    paths = {"txt": str(tmp_path / "a.txt"), "jsonl": str(tmp_path / "b.jsonl"), "npy": str(tmp_path / "o.npy")}
+    code, _, err = cli(*[a.format(**paths) for a in args])
+    assert code == 1
+    # what a terminal shows: each line as its last carriage return left it
+    lines = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]
+    lines = [line for line in lines if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cached-tei: error: "), err
+    assert message in lines[0], lines[0]
+    assert not (tmp_path / "o.npy").exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_upstream_down_is_one_line(store):
+    result = run_cli("embed", "-", "--tei-url", "http://127.0.0.1:1", "--qdrant-path", str(store),
+                     "--retry-deadline", "0.3", "--max-retries", "0", "-q", stdin=b"x\n")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "cached-tei: error:" in line]
+    assert len(lines) == 1
+    assert "TEI at http://127.0.0.1:1 failed (no response, Unavailable)" in lines[0]
+
+
+def test_usage_errors_exit_2_with_one_line():
+    result = run_cli("embed", "--no-such-flag", "x")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "cached-tei: error: unrecognized arguments: --no-such-flag (see cached-tei --help)"
+    ]
+    result = run_cli("embed", "x", "--chunk-size", "many")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "cached-tei embed: error: argument --chunk-size: invalid int value: 'many' "
+        "(see cached-tei embed --help)"
+    ]
+    assert run_cli().returncode == 2
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["embed"], ["cache"], ["cache", "stats"], ["cache", "prune"], ["cache", "clear"]]
+)
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cached-tei")
+    if command in (["serve"], ["embed"]):
+        assert "--tei-url" in out and "CACHED_TEI_URL" in out
+
+
+def test_help_through_the_entry_point():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "serve" in result.stdout and "embed" in result.stdout
+    assert run_cli("--version").stdout.strip() == "cached-tei 0.1.0"
+
+
+BLOCK_PROXY_EXTRA = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("fastapi", "uvicorn", "prometheus_client", "starlette"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from cached_tei.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
+    import subprocess
+
+    source = tmp_path / "t.txt"
+    source.write_text("no extra needed\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", BLOCK_PROXY_EXTRA, *args], capture_output=True,
+                              text=True, cwd=str(REPO), timeout=60)
+
+    settings = ["--tei-url", emu.url, "--qdrant-path", str(store)]
+    embedded = run("embed", str(source), "-o", str(tmp_path / "t.npy"), "-q", *settings)
+    assert embedded.returncode == 0, embedded.stderr
+    stats = run("cache", "stats", "--json", *settings)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["entries"] == 1
+    serve = run("serve", *settings)
+    assert serve.returncode == 1
+    assert serve.stderr.strip() == (
+        "cached-tei: error: cached-tei serve needs the proxy extra (fastapi, uvicorn, "
+        "prometheus_client not installed): pip install 'cached-tei[proxy]'"
+    )
