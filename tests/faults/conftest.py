@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,8 @@ class Tally:
             self.failed += n
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("_lock", None)
-        return d
+        return {"scenario": self.scenario, "sent": self.sent, "failed": self.failed,
+                "retried": self.retried, "wrong": self.wrong, "extra": dict(self.extra)}
 
 
 _TALLIES: list[Tally] = []
