@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from cachetools import LRUCache
 
 from .breaker import CircuitBreaker
-from .errors import InputError, StoreConfigurationError
+from .errors import InputError, StoreConfigurationError, TEIError
 from .keys import EmbedOptions, Namespace, point_id
 from .settings import CachedTEISettings
 from .stats import Stats
@@ -27,7 +28,10 @@ from .tei import TEIClient, TEIInfo
 from .writer import WriteBehind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
+# Seconds between probes of an unreachable TEI while its remembered /info stands in.
+_PROBE_INTERVAL = 5.0
 # Bytes an LRU entry costs beyond its vector (key strings, tuple, array header).
 _ENTRY_OVERHEAD = 240
 
@@ -96,6 +100,7 @@ class Engine:
             self.stats,
             capacity=settings.write_queue_size,
             batch_size=settings.write_batch_size,
+            timeout=settings.qdrant_timeout,
         )
         self._memory: LRUCache[tuple[str, str], np.ndarray] | None = (
             LRUCache(maxsize=settings.lru_bytes, getsizeof=lambda v: v.nbytes + _ENTRY_OVERHEAD)
@@ -103,20 +108,52 @@ class Engine:
             else None
         )
         self._inflight: dict[tuple[str, str], asyncio.Future[np.ndarray]] = {}
-        self._namespaces: dict[EmbedOptions, Namespace] = {}
-        self._fills: set[asyncio.Task[None]] = set()
+        self._namespaces: dict[tuple[TEIInfo, EmbedOptions], Namespace] = {}
+        self._remembered_info: TEIInfo | None = None
+        self._probe_after = 0.0
+        self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ public
     async def info(self) -> TEIInfo:
-        """TEI's ``/info`` (read once)."""
-        return await self.tei.info()
+        """TEI's ``/info``, read once.
+
+        While TEI cannot be reached, the ``/info`` last read from this URL (kept in the
+        store) stands in, so that cached texts are still served; TEI is probed again after
+        a few seconds, and its real ``/info`` replaces the stand-in as soon as it answers.
+        """
+        known = self.tei.known_info
+        if known is not None:
+            return known
+        remembered = await self._recall_info()
+        if remembered is None:
+            info = await self.tei.info()
+        elif time.monotonic() < self._probe_after:
+            return remembered
+        else:
+            try:
+                info = await self.tei.info(retry=False)
+            except TEIError as exc:
+                if not exc.transient:
+                    raise
+                self._probe_after = time.monotonic() + _PROBE_INTERVAL
+                log.warning(
+                    "TEI at %s is unreachable (%s); serving cached vectors of %s, its last /info",
+                    self.tei.url,
+                    exc.message,
+                    remembered.model_id,
+                )
+                return remembered
+        if remembered is None or remembered.raw != info.raw:
+            self._in_background(self._remember_info(info))
+        return info
 
     async def namespace(self, options: EmbedOptions) -> Namespace:
         """The namespace (and so the collection) that vectors for ``options`` belong to."""
-        namespace = self._namespaces.get(options)
+        info = await self.info()
+        namespace = self._namespaces.get((info, options))
         if namespace is None:
-            namespace = Namespace.of(await self.tei.info(), options)
-            self._namespaces[options] = namespace
+            namespace = Namespace.of(info, options)
+            self._namespaces[(info, options)] = namespace
         return namespace
 
     async def embed(self, texts: Sequence[str], options: EmbedOptions) -> EmbedResult:
@@ -158,9 +195,7 @@ class Engine:
         if owned:
             # The fill runs as its own task so that a cancelled caller never strands
             # other calls waiting on the same texts.
-            fill = asyncio.create_task(self._fill(namespace, collection, options, owned))
-            self._fills.add(fill)
-            fill.add_done_callback(self._fills.discard)
+            fill = self._in_background(self._fill(namespace, collection, options, owned))
             store_hits = await asyncio.shield(fill)
         if waiting:
             await asyncio.wait(waiting.values())
@@ -177,8 +212,8 @@ class Engine:
 
     async def flush(self) -> None:
         """Wait until every vector computed so far is written to Qdrant."""
-        if self._fills:
-            await asyncio.gather(*self._fills, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._writer.flush()
 
     async def aclose(self) -> None:
@@ -195,6 +230,37 @@ class Engine:
         return await self.store.prune(int(time.time() - self.settings.ttl))
 
     # ------------------------------------------------------------------ internals
+    def _in_background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _recall_info(self) -> TEIInfo | None:
+        if self._remembered_info is None and self.breaker.allow():
+            try:
+                raw = await asyncio.wait_for(
+                    self.store.recall_info(self.tei.url), self.settings.qdrant_timeout
+                )
+            except Exception as exc:
+                self.stats.cache_errors += 1
+                log.warning("could not read the remembered /info from the cache: %r", exc)
+                return None
+            if raw is not None:
+                self._remembered_info = TEIInfo.from_json(raw)
+        return self._remembered_info
+
+    async def _remember_info(self, info: TEIInfo) -> None:
+        try:
+            await asyncio.wait_for(
+                self.store.remember_info(self.tei.url, info.raw), self.settings.qdrant_timeout
+            )
+        except Exception as exc:
+            self.stats.cache_errors += 1
+            log.warning("could not keep TEI's /info in the cache: %r", exc)
+        else:
+            self._remembered_info = info
+
     def _remembered(self, collection: str, key: str) -> np.ndarray | None:
         if self._memory is not None:
             vector = self._memory.get((collection, key))
@@ -286,7 +352,7 @@ class Engine:
         texts: list[str] | None,
     ) -> None:
         if not self.settings.write_through:
-            await self._writer.put(namespace, collection, ids, vectors, texts)
+            self._writer.put(namespace, collection, ids, vectors, texts)
             return
         if not self.breaker.allow():
             self.stats.writes_dropped += len(ids)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BatchCallback = Callable[[int, np.ndarray], Awaitable[None]]
+# Seconds one /info probe may take when a remembered /info can stand in.
+_PROBE_TIMEOUT = 5.0
 # Bytes of a TEI body besides the texts: {"inputs":[...], and the option fields.
 _BODY_OVERHEAD = 256
 
@@ -185,15 +187,28 @@ class TEIClient:
             await self._http.aclose()
             self._http = None
 
-    async def info(self) -> TEIInfo:
-        """TEI's ``/info``, fetched once (with retries) and remembered."""
+    @property
+    def known_info(self) -> TEIInfo | None:
+        """``/info`` if it has been read, else None."""
+        return self._info
+
+    async def info(self, *, retry: bool = True) -> TEIInfo:
+        """TEI's ``/info``, fetched once and remembered.
+
+        ``retry=False`` makes one short attempt (a probe) instead of retrying transient
+        failures under the deadline.
+        """
         if self._info is not None:
             return self._info
         if self._info_lock is None:
             self._info_lock = asyncio.Lock()
         async with self._info_lock:
             if self._info is None:
-                response = await self._with_retries(lambda: self._send("GET", "/info"))
+                if retry:
+                    response = await self._with_retries(lambda: self._send("GET", "/info"))
+                else:
+                    probe = min(self._settings.timeout, _PROBE_TIMEOUT)
+                    response = await self._send("GET", "/info", timeout=probe)
                 self._info = TEIInfo.from_json(orjson.loads(response.content))
                 log.info(
                     "TEI at %s serves %s (revision %s, max_client_batch_size %d)",
@@ -291,9 +306,16 @@ class TEIClient:
         self._stats.tei_texts += len(texts)
         return vectors
 
-    async def _send(self, method: str, path: str, content: bytes | None = None) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, content: bytes | None = None, timeout: float | None = None
+    ) -> httpx.Response:
         try:
-            response = await self._client().request(method, path, content=content)
+            response = await self._client().request(
+                method,
+                path,
+                content=content,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
         except httpx.TransportError as exc:
             detail = str(exc) or type(exc).__name__
             raise _with_hint(

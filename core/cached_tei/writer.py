@@ -30,8 +30,8 @@ class WriteBehind:
     """Holds new vectors until they are written; bounded to ``capacity`` vectors.
 
     Vectors waiting here are served by ``get`` so a text is never computed twice while its
-    write is pending. A full queue makes ``put`` wait (backpressure), except while the
-    breaker is open: then the vectors are dropped and counted, since Qdrant is down.
+    write is pending. Writes never hold up a caller: while the breaker is open, or when the
+    queue is full, new vectors are dropped from the cache and counted (``writes_dropped``).
     """
 
     def __init__(
@@ -42,14 +42,15 @@ class WriteBehind:
         *,
         capacity: int,
         batch_size: int,
+        timeout: float,
     ) -> None:
         self._store = store
         self._breaker = breaker
         self._stats = stats
         self._capacity = capacity
         self._batch_size = batch_size
+        self._timeout = timeout
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._space: asyncio.Condition | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiting: dict[tuple[str, str], np.ndarray] = {}
         self._queued = 0
@@ -57,26 +58,36 @@ class WriteBehind:
     def get(self, collection: str, point_id: str) -> np.ndarray | None:
         return self._waiting.get((collection, point_id))
 
-    async def put(
-        self, namespace: Namespace, collection: str, ids: Sequence[str], vectors: np.ndarray,
+    def put(
+        self,
+        namespace: Namespace,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
         texts: Sequence[str] | None,
     ) -> None:
+        """Queue new vectors for writing; returns at once."""
         if not self._breaker.allow():
             self._stats.writes_dropped += len(ids)
             log.debug("breaker open: %d vectors not cached", len(ids))
             return
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._space = asyncio.Condition()
             self._worker = asyncio.create_task(self._run(), name="cached-tei-write-behind")
-        assert self._space is not None
         count = len(ids)
-        async with self._space:
-            await self._space.wait_for(
-                lambda: self._queued == 0 or self._queued + count <= self._capacity
+        if self._queued and self._queued + count > self._capacity:
+            # Never make a caller wait for the cache: a full queue means Qdrant is slower
+            # than TEI right now, and these vectors are simply not cached.
+            self._stats.writes_dropped += count
+            log.warning(
+                "write-behind queue full (%d vectors waiting): %d vectors not cached; "
+                "raise CACHED_TEI_WRITE_QUEUE_SIZE or speed up Qdrant",
+                self._queued,
+                count,
             )
-            self._queued += count
-            self._stats.pending_writes = self._queued
+            return
+        self._queued += count
+        self._stats.pending_writes = self._queued
         for point_id, vector in zip(ids, vectors):
             self._waiting[(collection, point_id)] = vector
         self._queue.put_nowait(
@@ -111,7 +122,7 @@ class WriteBehind:
             finally:
                 for _ in batch:
                     self._queue.task_done()
-                await self._release(batch)
+                self._release(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
         by_namespace: dict[Namespace, list[_Pending]] = {}
@@ -124,7 +135,9 @@ class WriteBehind:
             if all(item.texts is not None for item in items):
                 texts = [text for item in items for text in item.texts or []]
             try:
-                written = await self._store.upsert(namespace, ids, vectors, texts)
+                written = await asyncio.wait_for(
+                    self._store.upsert(namespace, ids, vectors, texts), self._timeout
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -137,14 +150,9 @@ class WriteBehind:
                 self._stats.writes += len(ids)
                 self._stats.bytes_written += written
 
-    async def _release(self, batch: list[_Pending]) -> None:
-        assert self._space is not None
-        count = 0
+    def _release(self, batch: list[_Pending]) -> None:
         for item in batch:
             for point_id in item.ids:
                 self._waiting.pop((item.collection, point_id), None)
-            count += len(item.ids)
-        async with self._space:
-            self._queued -= count
-            self._stats.pending_writes = self._queued
-            self._space.notify_all()
+            self._queued -= len(item.ids)
+        self._stats.pending_writes = self._queued

@@ -158,11 +158,6 @@ def test_slow_writes_do_not_slow_calls(tei: EmulatorServer, qdrant: FakeQdrant, 
     assert tally.failed == 0 and tally.wrong == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WriteBehind.put waits for queue space (backpressure), so a slow but answering "
-    "Qdrant makes requests wait for cache writes once write_queue_size vectors are pending",
-)
 def test_slow_writes_never_block_calls_even_when_the_queue_is_full(
     tei: EmulatorServer, qdrant: FakeQdrant, tally: Tally
 ) -> None:

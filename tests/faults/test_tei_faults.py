@@ -175,11 +175,6 @@ def test_all_tei_down(cluster: Cluster, tmp_path: Path, tally: Tally) -> None:
     assert tally.wrong == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Engine.embed computes the cache namespace from TEI's /info before any lookup, "
-    "so an engine started while TEI is down cannot serve even fully cached texts",
-)
 def test_fully_cached_request_served_by_a_fresh_engine_while_tei_is_down(tmp_path: Path, tally: Tally) -> None:
     """A process (re)started during a TEI outage: its cached texts should still be served."""
     from tests.tei_emulator import EmulatorServer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -69,8 +71,19 @@ class CacheStore(Protocol):
     async def clear(self) -> int:
         """Delete every cache collection under the prefix; returns how many entries went."""
 
+    async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
+        """Keep the ``/info`` last read from ``tei_url``."""
+
+    async def recall_info(self, tei_url: str) -> dict[str, Any] | None:
+        """The ``/info`` last read from ``tei_url``, or None."""
+
     async def aclose(self) -> None:
         """Persist everything and release the store."""
+
+
+def url_key(tei_url: str) -> str:
+    """A stable UUID for a TEI URL, under which its last ``/info`` is kept."""
+    return str(uuid.UUID(bytes=hashlib.sha256(tei_url.encode()).digest()[:16]))
 
 
 def namespace_mismatch(name: str, stored: Any, namespace: Namespace) -> StoreConfigurationError:

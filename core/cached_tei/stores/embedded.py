@@ -5,7 +5,8 @@ upserts 70-89x faster, reads 1.8x faster, reopens 10-30x faster and needs 5-8x l
 because it memory-maps its segments instead of loading every point into Python objects.
 
 Layout under ``qdrant_path``: ``<collection>/shard/`` (the edge shard, locked by its WAL
-against a second opener) and ``<collection>/namespace.json`` (what the vectors are).
+against a second opener), ``<collection>/namespace.json`` (what the vectors are), and
+``tei-info/<url hash>.json`` (the last ``/info`` of each TEI URL).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as edge
@@ -23,12 +25,21 @@ import qdrant_edge as edge
 from ..errors import StoreConfigurationError
 from ..keys import Namespace
 from ..settings import CachedTEISettings
-from .base import CHUNK, CREATED, TEXT, CollectionInfo, dimension_mismatch, namespace_mismatch
+from .base import (
+    CHUNK,
+    CREATED,
+    TEXT,
+    CollectionInfo,
+    dimension_mismatch,
+    namespace_mismatch,
+    url_key,
+)
 
 log = logging.getLogger(__name__)
 
 _NAMESPACE_FILE = "namespace.json"
 _SHARD_DIR = "shard"
+_INFO_DIR = "tei-info"
 
 
 class EmbeddedStore:
@@ -188,6 +199,17 @@ class EmbeddedStore:
             shutil.rmtree(self._root / collection.name)
             removed += collection.count
         return removed
+
+    async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
+        folder = self._root / _INFO_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f"{url_key(tei_url)}.tmp"
+        temporary.write_text(json.dumps({"tei_url": tei_url, "info": info}))
+        temporary.replace(folder / f"{url_key(tei_url)}.json")
+
+    async def recall_info(self, tei_url: str) -> dict[str, Any] | None:
+        path = self._root / _INFO_DIR / f"{url_key(tei_url)}.json"
+        return json.loads(path.read_text())["info"] if path.exists() else None
 
     async def aclose(self) -> None:
         shards, self._shards = self._shards, {}

@@ -12,7 +12,15 @@ from qdrant_client import AsyncQdrantClient, models
 
 from ..keys import Namespace
 from ..settings import CachedTEISettings
-from .base import CHUNK, CREATED, TEXT, CollectionInfo, dimension_mismatch, namespace_mismatch
+from .base import (
+    CHUNK,
+    CREATED,
+    TEXT,
+    CollectionInfo,
+    dimension_mismatch,
+    namespace_mismatch,
+    url_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,34 @@ class QdrantServerStore:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    @property
+    def _info_collection(self) -> str:
+        # A hyphen keeps it out of the "<prefix>_" cache collections.
+        return f"{self._settings.collection_prefix}-tei-info"
+
+    async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
+        client = self.client()
+        if not await client.collection_exists(self._info_collection):
+            await client.create_collection(
+                self._info_collection,
+                vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
+            )
+        await client.upsert(
+            self._info_collection,
+            points=[
+                models.PointStruct(
+                    id=url_key(tei_url), vector=[0.0], payload={"tei_url": tei_url, "info": info}
+                )
+            ],
+        )
+
+    async def recall_info(self, tei_url: str) -> dict[str, Any] | None:
+        client = self.client()
+        if not await client.collection_exists(self._info_collection):
+            return None
+        records = await client.retrieve(self._info_collection, [url_key(tei_url)], with_payload=True)
+        return records[0].payload["info"] if records and records[0].payload else None
 
     async def dimension(self, namespace: Namespace) -> int | None:
         """The vector size of the namespace's collection, or None if it does not exist yet.
