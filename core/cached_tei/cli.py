@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -147,17 +148,17 @@ class _Source:
         return str(self.path) if self.path is not None else "<stdin>"
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
-        handle: IO[bytes] = open(self.path, "rb") if self.path is not None else sys.stdin.buffer
-        try:
+        if self.path is None:
+            opened: Any = nullcontext(sys.stdin.buffer)
+        else:
+            opened = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        with opened as handle:
             for number, raw in enumerate(handle, 1):
                 line = raw.rstrip(b"\n")
                 if line.endswith(b"\r"):
                     line = line[:-1]
                 if line:
                     yield number, line
-        finally:
-            if self.path is not None:
-                handle.close()
 
     def count(self) -> int | None:
         """How many records there are (None for stdin, which can be read once)."""
@@ -195,9 +196,14 @@ class _JSONLWriter:
 
         self._dumps = dumps
         self._stdout = target == "-"
-        self._handle: IO[bytes] = sys.stdout.buffer if self._stdout else open(target, "wb")
+        # open until close(): the file is written chunk by chunk
+        self._handle: IO[bytes] = (
+            sys.stdout.buffer if self._stdout else open(target, "wb")  # noqa: SIM115
+        )
 
-    def write(self, records: Sequence[tuple[dict[str, Any] | None, str]], vectors: np.ndarray) -> None:
+    def write(
+        self, records: Sequence[tuple[dict[str, Any] | None, str]], vectors: np.ndarray
+    ) -> None:
         lines = []
         for (record, text), vector in zip(records, vectors):
             item = dict(record) if record is not None else {"text": text}
@@ -372,7 +378,12 @@ def _cache_stats(args: argparse.Namespace) -> int:
             "prefix": settings.collection_prefix,
             "entries": entries,
             "collections": [
-                {"name": c.name, "namespace": c.namespace, "dimension": c.dimension, "count": c.count}
+                {
+                    "name": c.name,
+                    "namespace": c.namespace,
+                    "dimension": c.dimension,
+                    "count": c.count,
+                }
                 for c in collections
             ],
         }
@@ -383,7 +394,13 @@ def _cache_stats(args: argparse.Namespace) -> int:
         model = ns.get("model_id", "?") + (f"@{ns['model_sha']}" if ns.get("model_sha") else "")
         options = " ".join(
             f"{key}={ns[key]}"
-            for key in ("normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
+            for key in (
+                "normalize",
+                "truncate",
+                "truncation_direction",
+                "prompt_name",
+                "dimensions",
+            )
             if ns.get(key) is not None
         )
         print(f"{c.name}  {model}  {c.dimension} dims  {options}  {c.count} entries")
@@ -398,7 +415,8 @@ def _cache_prune(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.ttl is None:
         raise CLIError(
-            "cache prune removes entries older than the TTL: pass --ttl SECONDS or set CACHED_TEI_TTL"
+            "cache prune removes entries older than the TTL: "
+            "pass --ttl SECONDS or set CACHED_TEI_TTL"
         )
 
     async def prune(engine: Engine) -> int:
@@ -414,8 +432,8 @@ def _cache_clear(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise CLIError(
-                f"cache clear deletes every cached vector under prefix {settings.collection_prefix!r}; "
-                "pass --yes to confirm"
+                "cache clear deletes every cached vector under prefix "
+                f"{settings.collection_prefix!r}; pass --yes to confirm"
             )
         answer = input(
             f"delete every cached vector under prefix {settings.collection_prefix!r} "
@@ -442,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log what the engine does (INFO) to stderr"
     )
     _add_setting_flags(
-        common, CachedTEISettings, "setting_",
+        common,
+        CachedTEISettings,
+        "setting_",
         "settings (each flag overrides its CACHED_TEI_* variable; keys only from the environment)",
     )
 
@@ -455,45 +475,79 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
-        "serve", parents=[common], help="run the TEI-compatible caching proxy",
+        "serve",
+        parents=[common],
+        help="run the TEI-compatible caching proxy",
         description="Serve TEI's API (POST /embed, /, /v1/embeddings; GET /info, /health, "
         "/metrics; other TEI routes forwarded) with the cache in front of CACHED_TEI_URL. "
         "Needs cached-tei[proxy]. API keys: CACHED_TEI_PROXY_API_KEYS=key1,key2.",
     )
-    _add_setting_flags(serve, ProxySettings, "proxy_", "proxy (each flag overrides its CACHED_TEI_PROXY_* variable)")
+    _add_setting_flags(
+        serve,
+        ProxySettings,
+        "proxy_",
+        "proxy (each flag overrides its CACHED_TEI_PROXY_* variable)",
+    )
     serve.set_defaults(run=_serve)
 
     embed = commands.add_parser(
-        "embed", parents=[common], help="embed a text or JSONL file into JSONL or .npy",
+        "embed",
+        parents=[common],
+        help="embed a text or JSONL file into JSONL or .npy",
         description="Embed every line of INPUT (or a string field of each JSONL object) through "
         "the cache, streaming, and write JSONL (input object + 'embedding') or a float32 .npy "
         "(row i = i-th non-empty line). Warms the cache for a corpus.",
     )
     embed.add_argument("input", metavar="INPUT", help="a text file, a .jsonl file, or - for stdin")
-    embed.add_argument("-o", "--output", default="-", help="output file (.npy or JSONL); - for stdout (default)")
-    embed.add_argument("--input-format", choices=("auto", "text", "jsonl"), default="auto",
-                       help="auto: .jsonl/.ndjson are JSONL, anything else one text per line")
-    embed.add_argument("--field", default="text", help="the JSONL field holding the text (default text)")
-    embed.add_argument("--format", choices=("auto", "jsonl", "npy"), default="auto",
-                       help="output format; auto: .npy by suffix, else JSONL")
-    embed.add_argument("--kind", choices=("document", "query"), default="document",
-                       help="apply the document (default) or query prompt/instruction")
-    embed.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
-                       help=f"texts per engine call (default {DEFAULT_CHUNK})")
+    embed.add_argument(
+        "-o", "--output", default="-", help="output file (.npy or JSONL); - for stdout (default)"
+    )
+    embed.add_argument(
+        "--input-format",
+        choices=("auto", "text", "jsonl"),
+        default="auto",
+        help="auto: .jsonl/.ndjson are JSONL, anything else one text per line",
+    )
+    embed.add_argument(
+        "--field", default="text", help="the JSONL field holding the text (default text)"
+    )
+    embed.add_argument(
+        "--format",
+        choices=("auto", "jsonl", "npy"),
+        default="auto",
+        help="output format; auto: .npy by suffix, else JSONL",
+    )
+    embed.add_argument(
+        "--kind",
+        choices=("document", "query"),
+        default="document",
+        help="apply the document (default) or query prompt/instruction",
+    )
+    embed.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK,
+        help=f"texts per engine call (default {DEFAULT_CHUNK})",
+    )
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(run=_embed)
 
-    cache = commands.add_parser("cache", help="inspect or clean the cache",
-                                description="Inspect or clean the Qdrant cache.")
+    cache = commands.add_parser(
+        "cache", help="inspect or clean the cache", description="Inspect or clean the Qdrant cache."
+    )
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    stats = cache_commands.add_parser("stats", parents=[common], help="collections and entry counts")
+    stats = cache_commands.add_parser(
+        "stats", parents=[common], help="collections and entry counts"
+    )
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(run=_cache_stats)
-    prune = cache_commands.add_parser("prune", parents=[common],
-                                      help="delete entries older than the TTL (--ttl)")
+    prune = cache_commands.add_parser(
+        "prune", parents=[common], help="delete entries older than the TTL (--ttl)"
+    )
     prune.set_defaults(run=_cache_prune)
-    clear = cache_commands.add_parser("clear", parents=[common],
-                                      help="delete every cache collection under the prefix")
+    clear = cache_commands.add_parser(
+        "clear", parents=[common], help="delete every cache collection under the prefix"
+    )
     clear.add_argument("-y", "--yes", action="store_true", help="do not ask")
     clear.set_defaults(run=_cache_clear)
     return parser

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cached_tei.proxy import ProxySettings
+
 from tests.tei_emulator import EmulatorServer
 
 from .support import FAST, ProxyServer, engine_settings
@@ -46,8 +46,13 @@ def make_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyServer]]:
     """Start proxies (each with its own store folder unless given one); all stop at the end."""
     started: list[ProxyServer] = []
 
-    def make(tei_url: str, *, proxy: dict[str, Any] | None = None,
-             qdrant_path: Path | None = None, **settings: Any) -> ProxyServer:
+    def make(
+        tei_url: str,
+        *,
+        proxy: dict[str, Any] | None = None,
+        qdrant_path: Path | None = None,
+        **settings: Any,
+    ) -> ProxyServer:
         path = qdrant_path or tmp_path / f"qdrant-{len(started)}"
         server = ProxyServer(
             engine_settings(tei_url, path, **settings), ProxySettings(**(proxy or {}))

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import uvicorn
-
 from cached_tei import CachedTEISettings
 from cached_tei.proxy import ProxySettings, create_app
+
 from tests.tei_emulator import EmulatorConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,11 @@ class ProxyServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on", server_header=False,
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            server_header=False,
             timeout_graceful_shutdown=5,
         )
         self._server = uvicorn.Server(config)
@@ -70,7 +74,7 @@ class ProxyServer:
     def engine(self):
         return self.app.state.handlers.engine
 
-    def start(self) -> "ProxyServer":
+    def start(self) -> ProxyServer:
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
@@ -89,7 +93,7 @@ class ProxyServer:
             self._thread = None
         self._sock.close()
 
-    def __enter__(self) -> "ProxyServer":
+    def __enter__(self) -> ProxyServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -105,12 +109,19 @@ def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(url, json=body, timeout=30.0, **kwargs)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """The installed ``cached-tei`` entry point, in a subprocess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
     full_env.update(env or {})
     return subprocess.run(
-        [CLI, *args], input=stdin.decode() if stdin is not None else None, capture_output=True,
-        text=True, env=full_env, cwd=str(REPO), timeout=timeout,
+        [CLI, *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=str(REPO),
+        timeout=timeout,
+        check=False,
     )

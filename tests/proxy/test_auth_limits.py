@@ -7,7 +7,7 @@ import pytest
 
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .support import FAST, post
+from .support import post
 
 KEYS = "first-key, second-key"
 
@@ -18,8 +18,17 @@ def keyed(emu, make_proxy):
 
 
 REFUSED = [
-    None, "", "Bearer", "Bearer wrong", "Bearer FIRST-KEY", "bearer first-key", "Bearer first-ke",
-    "Bearer first-keyy", "Bearer first-key, second-key", "Basic Zmlyc3Qta2V5", "first-key",
+    None,
+    "",
+    "Bearer",
+    "Bearer wrong",
+    "Bearer FIRST-KEY",
+    "bearer first-key",
+    "Bearer first-ke",
+    "Bearer first-keyy",
+    "Bearer first-key, second-key",
+    "Basic Zmlyc3Qta2V5",
+    "first-key",
 ]
 
 
@@ -40,7 +49,9 @@ def test_missing_wrong_or_case_different_keys_are_refused(keyed, emu, route):
 def test_each_key_is_accepted(keyed, key):
     headers = {"authorization": f"Bearer {key}"}
     assert post(keyed.url + "/embed", {"inputs": "keyed"}, headers=headers).status_code == 200
-    assert post(keyed.url + "/v1/embeddings", {"input": "keyed"}, headers=headers).status_code == 200
+    assert (
+        post(keyed.url + "/v1/embeddings", {"input": "keyed"}, headers=headers).status_code == 200
+    )
     assert httpx.get(keyed.url + "/info", headers=headers).status_code == 200
     assert post(keyed.url + "/tokenize", {"inputs": "keyed"}, headers=headers).status_code == 200
 
@@ -82,8 +93,9 @@ def test_body_limit(make_proxy, emu):
             yield b" " * 1000
         yield b'{"inputs": "x"}'
 
-    chunked = httpx.post(proxy.url + "/embed", content=chunks(),
-                         headers={"content-type": "application/json"})
+    chunked = httpx.post(
+        proxy.url + "/embed", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert chunked.status_code == 413
     forwarded = post(proxy.url + "/tokenize", {"inputs": "x" * 5000})
     assert forwarded.status_code == 413
@@ -94,6 +106,11 @@ def test_default_body_limit_matches_teis(proxy, emu):
     body = {"inputs": ["y" * 1000] * 2100}  # a little over 2,000,000 bytes
     direct = post(emu.url + "/embed", body)
     through = post(proxy.url + "/embed", body)
-    assert (through.status_code, through.text) == (direct.status_code, direct.text) == (
-        413, "Failed to buffer the request body: length limit exceeded",
+    assert (
+        (through.status_code, through.text)
+        == (direct.status_code, direct.text)
+        == (
+            413,
+            "Failed to buffer the request body: length limit exceeded",
+        )
     )

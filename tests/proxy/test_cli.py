@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-
 from cached_tei.cli import main
+
 from tests.tei_emulator import expected_vector
 
 from .support import FAST, REPO, run_cli, texts_sent
@@ -41,21 +41,32 @@ def summary(stderr: str) -> str:
 
 
 def test_text_file_to_jsonl_then_from_the_cache(cli, emu, tmp_path):
-    lines = ["first line", "", "second\tline with tab", "crlf line\r", "unicode: é 日本 🙂", "first line"]
+    lines = [
+        "first line",
+        "",
+        "second\tline with tab",
+        "crlf line\r",
+        "unicode: é 日本 🙂",
+        "first line",
+    ]
     source = tmp_path / "corpus.txt"
     source.write_bytes("\n".join(lines).encode() + b"\n")
     texts = ["first line", "second\tline with tab", "crlf line", "unicode: é 日本 🙂", "first line"]
     out = tmp_path / "vectors.jsonl"
 
-    code, stdout, stderr = cli("embed", str(source), "-o", str(out), "--chunk-size", "2")
+    code, _, stderr = cli("embed", str(source), "-o", str(out), "--chunk-size", "2")
     assert code == 0, stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["text"] for row in rows] == texts
     for row in rows:
-        assert np.array_equal(np.asarray(row["embedding"], np.float32), expected_vector(FAST, row["text"]))
+        assert np.array_equal(
+            np.asarray(row["embedding"], np.float32), expected_vector(FAST, row["text"])
+        )
     assert "embedding" in stderr  # the progress bar
     assert summary(stderr).startswith("embedded 5 texts in ")
-    assert "1 cache hits, 4 computed by TEI, 0 repeated" in summary(stderr)  # the repeat: next chunk
+    assert "1 cache hits, 4 computed by TEI, 0 repeated" in summary(
+        stderr
+    )  # the repeat: next chunk
     assert sorted(texts_sent(emu)) == sorted(set(texts))
 
     emu.reset_log()
@@ -67,11 +78,15 @@ def test_text_file_to_jsonl_then_from_the_cache(cli, emu, tmp_path):
 
 
 def test_jsonl_to_npy_exact_vectors(cli, emu, tmp_path):
-    records = [{"id": i, "body": f"record number {i}"} for i in range(2 * FAST.max_client_batch_size + 7)]
+    records = [
+        {"id": i, "body": f"record number {i}"} for i in range(2 * FAST.max_client_batch_size + 7)
+    ]
     source = tmp_path / "docs.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     out = tmp_path / "docs.npy"
-    code, _, stderr = cli("embed", str(source), "-o", str(out), "--field", "body", "--chunk-size", "10")
+    code, _, stderr = cli(
+        "embed", str(source), "-o", str(out), "--field", "body", "--chunk-size", "10"
+    )
     assert code == 0, stderr
     vectors = np.load(out)
     assert vectors.dtype == np.float32 and vectors.shape == (len(records), FAST.dim)
@@ -88,26 +103,34 @@ def test_jsonl_output_keeps_the_input_objects(cli, tmp_path):
     assert cli("embed", str(source), "-o", str(out))[0] == 0
     row = json.loads(out.read_text())
     assert row["id"] == "a" and row["meta"] == {"n": 1} and row["text"] == "keep me"
-    assert np.array_equal(np.asarray(row["embedding"], np.float32), expected_vector(FAST, "keep me"))
+    assert np.array_equal(
+        np.asarray(row["embedding"], np.float32), expected_vector(FAST, "keep me")
+    )
 
 
 def test_stdin_to_npy_and_query_kind(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from stdin\nanother\n")))
     out = tmp_path / "stdin.npy"
-    code, _, stderr = cli("embed", "-", "-o", str(out), "--kind", "query",
-                          "--query-instruction", "query: ")
+    code, _, stderr = cli(
+        "embed", "-", "-o", str(out), "--kind", "query", "--query-instruction", "query: "
+    )
     assert code == 0, stderr
-    expected = np.stack([expected_vector(FAST, "query: from stdin"), expected_vector(FAST, "query: another")])
+    expected = np.stack(
+        [expected_vector(FAST, "query: from stdin"), expected_vector(FAST, "query: another")]
+    )
     assert np.array_equal(np.load(out), expected)
 
 
 def test_embed_stdin_to_stdout_through_the_entry_point(emu, store):
-    result = run_cli("embed", "-", "--tei-url", emu.url, "--qdrant-path", str(store), "-q",
-                     stdin=b"piped text\n")
+    result = run_cli(
+        "embed", "-", "--tei-url", emu.url, "--qdrant-path", str(store), "-q", stdin=b"piped text\n"
+    )
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
     assert row["text"] == "piped text"
-    assert np.array_equal(np.asarray(row["embedding"], np.float32), expected_vector(FAST, "piped text"))
+    assert np.array_equal(
+        np.asarray(row["embedding"], np.float32), expected_vector(FAST, "piped text")
+    )
     assert result.stderr.strip().startswith("embedded 1 texts")
 
 
@@ -142,11 +165,25 @@ def test_cache_stats_prune_clear(cli, tmp_path):
     ("args", "message"),
     [
         (["embed", "missing.txt"], "no such file: missing.txt"),
-        (["embed", "{txt}", "--timeout", "-1"], "invalid setting: timeout: Input should be greater than 0"),
+        (
+            ["embed", "{txt}", "--timeout", "-1"],
+            "invalid setting: timeout: Input should be greater than 0",
+        ),
         (["embed", "{jsonl}", "-o", "{npy}"], "line 2 has no non-empty string field 'text'"),
         (["embed", "{txt}", "--format", "npy"], "a .npy output needs a file name"),
-        (["embed", "{txt}", "--tei-url", "http://127.0.0.1:1", "--retry-deadline", "0.3",
-          "--max-retries", "0"], "TEI at http://127.0.0.1:1 failed (no response, Unavailable)"),
+        (
+            [
+                "embed",
+                "{txt}",
+                "--tei-url",
+                "http://127.0.0.1:1",
+                "--retry-deadline",
+                "0.3",
+                "--max-retries",
+                "0",
+            ],
+            "TEI at http://127.0.0.1:1 failed (no response, Unavailable)",
+        ),
         (["cache", "prune"], "cache prune removes entries older than the TTL"),
         (["cache", "clear"], "pass --yes to confirm"),
     ],
@@ -156,7 +193,11 @@ def test_errors_are_one_line_and_fail(cli, tmp_path, monkeypatch, args, message)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     (tmp_path / "a.txt").write_text("fine\n")
     (tmp_path / "b.jsonl").write_text('{"text": "ok"}\n{"other": "x"}\n')
-    paths = {"txt": str(tmp_path / "a.txt"), "jsonl": str(tmp_path / "b.jsonl"), "npy": str(tmp_path / "o.npy")}
+    paths = {
+        "txt": str(tmp_path / "a.txt"),
+        "jsonl": str(tmp_path / "b.jsonl"),
+        "npy": str(tmp_path / "o.npy"),
+    }
     code, _, err = cli(*[a.format(**paths) for a in args])
     assert code == 1
     # what a terminal shows: each line as its last carriage return left it
@@ -168,8 +209,20 @@ def test_errors_are_one_line_and_fail(cli, tmp_path, monkeypatch, args, message)
 
 
 def test_upstream_down_is_one_line(store):
-    result = run_cli("embed", "-", "--tei-url", "http://127.0.0.1:1", "--qdrant-path", str(store),
-                     "--retry-deadline", "0.3", "--max-retries", "0", "-q", stdin=b"x\n")
+    result = run_cli(
+        "embed",
+        "-",
+        "--tei-url",
+        "http://127.0.0.1:1",
+        "--qdrant-path",
+        str(store),
+        "--retry-deadline",
+        "0.3",
+        "--max-retries",
+        "0",
+        "-q",
+        stdin=b"x\n",
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if "cached-tei: error:" in line]
     assert len(lines) == 1
@@ -185,14 +238,25 @@ def test_usage_errors_exit_2_with_one_line():
     result = run_cli("embed", "x", "--chunk-size", "many")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "cached-tei embed: error: argument --chunk-size: invalid int value: 'many' "
-        "(see cached-tei embed --help)"
+        (
+            "cached-tei embed: error: argument --chunk-size: invalid int value: 'many' "
+            "(see cached-tei embed --help)"
+        )
     ]
     assert run_cli().returncode == 2
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["embed"], ["cache"], ["cache", "stats"], ["cache", "prune"], ["cache", "clear"]]
+    "command",
+    [
+        [],
+        ["serve"],
+        ["embed"],
+        ["cache"],
+        ["cache", "stats"],
+        ["cache", "prune"],
+        ["cache", "clear"],
+    ],
 )
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -229,8 +293,14 @@ def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
     source.write_text("no extra needed\n")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", BLOCK_PROXY_EXTRA, *args], capture_output=True,
-                              text=True, cwd=str(REPO), timeout=60)
+        return subprocess.run(
+            [sys.executable, "-c", BLOCK_PROXY_EXTRA, *args],
+            capture_output=True,
+            text=True,
+            cwd=str(REPO),
+            timeout=60,
+            check=False,
+        )
 
     settings = ["--tei-url", emu.url, "--qdrant-path", str(store)]
     embedded = run("embed", str(source), "-o", str(tmp_path / "t.npy"), "-q", *settings)

@@ -42,7 +42,10 @@ def test_llama_index_text_embeddings_inference(keyed_proxy, emu):
     from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
     model = TextEmbeddingsInference(
-        base_url=keyed_proxy.url, model_name=FAST.model_id, auth_token=KEY, embed_batch_size=50,
+        base_url=keyed_proxy.url,
+        model_name=FAST.model_id,
+        auth_token=KEY,
+        embed_batch_size=50,
     )
     texts = [f"llama {i}" for i in range(2 * FAST.max_client_batch_size + 3)]  # split by the proxy
     vectors = np.asarray(model.get_text_embedding_batch(texts), dtype=np.float32)
@@ -62,8 +65,9 @@ async def test_llama_index_async(keyed_proxy, emu):
 
     model = TextEmbeddingsInference(base_url=keyed_proxy.url, model_name="m", auth_token=KEY)
     vectors = await model.aget_text_embedding_batch(["async llama a", "async llama b"])
-    assert np.array_equal(np.asarray(vectors, np.float32),
-                          expected(["async llama a", "async llama b"], truncate=True))
+    assert np.array_equal(
+        np.asarray(vectors, np.float32), expected(["async llama a", "async llama b"], truncate=True)
+    )
 
 
 def test_openai_client_float_and_base64(keyed_proxy, emu):
@@ -81,9 +85,9 @@ def test_openai_client_float_and_base64(keyed_proxy, emu):
     assert len(texts_sent(emu)) == 2
 
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=keyed_proxy.url + "/v1", api_key="wrong", max_retries=0).embeddings.create(
-            input=texts, model="any"
-        )
+        openai.OpenAI(
+            base_url=keyed_proxy.url + "/v1", api_key="wrong", max_retries=0
+        ).embeddings.create(input=texts, model="any")
     with pytest.raises(openai.BadRequestError) as refused:
         client.embeddings.create(input=[], model="any")
     assert refused.value.status_code == 400
@@ -93,8 +97,11 @@ def test_langchain_openai_embeddings(keyed_proxy, emu):
     from langchain_openai import OpenAIEmbeddings
 
     embeddings = OpenAIEmbeddings(
-        base_url=keyed_proxy.url + "/v1", api_key=KEY, model="any",
-        check_embedding_ctx_length=False, max_retries=0,
+        base_url=keyed_proxy.url + "/v1",
+        api_key=KEY,
+        model="any",
+        check_embedding_ctx_length=False,
+        max_retries=0,
     )
     texts = ["langchain one", "langchain two", "langchain three"]
     documents = np.asarray(embeddings.embed_documents(texts), dtype=np.float32)

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from cached_tei.proxy.errors import STATUS_BY_TYPE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import response_schema_conformance
 
-from cached_tei.proxy.errors import STATUS_BY_TYPE
 from tests.tei_emulator import EmulatorServer
 
 from .support import FAST, ProxyServer, engine_settings
@@ -63,8 +63,11 @@ def check_answer(path: str, case, response) -> None:
         case.validate_response(response, checks=[response_schema_conformance])
         if path == "/embed":
             inputs = case.body["inputs"]
-            assert len(response.json()) == (len(inputs) if isinstance(inputs, list) and inputs
-                                            and not all(type(i) is int for i in inputs) else 1)
+            assert len(response.json()) == (
+                len(inputs)
+                if isinstance(inputs, list) and inputs and not all(type(i) is int for i in inputs)
+                else 1
+            )
         return
     content_type = response.headers.get("content-type", [""])
     content_type = content_type[0] if isinstance(content_type, list) else content_type
@@ -97,7 +100,9 @@ def test_tei_openapi_contract(schema, contract_proxy, method, path, mode):
     operation = schema[path][method]
 
     @settings(
-        max_examples=MAX_EXAMPLES[mode], deadline=None, database=None,
+        max_examples=MAX_EXAMPLES[mode],
+        deadline=None,
+        database=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -146,7 +151,9 @@ def test_same_answer_as_tei_for_generated_requests(tei_and_proxy, route):
     tei, proxy = tei_and_proxy
     bodies = _openai if route == "/v1/embeddings" else _native
 
-    @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(body=bodies)
     def run(body) -> None:
         expected = httpx.post(tei.url + route, json=body, timeout=30)

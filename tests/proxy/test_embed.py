@@ -94,7 +94,8 @@ def test_the_proxys_own_batch_limit(make_proxy, emu):
     refused = post(proxy.url + "/embed", {"inputs": [f"lim {i}" for i in range(41)]})
     assert refused.status_code == 422
     assert refused.json() == {
-        "error": "batch size 41 > maximum allowed batch size 40", "error_type": "Validation",
+        "error": "batch size 41 > maximum allowed batch size 40",
+        "error_type": "Validation",
     }
     assert httpx.get(proxy.url + "/info").json()["max_client_batch_size"] == 40
 
@@ -102,7 +103,9 @@ def test_the_proxys_own_batch_limit(make_proxy, emu):
 def test_concurrent_requests_for_the_same_texts_reach_tei_once(proxy, emu):
     texts = [f"together {i}" for i in range(10)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: post(proxy.url + "/embed", {"inputs": texts}), range(8)))
+        responses = list(
+            pool.map(lambda _: post(proxy.url + "/embed", {"inputs": texts}), range(8))
+        )
     assert all(r.status_code == 200 for r in responses)
     assert all(r.content == responses[0].content for r in responses)
     assert sorted(texts_sent(emu)) == sorted(texts)
@@ -128,7 +131,9 @@ def test_openai_float_and_base64(proxy, emu):
     assert [d["index"] for d in body["data"]] == [0, 1]
     assert all(d["object"] == "embedding" for d in body["data"])
     for item, text in zip(body["data"], texts):
-        assert np.array_equal(np.asarray(item["embedding"], np.float32), expected_vector(FAST, text))
+        assert np.array_equal(
+            np.asarray(item["embedding"], np.float32), expected_vector(FAST, text)
+        )
 
     encoded = post(proxy.url + "/v1/embeddings", {"input": texts, "encoding_format": "base64"})
     for item, text in zip(encoded.json()["data"], texts):
@@ -142,8 +147,10 @@ def test_openai_single_string_and_dimensions(proxy, emu):
     response = post(proxy.url + "/v1/embeddings", {"input": "short one", "dimensions": 4})
     data = response.json()["data"]
     assert len(data) == 1
-    assert np.array_equal(np.asarray(data[0]["embedding"], np.float32),
-                          expected_vector(FAST, "short one", dimensions=4))
+    assert np.array_equal(
+        np.asarray(data[0]["embedding"], np.float32),
+        expected_vector(FAST, "short one", dimensions=4),
+    )
     assert emu.requests[0].dimensions == 4
 
 

@@ -59,7 +59,10 @@ def test_same_error_as_tei(proxy, emu, route, body, content_type):
     actual = send(proxy.url + route, body, content_type)
     assert expected.status_code >= 400
     assert actual.status_code == expected.status_code
-    assert actual.headers["content-type"].split(";")[0] == expected.headers["content-type"].split(";")[0]
+    assert (
+        actual.headers["content-type"].split(";")[0]
+        == expected.headers["content-type"].split(";")[0]
+    )
     if expected.headers["content-type"].startswith("application/json"):
         assert actual.json() == expected.json()
     else:
@@ -72,7 +75,8 @@ def test_errors_are_never_partial(proxy, emu):
     response = post(proxy.url + "/embed", {"inputs": texts})
     assert response.status_code == 424
     assert response.json() == {
-        "error": "Backend error: Inference failed (injected fault)", "error_type": "Backend",
+        "error": "Backend error: Inference failed (injected fault)",
+        "error_type": "Backend",
     }
     again = post(proxy.url + "/embed", {"inputs": texts})
     assert again.status_code == 200 and len(again.json()) == len(texts)
@@ -81,14 +85,52 @@ def test_errors_are_never_partial(proxy, emu):
 @pytest.mark.parametrize(
     ("status", "native", "openai"),
     [
-        (429, (429, {"error": "Model is overloaded", "error_type": "Overloaded"}),
-         (429, {"message": "Model is overloaded", "code": 429, "type": "Overloaded"})),
-        (503, (503, {"error": "unhealthy", "error_type": "Unhealthy"}),
-         (503, {"message": "unhealthy", "code": 503, "type": "Unhealthy"})),
-        (502, (503, {"error": "upstream TEI is unavailable: 502 Bad Gateway", "error_type": "Unhealthy"}),
-         (503, {"message": "upstream TEI is unavailable: 502 Bad Gateway", "code": 503, "type": "Unhealthy"})),
-        (500, (502, {"error": "upstream TEI failed: 500 Internal Server Error", "error_type": "Backend"}),
-         (502, {"message": "upstream TEI failed: 500 Internal Server Error", "code": 502, "type": "Backend"})),
+        (
+            429,
+            (429, {"error": "Model is overloaded", "error_type": "Overloaded"}),
+            (429, {"message": "Model is overloaded", "code": 429, "type": "Overloaded"}),
+        ),
+        (
+            503,
+            (503, {"error": "unhealthy", "error_type": "Unhealthy"}),
+            (503, {"message": "unhealthy", "code": 503, "type": "Unhealthy"}),
+        ),
+        (
+            502,
+            (
+                503,
+                {
+                    "error": "upstream TEI is unavailable: 502 Bad Gateway",
+                    "error_type": "Unhealthy",
+                },
+            ),
+            (
+                503,
+                {
+                    "message": "upstream TEI is unavailable: 502 Bad Gateway",
+                    "code": 503,
+                    "type": "Unhealthy",
+                },
+            ),
+        ),
+        (
+            500,
+            (
+                502,
+                {
+                    "error": "upstream TEI failed: 500 Internal Server Error",
+                    "error_type": "Backend",
+                },
+            ),
+            (
+                502,
+                {
+                    "message": "upstream TEI failed: 500 Internal Server Error",
+                    "code": 502,
+                    "type": "Backend",
+                },
+            ),
+        ),
     ],
 )
 def test_upstream_failures_after_retries(proxy, emu, status, native, openai):
@@ -113,13 +155,20 @@ def test_upstream_down(make_proxy, emu):
     response = post(proxy.url + "/embed", {"inputs": ["nobody home"]})
     assert response.status_code == 503
     body = response.json()
-    assert body["error_type"] == "Unhealthy" and body["error"].startswith("upstream TEI is unavailable")
+    assert body["error_type"] == "Unhealthy" and body["error"].startswith(
+        "upstream TEI is unavailable"
+    )
     health = httpx.get(proxy.url + "/health")
-    assert (health.status_code, health.json()) == (503, {"error": "unhealthy", "error_type": "Unhealthy"})
+    assert (health.status_code, health.json()) == (
+        503,
+        {"error": "unhealthy", "error_type": "Unhealthy"},
+    )
     forwarded = post(proxy.url + "/tokenize", {"inputs": "x"})
     assert forwarded.status_code == 503 and forwarded.json()["error_type"] == "Unhealthy"
 
 
 def test_unknown_routes_and_methods_are_empty_like_axum(proxy):
-    assert (lambda r: (r.status_code, r.content))(post(proxy.url + "/nope", {})) == (404, b"")
-    assert (lambda r: (r.status_code, r.content))(httpx.get(proxy.url + "/embed")) == (405, b"")
+    unknown = post(proxy.url + "/nope", {})
+    assert (unknown.status_code, unknown.content) == (404, b"")
+    wrong_method = httpx.get(proxy.url + "/embed")
+    assert (wrong_method.status_code, wrong_method.content) == (405, b"")

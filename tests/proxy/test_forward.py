@@ -42,8 +42,13 @@ def test_forwarding_keeps_trace_headers_and_drops_the_proxy_key(make_proxy, emu,
 
     monkeypatch.setattr(proxy.engine.tei, "request", spy)
     response = post(
-        proxy.url + "/tokenize?x=1", {"inputs": "t"},
-        headers={"authorization": "Bearer proxy-key", "traceparent": "00-abc-def-01", "x-other": "no"},
+        proxy.url + "/tokenize?x=1",
+        {"inputs": "t"},
+        headers={
+            "authorization": "Bearer proxy-key",
+            "traceparent": "00-abc-def-01",
+            "x-other": "no",
+        },
     )
     assert response.status_code == 200
     method, path, headers = seen[0]
@@ -55,6 +60,11 @@ def test_forwarding_keeps_trace_headers_and_drops_the_proxy_key(make_proxy, emu,
 def test_forwarded_route_without_json_content_type(proxy, emu):
     direct = httpx.post(emu.url + "/tokenize", content=b'{"inputs":"x"}')
     forwarded = httpx.post(proxy.url + "/tokenize", content=b'{"inputs":"x"}')
-    assert (forwarded.status_code, forwarded.text) == (direct.status_code, direct.text) == (
-        415, "Expected request with `Content-Type: application/json`",
+    assert (
+        (forwarded.status_code, forwarded.text)
+        == (direct.status_code, direct.text)
+        == (
+            415,
+            "Expected request with `Content-Type: application/json`",
+        )
     )

@@ -74,17 +74,30 @@ def test_metrics_after_known_traffic(proxy, emu):
 def test_metrics_registries_are_per_app(emu, make_proxy):
     first, second = make_proxy(emu.url), make_proxy(emu.url)
     post(first.url + "/embed", {"inputs": ["only first"]})
-    assert value(scrape(first.url), "cached_tei_proxy_requests_total", route="/embed", status="200") == 1
-    assert value(scrape(second.url), "cached_tei_proxy_requests_total", route="/embed", status="200") == 0
+    assert (
+        value(scrape(first.url), "cached_tei_proxy_requests_total", route="/embed", status="200")
+        == 1
+    )
+    assert (
+        value(scrape(second.url), "cached_tei_proxy_requests_total", route="/embed", status="200")
+        == 0
+    )
 
 
 def test_health_follows_the_upstream_and_reports_the_store(proxy, emu):
     healthy = httpx.get(proxy.url + "/health")
-    assert (healthy.status_code, healthy.content, healthy.headers["x-cache-store"]) == (200, b"", "ok")
+    assert (healthy.status_code, healthy.content, healthy.headers["x-cache-store"]) == (
+        200,
+        b"",
+        "ok",
+    )
 
     emu.set_healthy(False)
     down = httpx.get(proxy.url + "/health")
-    assert (down.status_code, down.json()) == (503, {"error": "unhealthy", "error_type": "Unhealthy"})
+    assert (down.status_code, down.json()) == (
+        503,
+        {"error": "unhealthy", "error_type": "Unhealthy"},
+    )
     emu.set_healthy(True)
 
     breaker = proxy.engine.breaker

@@ -30,7 +30,11 @@ def start_serve(tei_url: str, store, port: int) -> subprocess.Popen[str]:
     env.update({"CACHED_TEI_URL": tei_url, "CACHED_TEI_QDRANT_PATH": str(store)})
     process = subprocess.Popen(
         [CLI, "serve", "--port", str(port), "--graceful-timeout", "20"],
-        env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 30
     while True:
@@ -77,8 +81,10 @@ def test_sigterm_finishes_in_flight_requests_and_drains_writes(emu, tmp_path):
             process.wait()
     log = process.stdout.read()
     assert len(answers) == 1 and answers[0].status_code == 200, log
-    assert np.array_equal(np.asarray(answers[0].json(), np.float32),
-                          np.stack([expected_vector(FAST, t) for t in texts]))
+    assert np.array_equal(
+        np.asarray(answers[0].json(), np.float32),
+        np.stack([expected_vector(FAST, t) for t in texts]),
+    )
     assert "drained" in log and "Traceback" not in log, log
 
     stats = run_cli("cache", "stats", "--json", "--qdrant-path", str(store))

@@ -42,7 +42,13 @@ class APIKeyMiddleware:
                 break
         if not self._allowed(header):
             log.debug("refused %s %s: missing or wrong API key", scope["method"], scope["path"])
-            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-length", b"0")],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)

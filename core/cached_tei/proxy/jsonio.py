@@ -38,7 +38,9 @@ else:  # pragma: no cover
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
     def dumps(value: Any) -> bytes:
-        return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(
+            value, default=_default, separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
 
 def dumps_matrix(vectors: np.ndarray) -> bytes:

@@ -12,7 +12,8 @@ class _TooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """Rejects a body by its ``Content-Length`` at once, or as soon as a chunked one passes the limit."""
+    """Rejects a body by its ``Content-Length`` at once, or a chunked one as soon as it passes
+    the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app

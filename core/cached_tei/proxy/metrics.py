@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine import Engine
 
-__all__ = ["CONTENT_TYPE_LATEST", "ProxyMetrics", "MetricsMiddleware"]
+__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "ProxyMetrics"]
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BREAKER_STATES = ("closed", "half-open", "open")
@@ -39,7 +39,8 @@ class EngineCollector(Collector):
         s = engine.stats
 
         texts = CounterMetricFamily(
-            "cached_tei_texts", "Distinct texts per request, by where their vector came from.",
+            "cached_tei_texts",
+            "Distinct texts per request, by where their vector came from.",
             labels=["result"],
         )
         texts.add_metric(["hit"], s.hits)
@@ -52,15 +53,18 @@ class EngineCollector(Collector):
             "cached_tei_memory_hits", "Cache hits served from the in-process LRU.", s.memory_hits
         )
         yield CounterMetricFamily(
-            "cached_tei_coalesced", "Misses that waited for a concurrent request's TEI call.",
+            "cached_tei_coalesced",
+            "Misses that waited for a concurrent request's TEI call.",
             s.coalesced,
         )
         yield CounterMetricFamily(
             "cached_tei_duplicates", "Texts repeated within one request.", s.duplicates
         )
         yield SummaryMetricFamily(
-            "cached_tei_tei_request_duration_seconds", "TEI embed requests and their time.",
-            count_value=s.tei_requests, sum_value=s.tei_seconds,
+            "cached_tei_tei_request_duration_seconds",
+            "TEI embed requests and their time.",
+            count_value=s.tei_requests,
+            sum_value=s.tei_seconds,
         )
         yield CounterMetricFamily("cached_tei_tei_texts", "Texts sent to TEI.", s.tei_texts)
         yield CounterMetricFamily(
@@ -70,7 +74,8 @@ class EngineCollector(Collector):
             "cached_tei_cache_errors", "Failed cache (Qdrant) operations.", s.cache_errors
         )
         yield CounterMetricFamily(
-            "cached_tei_cache_skipped", "Lookups skipped while the cache breaker was open.",
+            "cached_tei_cache_skipped",
+            "Lookups skipped while the cache breaker was open.",
             s.cache_skipped,
         )
         writes = CounterMetricFamily(
@@ -84,11 +89,13 @@ class EngineCollector(Collector):
             "cached_tei_cache_written_bytes", "Vector bytes written to the cache.", s.bytes_written
         )
         yield GaugeMetricFamily(
-            "cached_tei_write_queue_depth", "Vectors waiting to be written to the cache.",
+            "cached_tei_write_queue_depth",
+            "Vectors waiting to be written to the cache.",
             s.pending_writes,
         )
         breaker = GaugeMetricFamily(
-            "cached_tei_cache_breaker_state", "1 for the cache breaker's current state.",
+            "cached_tei_cache_breaker_state",
+            "1 for the cache breaker's current state.",
             labels=["state"],
         )
         state = engine.breaker.state
@@ -103,12 +110,17 @@ class ProxyMetrics:
     def __init__(self, engine: Callable[[], Engine | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "cached_tei_proxy_requests", "HTTP requests answered, by route and status.",
-            ["route", "status"], registry=self.registry,
+            "cached_tei_proxy_requests",
+            "HTTP requests answered, by route and status.",
+            ["route", "status"],
+            registry=self.registry,
         )
         self.duration = Histogram(
-            "cached_tei_proxy_request_duration_seconds", "Time to answer a request, by route.",
-            ["route"], buckets=_BUCKETS, registry=self.registry,
+            "cached_tei_proxy_request_duration_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(EngineCollector(engine))
 
@@ -123,7 +135,9 @@ class MetricsMiddleware:
         self.app = app
         self._metrics = metrics
         self._routes = frozenset(routes)
-        self._durations = {route: metrics.duration.labels(route) for route in [*self._routes, "other"]}
+        self._durations = {
+            route: metrics.duration.labels(route) for route in [*self._routes, "other"]
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

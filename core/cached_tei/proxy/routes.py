@@ -16,7 +16,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..engine import Engine, EmbedResult
+from ..engine import EmbedResult, Engine
 from ..errors import CachedTEIError
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
@@ -32,14 +32,27 @@ JSON = "application/json"
 EMBED_ROUTES = ("/embed", "/", "/v1/embeddings")
 OWN_ROUTES = ("/info", "/health", "/metrics")
 FORWARDED_ROUTES = (
-    "/embed_all", "/embed_sparse", "/predict", "/rerank", "/similarity", "/tokenize", "/decode",
+    "/embed_all",
+    "/embed_sparse",
+    "/predict",
+    "/rerank",
+    "/similarity",
+    "/tokenize",
+    "/decode",
 )
 # Request headers a forwarded request keeps; the client's Authorization is the proxy's key.
 _FORWARD_HEADERS = ("content-type", "accept", "traceparent", "tracestate")
 # Response headers of the upstream that are not passed back.
 _HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-     "date", "server"}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+    }
 )
 _UNHEALTHY = b'{"error":"unhealthy","error_type":"Unhealthy"}'
 _NOT_JSON = BadRequest(415, "Expected request with `Content-Type: application/json`")
@@ -151,7 +164,7 @@ class Handlers:
 
     # ------------------------------------------------------------------ the proxy's own
     async def info(self, request: Request) -> Response:
-        """The upstream's ``/info`` with the proxy's batch limit and the cache's namespace and size."""
+        """The upstream's ``/info``, with the proxy's batch limit, the cache's namespace and size."""
         engine = self._engine
         try:
             info = await engine.info()
@@ -179,7 +192,7 @@ class Handlers:
             collections = await asyncio.wait_for(
                 engine.store.collections(), self.settings.qdrant_timeout
             )
-        except Exception as exc:  # the cache may be down; /info still answers
+        except Exception as exc:  # noqa: BLE001 - the cache may be down; /info still answers
             log.warning("could not count cache entries: %r", exc)
             return None
         return next((c.count for c in collections if c.name == collection), 0)
@@ -209,7 +222,9 @@ class Handlers:
         if not _is_json(request):
             return plain_response(_NOT_JSON)
         body = await request.body()
-        headers = {name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers}
+        headers = {
+            name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers
+        }
         path = request.url.path
         if request.url.query:
             path = f"{path}?{request.url.query}"
