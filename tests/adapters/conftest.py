@@ -1,0 +1,88 @@
+"""Fixtures for the adapter tests: a TEI emulator with prompts, isolated cache folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The prompts an e5-style model would ship in its Sentence Transformers config.
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+ADAPTER_TEI_CONFIG = EmulatorConfig(prompts=PROMPTS, step_ms=1.0, per_text_ms=0.02)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's CACHED_TEI_* variables or writes to ~/.cache."""
+    for name in list(os.environ):
+        if name.startswith("CACHED_TEI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorServer]:
+    """One emulator per test module; tests call ``reset_log()`` before counting requests."""
+    with EmulatorServer(ADAPTER_TEI_CONFIG) as server:
+        yield server
+
+
+@pytest.fixture
+def cache_path(tmp_path: Path) -> Path:
+    """This test's own embedded Qdrant folder."""
+    return tmp_path / "qdrant"
+
+
+@pytest.fixture
+def make_adapter(
+    emulator: EmulatorServer, cache_path: Path
+) -> Iterator[Callable[..., Any]]:
+    """``make_adapter(cls, **fields)`` on the emulator and the test's folder; closed afterwards."""
+    made: list[Any] = []
+
+    def make(cls: type, **fields: Any) -> Any:
+        fields = {"tei_url": emulator.url, "qdrant_path": cache_path, **fields}
+        adapter = cls(**fields)
+        made.append(adapter)
+        return adapter
+
+    yield make
+    for adapter in made:
+        adapter.close()
+
+
+def expected(text: str, **options: Any) -> np.ndarray:
+    """The exact vector the adapters' emulator returns for ``text``."""
+    return expected_vector(ADAPTER_TEI_CONFIG, text, **options)
+
+
+def sent_texts(server: EmulatorServer) -> list[str]:
+    """Every text the emulator was asked to embed since its last ``reset_log()``."""
+    return [text for request in server.requests for text in request.texts]
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+    """Run ``code`` in a fresh interpreter from the repository root; return its stdout."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
+    full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"subprocess failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
