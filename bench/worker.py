@@ -374,7 +374,37 @@ def scenario_lru(spec: dict) -> dict:
             "texts": n, "ok": worst <= lru, "rss_peak_mb": _rss_peak_mb()}
 
 
+def scenario_peak(spec: dict) -> dict:
+    """Run a command; report its peak RSS (ru_maxrss) and, polled every 20 ms from /proc, the
+    peaks of anonymous memory (heap: what the process holds) and file-backed memory (mapped
+    files, e.g. the store's memory-mapped segments, which the kernel can drop)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(spec["cmd"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peaks = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                key = line.split(":", 1)[0]
+                if key in peaks:
+                    peaks[key] = max(peaks[key], int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    rc = proc.wait()
+    return {
+        "rc": rc, "seconds": time.perf_counter() - t0, "stderr": err[-2000:],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
+        "polled_rss_mb": peaks["VmRSS"] / 1024.0, "peak_anon_mb": peaks["RssAnon"] / 1024.0,
+        "peak_file_mb": peaks["RssFile"] / 1024.0,
+    }
+
+
 SCENARIOS = {
+    "peak": scenario_peak,
     "cold": scenario_cold, "warm": scenario_warm, "hot": scenario_hot, "mixed": scenario_mixed,
     "lru": scenario_lru,
 }
@@ -382,7 +412,8 @@ SCENARIOS = {
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    preload(spec.get("contender", "cached-tei"))
+    if spec["scenario"] != "peak":
+        preload(spec.get("contender", "cached-tei"))
     result = SCENARIOS[spec["scenario"]](spec)
     print("RESULT " + json.dumps(result), flush=True)
 
