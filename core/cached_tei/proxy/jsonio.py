@@ -1,46 +1,19 @@
-"""JSON in and out: orjson when installed (fast, float32 without widening), else the stdlib."""
+"""JSON in and out with orjson: fast, and float32 printed as float32 (no widening)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import orjson
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is a transitive dependency
-    orjson = None  # type: ignore[assignment]
+JSONDecodeError = orjson.JSONDecodeError
+loads = orjson.loads
 
-if orjson is not None:
-    JSONDecodeError: type[Exception] = orjson.JSONDecodeError
-    _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
-    def loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-    def dumps(value: Any) -> bytes:
-        """Serialize; numpy arrays become lists (float32 printed as float32)."""
-        return orjson.dumps(value, option=_NUMPY)
-
-else:  # pragma: no cover
-    import json
-
-    JSONDecodeError = ValueError
-
-    def loads(data: bytes) -> Any:
-        return json.loads(data)
-
-    def _default(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, np.generic):
-            return value.item()
-        raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-    def dumps(value: Any) -> bytes:
-        return json.dumps(
-            value, default=_default, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+def dumps(value: Any) -> bytes:
+    """Serialize; numpy arrays become lists."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def dumps_matrix(vectors: np.ndarray) -> bytes:
