@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from cachetools import LRUCache
@@ -118,23 +118,23 @@ class Engine:
         """TEI's ``/info``, read once.
 
         While TEI cannot be reached, the ``/info`` last read from this URL (kept in the
-        store) stands in, so that cached texts are still served; TEI is probed again after
-        a few seconds, and its real ``/info`` replaces the stand-in as soon as it answers.
+        store) stands in, so that cached texts are still served; TEI is probed again every
+        few seconds, and its real ``/info`` replaces the stand-in as soon as it answers.
         """
         known = self.tei.known_info
         if known is not None:
             return known
-        remembered = await self._recall_info()
-        if remembered is None:
-            info = await self.tei.info()
-        elif time.monotonic() < self._probe_after:
-            return remembered
-        else:
-            try:
-                info = await self.tei.info(retry=False)
-            except TEIError as exc:
-                if not exc.transient:
-                    raise
+        if self._remembered_info is not None and time.monotonic() < self._probe_after:
+            return self._remembered_info
+        try:
+            info = await self.tei.info(retry=False)
+        except TEIError as exc:
+            if not exc.transient:
+                raise
+            remembered = await self._recall_info()
+            if remembered is None:
+                info = await self.tei.info()
+            else:
                 self._probe_after = time.monotonic() + _PROBE_INTERVAL
                 log.warning(
                     "TEI at %s is unreachable (%s); serving cached vectors of %s, its last /info",
@@ -143,8 +143,7 @@ class Engine:
                     remembered.model_id,
                 )
                 return remembered
-        if remembered is None or remembered.raw != info.raw:
-            self._in_background(self._remember_info(info))
+        self._in_background(self._remember_info(info))
         return info
 
     async def namespace(self, options: EmbedOptions) -> Namespace:
@@ -236,29 +235,43 @@ class Engine:
         task.add_done_callback(self._background.discard)
         return task
 
+    async def _guarded(
+        self, operation: Callable[[], Awaitable[T]], action: str
+    ) -> tuple[Literal["done", "skipped", "failed"], T | None]:
+        """Run a store operation under the breaker and ``qdrant_timeout``: the cache may
+        fail, embedding must not. The value is None unless the operation was done."""
+        if not self.breaker.allow():
+            return "skipped", None
+        try:
+            result = await asyncio.wait_for(operation(), self.settings.qdrant_timeout)
+        except StoreConfigurationError:
+            raise
+        except Exception as exc:
+            self.breaker.record_failure()
+            self.stats.cache_errors += 1
+            log.warning("cache %s failed (%r); carrying on without the cache", action, exc)
+            return "failed", None
+        self.breaker.record_success()
+        return "done", result
+
     async def _recall_info(self) -> TEIInfo | None:
-        if self._remembered_info is None and self.breaker.allow():
-            try:
-                raw = await asyncio.wait_for(
-                    self.store.recall_info(self.tei.url), self.settings.qdrant_timeout
-                )
-            except Exception as exc:
-                self.stats.cache_errors += 1
-                log.warning("could not read the remembered /info from the cache: %r", exc)
-                return None
+        if self._remembered_info is None:
+            _, raw = await self._guarded(
+                lambda: self.store.recall_info(self.tei.url), "read of the remembered /info"
+            )
             if raw is not None:
                 self._remembered_info = TEIInfo.from_json(raw)
         return self._remembered_info
 
     async def _remember_info(self, info: TEIInfo) -> None:
-        try:
-            await asyncio.wait_for(
-                self.store.remember_info(self.tei.url, info.raw), self.settings.qdrant_timeout
-            )
-        except Exception as exc:
-            self.stats.cache_errors += 1
-            log.warning("could not keep TEI's /info in the cache: %r", exc)
-        else:
+        """Keep ``/info`` in the store (off the request path) unless it is there already."""
+        remembered = await self._recall_info()
+        if remembered is not None and remembered.raw == info.raw:
+            return
+        outcome, _ = await self._guarded(
+            lambda: self.store.remember_info(self.tei.url, info.raw), "write of /info"
+        )
+        if outcome == "done":
             self._remembered_info = info
 
     def _remembered(self, collection: str, key: str) -> np.ndarray | None:
@@ -325,23 +338,13 @@ class Engine:
         await self.tei.embed([text for text, _, _ in missing], options, on_batch=arrived)
 
     async def _lookup(self, namespace: Namespace, keys: list[str]) -> dict[str, np.ndarray]:
-        if not self.breaker.allow():
-            self.stats.cache_skipped += len(keys)
-            return {}
         not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
-        try:
-            found = await asyncio.wait_for(
-                self.store.lookup(namespace, keys, not_before), self.settings.qdrant_timeout
-            )
-        except StoreConfigurationError:
-            raise
-        except Exception as exc:  # the cache may fail; embedding must not
-            self.breaker.record_failure()
-            self.stats.cache_errors += 1
-            log.warning("cache lookup failed, asking TEI instead: %r", exc)
-            return {}
-        self.breaker.record_success()
-        return found
+        outcome, found = await self._guarded(
+            lambda: self.store.lookup(namespace, keys, not_before), "lookup"
+        )
+        if outcome == "skipped":
+            self.stats.cache_skipped += len(keys)
+        return found or {}
 
     async def _save(
         self,
@@ -354,24 +357,16 @@ class Engine:
         if not self.settings.write_through:
             self._writer.put(namespace, collection, ids, vectors, texts)
             return
-        if not self.breaker.allow():
-            self.stats.writes_dropped += len(ids)
-            return
-        try:
-            written = await asyncio.wait_for(
-                self.store.upsert(namespace, ids, vectors, texts), self.settings.qdrant_timeout
-            )
-        except StoreConfigurationError:
-            raise
-        except Exception as exc:
-            self.breaker.record_failure()
-            self.stats.cache_errors += 1
-            self.stats.write_errors += len(ids)
-            log.warning("could not write %d vectors to the cache: %r", len(ids), exc)
-        else:
-            self.breaker.record_success()
+        outcome, written = await self._guarded(
+            lambda: self.store.upsert(namespace, ids, vectors, texts), "write"
+        )
+        if outcome == "done":
             self.stats.writes += len(ids)
-            self.stats.bytes_written += written
+            self.stats.bytes_written += written or 0
+        elif outcome == "failed":
+            self.stats.write_errors += len(ids)
+        else:
+            self.stats.writes_dropped += len(ids)
 
 
 def _consume_exception(future: asyncio.Future[np.ndarray]) -> None:

@@ -131,19 +131,23 @@ class FakeQdrant:
 
     # ------------------------------------------------------------------ inspection
     def payloads(self) -> list[dict[str, Any]]:
-        """Every stored point's payload, across collections."""
+        """Every cache entry's payload, across the cache collections."""
         out: list[dict[str, Any]] = []
         with self._lock:
-            for c in self.backend.get_collections().collections:
+            for c in self._cache_collections():
                 points, _ = self.backend.scroll(c.name, limit=1_000_000, with_payload=True)
                 out.extend(p.payload or {} for p in points)
         return out
 
+    def _cache_collections(self) -> list[Any]:
+        # "cached_tei_<hash>" holds entries; "cached_tei-tei-info" holds each URL's last /info.
+        return [c for c in self.backend.get_collections().collections if c.name.startswith("cached_tei_")]
+
     def points(self) -> dict[str, list[float]]:
-        """Every stored point id -> vector, across collections."""
+        """Every cache entry's id -> vector, across the cache collections."""
         out: dict[str, list[float]] = {}
         with self._lock:
-            for c in self.backend.get_collections().collections:
+            for c in self._cache_collections():
                 points, _ = self.backend.scroll(c.name, limit=1_000_000, with_vectors=True)
                 out.update({str(p.id): p.vector for p in points})  # type: ignore[misc]
         return out
