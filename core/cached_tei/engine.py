@@ -196,8 +196,9 @@ class Engine:
             # other calls waiting on the same texts.
             fill = self._in_background(self._fill(namespace, collection, options, owned))
             store_hits = await asyncio.shield(fill)
-        if waiting:
-            await asyncio.wait(waiting.values())
+        pending = [future for future in waiting.values() if not future.done()]
+        if pending:  # texts another call is computing; this call's own are done by now
+            await asyncio.wait(pending)
         for index, future in waiting.items():
             vectors[index] = future.result()
 

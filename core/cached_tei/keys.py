@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,4 +101,6 @@ class Namespace:
 
 def point_id(text: str) -> str:
     """The cache key of a text (as TEI sees it): a UUID from the first 16 bytes of its SHA-256."""
-    return str(uuid.UUID(bytes=hashlib.sha256(text.encode("utf-8")).digest()[:16]))
+    # The string str(uuid.UUID(bytes=digest[:16])) gives, formatted directly (3x faster).
+    h = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
