@@ -74,13 +74,3 @@ def test_the_readme_documents_every_setting() -> None:
     }
     assert documented == expected
 
-
-def test_point_ids_are_the_uuid_of_the_sha256_of_the_text() -> None:
-    import hashlib
-    import uuid
-
-    from cached_tei import point_id
-
-    for text in ("hello", "passage: é ü 中文", "x" * 10_000):
-        expected = uuid.UUID(bytes=hashlib.sha256(text.encode("utf-8")).digest()[:16])
-        assert point_id(text) == str(expected)
