@@ -29,7 +29,7 @@ import pytest
 from tests.tei_emulator import EmulatorConfig, EmulatorProcess, expected_vector
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = REPO.parent / "shared" / "reference" / "tei-1.9.3-openapi.json"
+SPEC = REPO / "tests" / "reference" / "tei-1.9.3-openapi.json"
 
 FAST_TEI = EmulatorConfig(step_ms=2.0, per_text_ms=0.05)
 

@@ -19,7 +19,7 @@ from tests.tei_emulator import EmulatorServer
 
 from .support import FAST, ProxyServer, engine_settings
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tei-1.9.3-openapi.json"
+SPEC = Path(__file__).resolve().parents[1] / "reference" / "tei-1.9.3-openapi.json"
 OPERATIONS = [
     ("POST", "/embed"),
     ("POST", "/v1/embeddings"),

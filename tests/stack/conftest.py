@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "stack"
-SCHEMA = REPO.parent / "shared" / "reference" / "compose-spec.json"
+SCHEMA = REPO / "tests" / "reference" / "compose-spec.json"
 
 
 def _load_generator():
