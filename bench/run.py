@@ -196,6 +196,14 @@ def run_cold(ctx, rep: Report) -> None:
         ours_runs.append(r)
         log(f"cold cached-tei: {tput(r):,.0f} texts/s (client cpu {r['cpu_s']:.2f}s, servers "
             f"{r['servers_cpu_s']:.2f}s, cores busy {r['machine_cores_busy']}, flush {r['flush_s']:.2f}s)")
+    # The same engine told that 4 replicas are behind nginx (16 in flight per replica is the
+    # default because one TEI admits 512 texts: 16 x 32); information, not the target.
+    tuned = []
+    for i in range(reps):
+        r = worker({"scenario": "cold", "contender": "cached-tei", "url": c.url, "n": n, "dim": 384,
+                    "path": str(wd / f"store-cold-c32-{i}"), "kw": {"max_concurrency": 32}}, c)
+        tuned.append(tput(r))
+        log(f"cold cached-tei max_concurrency=32: {tput(r):,.0f} texts/s (client cpu {r['cpu_s']:.2f}s)")
     ctx["cold_store"] = str(wd / "store-cold-0")
     best_conc = max(floors, key=lambda k: statistics.median(floors[k]))
     floor = statistics.median(floors[best_conc])
@@ -211,7 +219,7 @@ def run_cold(ctx, rep: Report) -> None:
         log(f"cold {a}: {tput(r):,.0f} texts/s (client cpu {r['cpu_s']:.2f}s)")
     rep.data["cold"] = {
         "texts": n, "floor_by_concurrency": floors, "floor_best_concurrency": best_conc, "floor_tput": floor,
-        "cached_tei_tput": ours, "cached_tei_runs": ours_runs,
+        "cached_tei_tput": ours, "cached_tei_runs": ours_runs, "cached_tei_c32_tput": tuned,
         "anchors": {a: {**r, "tput": tput(r)} for a, r in anchors.items()},
         "theoretical_capacity_4_replicas": theoretical_capacity(4),
         "step_capacity_conc16_batch32": step_capacity(4, 16 * 32 // 4),
@@ -221,7 +229,11 @@ def run_cold(ctx, rep: Report) -> None:
              "4 replicas, full 16k-token steps; at 16x32 in flight: "
              f"{step_capacity(4, 128):,.0f}")
     rep.target("cold", f"texts/s vs bare client (c={best_conc})", mine, floor, mine / floor, ">= 0.9",
-               mine / floor >= 0.9)
+               mine / floor >= 0.9, f"defaults (16 in flight); vs bare client at c=16: "
+               f"{mine / statistics.median(floors[16]):.2f}")
+    t32 = statistics.median(tuned)
+    rep.info("cold", f"max_concurrency=32 vs bare client (c={best_conc})", t32, floor, t32 / floor,
+             "CACHED_TEI_MAX_CONCURRENCY=32 for 4 replicas")
     for a, r in anchors.items():
         ratio = mine / tput(r)
         rep.target("cold", f"texts/s vs {a}", mine, tput(r), ratio, ">= 3", ratio >= 3,
