@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     q = args.quick
     wd = Path(tempfile.mkdtemp(prefix="cached-tei-bench-"))
     ctx = {
-        "wd": wd, "n": 2000 if q else 4000, "cold_reps": 1 if q else 3, "warm_reps": 1 if q else 3,
+        "wd": wd, "n": 1500 if q else 4000, "cold_reps": 1 if q else 3, "warm_reps": 1 if q else 3,
         "hot_reps": 3 if q else 5, "mixed_reps": 1 if q else 3, "proxy_seconds": 2.0 if q else 5.0,
         "memory_sizes": [5_000, 10_000, 20_000] if q else [10_000, 50_000, 100_000],
         "lru_n": 5_000 if q else 20_000, "scaling_n": 1000 if q else 3000, "dim_n": 1000 if q else 2000,
