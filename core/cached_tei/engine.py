@@ -111,6 +111,7 @@ class Engine:
         self._namespaces: dict[tuple[TEIInfo, EmbedOptions], Namespace] = {}
         self._remembered_info: TEIInfo | None = None
         self._probe_after = 0.0
+        self._remembering: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ public
@@ -143,7 +144,8 @@ class Engine:
                     remembered.model_id,
                 )
                 return remembered
-        self._in_background(self._remember_info(info))
+        if self._remembering is None:
+            self._remembering = self._in_background(self._remember_info(info))
         return info
 
     async def namespace(self, options: EmbedOptions) -> Namespace:
