@@ -271,6 +271,9 @@ def _chunks(
 
 def _embed(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if "lru_bytes" not in settings.model_fields_set:
+        # A corpus is read once: an in-process LRU would only grow with it.
+        settings = settings.model_copy(update={"lru_bytes": 0})
     source = _Source.of(args.input, args.input_format, args.field)
     output_format = args.format
     if output_format == "auto":
