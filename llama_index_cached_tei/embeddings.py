@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 from cached_tei import CachedEmbedder, CachedTEISettings, Stats
@@ -14,8 +13,6 @@ DEFAULT_EMBED_BATCH_SIZE = 32
 """TEI's default ``--max-client-batch-size``; the engine splits larger batches anyway."""
 
 _UNKNOWN_MODEL = "unknown"
-# Guards the lazy creation of each instance's engine (a module lock keeps instances picklable).
-_CLIENT_LOCK = threading.Lock()
 
 
 class CachedTEIEmbeddings(BaseEmbedding):
@@ -102,12 +99,12 @@ class CachedTEIEmbeddings(BaseEmbedding):
     breaker_threshold: int | None = None
     breaker_cooldown: float | None = None
 
-    _settings: CachedTEISettings = PrivateAttr()
-    _client: CachedEmbedder | None = PrivateAttr(default=None)
+    _client: CachedEmbedder = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._settings = CachedTEISettings(**_overrides(self))
+        # Validates the whole configuration now; the engine itself starts on first use.
+        self._client = CachedEmbedder(CachedTEISettings.from_attributes(self))
 
     @classmethod
     def class_name(cls) -> str:
@@ -121,15 +118,11 @@ class CachedTEIEmbeddings(BaseEmbedding):
     @property
     def settings(self) -> CachedTEISettings:
         """The effective settings: the fields given, then ``CACHED_TEI_*``, then defaults."""
-        return self._settings
+        return self._client.settings
 
     @property
     def client(self) -> CachedEmbedder:
-        """The engine behind this object, created on first use."""
-        if self._client is None:
-            with _CLIENT_LOCK:
-                if self._client is None:
-                    self._client = CachedEmbedder(self._settings)
+        """The engine behind this object."""
         return self._client
 
     # --- BaseEmbedding --------------------------------------------------------------------------
@@ -161,33 +154,19 @@ class CachedTEIEmbeddings(BaseEmbedding):
     @property
     def stats(self) -> Stats:
         """Counters of the engine: hits, misses, TEI requests, cache errors..."""
-        return self._client.stats if self._client is not None else Stats()
+        return self._client.stats
 
     def flush(self) -> None:
         """Block until every computed vector is written to the cache."""
-        if self._client is not None:
-            self._client.flush()
+        self._client.flush()
 
     def close(self) -> None:
         """Write pending vectors and release connections and the embedded store's folder."""
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
-        if self._client is not None:
-            await self._client.aclose()
-
-
-def _overrides(model: Any) -> dict[str, Any]:
-    """The settings given on ``model``: every non-None field named like a settings field."""
-    given: dict[str, Any] = {}
-    for name in CachedTEISettings.model_fields:
-        value = getattr(model, name)
-        if value is None:
-            continue
-        given[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
-    return given
+        await self._client.aclose()
 
 
 __all__ = ["DEFAULT_EMBED_BATCH_SIZE", "CachedTEIEmbeddings"]

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
-
 from .engine import EmbedResult, Engine
 from .errors import InputError
 from .keys import EmbedOptions

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from typing import Literal
+from typing import Any, Literal
 
 from .settings import CachedTEISettings, TruncationDirection
 from .tei import TEIInfo

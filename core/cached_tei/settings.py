@@ -82,6 +82,17 @@ class CachedTEISettings(BaseSettings):
     breaker_threshold: int = Field(3, ge=1, description="Qdrant failures that open the breaker.")
     breaker_cooldown: float = Field(30.0, gt=0, description="Seconds Qdrant is skipped then.")
 
+    @classmethod
+    def from_attributes(cls, source: object) -> CachedTEISettings:
+        """Settings from an object with attributes named like the fields (an adapter's
+        configuration); an attribute that is None is unset, so it comes from the environment."""
+        given: dict[str, Any] = {}
+        for name in cls.model_fields:
+            value = getattr(source, name, None)
+            if value is not None:
+                given[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return cls(**given)
+
     @field_validator("api_key", "qdrant_api_key", mode="before")
     @classmethod
     def _empty_secret_is_none(cls, value: Any) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 from .breaker import CircuitBreaker
 from .keys import Namespace
 from .stats import Stats
-from .stores import CacheStore, open_store
+from .stores import CacheStore
 
 log = logging.getLogger(__name__)
 
