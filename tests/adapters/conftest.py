@@ -21,15 +21,6 @@ PROMPTS = {"query": "query: ", "passage": "passage: "}
 ADAPTER_TEI_CONFIG = EmulatorConfig(prompts=PROMPTS, step_ms=1.0, per_text_ms=0.02)
 
 
-@pytest.fixture(autouse=True)
-def _no_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the developer's CACHED_TEI_* variables or writes to ~/.cache."""
-    for name in list(os.environ):
-        if name.startswith("CACHED_TEI_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
     """One emulator per test module; tests call ``reset_log()`` before counting requests."""
@@ -38,20 +29,14 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def cache_path(tmp_path: Path) -> Path:
-    """This test's own embedded Qdrant folder."""
-    return tmp_path / "qdrant"
-
-
-@pytest.fixture
 def make_adapter(
-    emulator: EmulatorServer, cache_path: Path
+    emulator: EmulatorServer, qdrant_path: Path
 ) -> Iterator[Callable[..., Any]]:
     """``make_adapter(cls, **fields)`` on the emulator and the test's folder; closed afterwards."""
     made: list[Any] = []
 
     def make(cls: type, **fields: Any) -> Any:
-        fields = {"tei_url": emulator.url, "qdrant_path": cache_path, **fields}
+        fields = {"tei_url": emulator.url, "qdrant_path": qdrant_path, **fields}
         adapter = cls(**fields)
         made.append(adapter)
         return adapter

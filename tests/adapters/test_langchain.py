@@ -229,7 +229,7 @@ def test_langchain_qdrant_alongside_the_embedded_cache(
 
 
 def test_reindexing_from_a_fresh_process_makes_no_tei_calls(
-    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer, cache_path: Path, tmp_path: Path
+    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer, qdrant_path: Path, tmp_path: Path
 ) -> None:
     embeddings = make(document_instruction="passage: ")
     docs = [Document(page_content=text) for text in CORPUS]
@@ -246,7 +246,7 @@ from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_cached_tei import CachedTEIEmbeddings
 corpus = {CORPUS!r}
-embeddings = CachedTEIEmbeddings(tei_url={emulator.url!r}, qdrant_path={str(cache_path)!r},
+embeddings = CachedTEIEmbeddings(tei_url={emulator.url!r}, qdrant_path={str(qdrant_path)!r},
                                  document_instruction="passage: ")
 store = InMemoryVectorStore.from_documents([Document(page_content=t) for t in corpus], embeddings)
 rows = [store.store[k]["vector"] for k in sorted(store.store, key=lambda k: store.store[k]["text"])]
