@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,6 +80,37 @@ class CacheStore(Protocol):
 
     async def aclose(self) -> None:
         """Persist everything and release the store."""
+
+
+class StoredRecord(Protocol):
+    """A point as both Qdrant clients return it."""
+
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def vector(self) -> Any: ...
+
+    @property
+    def payload(self) -> dict[str, Any] | None: ...
+
+
+def fresh_vectors(records: Iterable[StoredRecord], not_before: int | None) -> dict[str, np.ndarray]:
+    """id -> float32 vector of the records created at or after ``not_before`` (all if None)."""
+    found: dict[str, np.ndarray] = {}
+    for record in records:
+        if not_before is not None and (record.payload or {}).get(CREATED, 0) < not_before:
+            continue
+        found[str(record.id)] = np.asarray(record.vector, dtype=np.float32)
+    return found
+
+
+def entry_payloads(count: int, texts: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The payloads of ``count`` new entries: their creation time, and the text if kept."""
+    created = int(time.time())
+    if texts is None:
+        return [{CREATED: created} for _ in range(count)]
+    return [{CREATED: created, TEXT: text} for text in texts]
 
 
 def url_key(tei_url: str) -> str:

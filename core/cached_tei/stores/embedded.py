@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ from ..settings import CachedTEISettings
 from .base import (
     CHUNK,
     CREATED,
-    TEXT,
     CollectionInfo,
     dimension_mismatch,
+    entry_payloads,
+    fresh_vectors,
     namespace_mismatch,
     url_key,
 )
@@ -133,10 +133,7 @@ class EmbeddedStore:
                 with_payload=not_before is not None,
                 with_vector=True,
             )
-            for record in records:
-                if not_before is not None and (record.payload or {}).get(CREATED, 0) < not_before:
-                    continue
-                found[str(record.id)] = np.asarray(record.vector, dtype=np.float32)
+            found.update(fresh_vectors(records, not_before))
         return found
 
     async def upsert(
@@ -148,15 +145,13 @@ class EmbeddedStore:
     ) -> int:
         await self.ensure_collection(namespace, int(vectors.shape[1]))
         shard, _ = self._shards[namespace.collection(self._collection_prefix)]
-        created = int(time.time())
         rows = vectors.tolist()
+        payloads = entry_payloads(len(ids), texts)
         for start in range(0, len(ids), CHUNK):
-            points = []
-            for index in range(start, min(start + CHUNK, len(ids))):
-                payload: dict[str, object] = {CREATED: created}
-                if texts is not None:
-                    payload[TEXT] = texts[index]
-                points.append(edge.Point(ids[index], rows[index], payload))
+            points = [
+                edge.Point(ids[index], rows[index], payloads[index])
+                for index in range(start, min(start + CHUNK, len(ids)))
+            ]
             shard.update(edge.UpdateOperation.upsert_points(points))
         return int(vectors.nbytes)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +14,10 @@ from ..settings import CachedTEISettings
 from .base import (
     CHUNK,
     CREATED,
-    TEXT,
     CollectionInfo,
     dimension_mismatch,
+    entry_payloads,
+    fresh_vectors,
     namespace_mismatch,
     url_key,
 )
@@ -162,10 +162,7 @@ class QdrantServerStore:
                 with_vectors=True,
                 with_payload=[CREATED] if not_before is not None else False,
             )
-            for record in records:
-                if not_before is not None and (record.payload or {}).get(CREATED, 0) < not_before:
-                    continue
-                found[str(record.id)] = np.asarray(record.vector, dtype=np.float32)
+            found.update(fresh_vectors(records, not_before))
         return found
 
     async def upsert(
@@ -178,17 +175,13 @@ class QdrantServerStore:
         """Write entries (created now); returns the bytes of vector data written."""
         await self.ensure_collection(namespace, int(vectors.shape[1]))
         name = namespace.collection(self._settings.collection_prefix)
-        created = int(time.time())
+        payloads = entry_payloads(len(ids), texts)
         for start in range(0, len(ids), CHUNK):
             part = slice(start, start + CHUNK)
-            payloads: list[dict[str, Any]] = [{CREATED: created} for _ in ids[part]]
-            if texts is not None:
-                for payload, text in zip(payloads, texts[part]):
-                    payload[TEXT] = text
             await self.client().upsert(
                 name,
                 points=models.Batch(
-                    ids=list(ids[part]), vectors=vectors[part].tolist(), payloads=payloads
+                    ids=list(ids[part]), vectors=vectors[part].tolist(), payloads=payloads[part]
                 ),
                 wait=True,
             )
