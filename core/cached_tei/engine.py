@@ -178,7 +178,7 @@ class Engine:
         memory_hits = coalesced = 0
         for index, text in enumerate(unique):
             key = point_id(text)
-            vector = self._remembered(collection, key)
+            vector = self._from_memory(collection, key)
             if vector is not None:
                 vectors[index] = vector
                 memory_hits += 1
@@ -211,7 +211,9 @@ class Engine:
         self.stats.misses += len(unique) - hits
         self.stats.coalesced += coalesced
         matrix = np.stack(vectors)  # type: ignore[arg-type]
-        return EmbedResult(matrix[inverse] if len(unique) < len(prepared) else matrix, hits, len(unique) - hits)
+        if len(unique) < len(prepared):
+            matrix = matrix[inverse]
+        return EmbedResult(matrix, hits, len(unique) - hits)
 
     async def flush(self) -> None:
         """Wait until every vector computed so far is written to Qdrant."""
@@ -278,14 +280,14 @@ class Engine:
         if outcome == "done":
             self._remembered_info = info
 
-    def _remembered(self, collection: str, key: str) -> np.ndarray | None:
+    def _from_memory(self, collection: str, key: str) -> np.ndarray | None:
         if self._memory is not None:
             vector = self._memory.get((collection, key))
             if vector is not None:
                 return vector
         return self._writer.get(collection, key)
 
-    def _remember(self, collection: str, key: str, vector: np.ndarray) -> None:
+    def _keep_in_memory(self, collection: str, key: str, vector: np.ndarray) -> None:
         if self._memory is not None:
             self._memory[(collection, key)] = vector
 
@@ -305,7 +307,7 @@ class Engine:
                 if vector is None:
                     missing.append((text, key, future))
                 else:
-                    self._remember(collection, key, vector)
+                    self._keep_in_memory(collection, key, vector)
                     future.set_result(vector)
             if missing:
                 await self._compute(namespace, collection, options, missing)
@@ -334,7 +336,7 @@ class Engine:
             ids = [key for _, key, _ in part]
             rows = [row.copy() for row in vectors]
             for (_, key, future), row in zip(part, rows):
-                self._remember(collection, key, row)
+                self._keep_in_memory(collection, key, row)
                 future.set_result(row)
             texts = [text for text, _, _ in part] if self.settings.store_text else None
             await self._save(namespace, collection, ids, vectors, texts)
