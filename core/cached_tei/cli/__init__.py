@@ -1,0 +1,163 @@
+"""The ``cached-tei`` command: ``serve`` the proxy, ``embed`` a file, ``cache stats|prune|clear``.
+
+Settings come from ``CACHED_TEI_*`` (and ``.env``); every setting but the secrets also has a
+flag, which wins. ``embed`` and ``cache`` need only the base install; ``serve`` needs
+``cached-tei[proxy]``. Errors are one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .. import __version__
+from ..errors import CachedTEIError
+from ..settings import CachedTEISettings
+from .cache import run_cache_clear, run_cache_prune, run_cache_stats
+from .embed import DEFAULT_CHUNK, run_embed
+from .options import CLIError, add_setting_flags, configure_logging
+from .serve import run_serve
+
+PROG = "cached-tei"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+
+
+# ---------------------------------------------------------------------------- the parser
+def build_parser() -> argparse.ArgumentParser:
+    from ..proxy.settings import ProxySettings
+
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the engine does (INFO) to stderr"
+    )
+    add_setting_flags(
+        common,
+        CachedTEISettings,
+        "setting_",
+        "settings (each flag overrides its CACHED_TEI_* variable; keys only from the environment)",
+    )
+
+    parser = _Parser(
+        prog=PROG,
+        description="Cached text embeddings from Hugging Face TEI: a TEI-compatible caching "
+        "proxy, a file embedder, and cache maintenance.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the TEI-compatible caching proxy",
+        description="Serve TEI's API (POST /embed, /, /v1/embeddings; GET /info, /health, "
+        "/metrics; other TEI routes forwarded) with the cache in front of CACHED_TEI_URL. "
+        "Needs cached-tei[proxy]. API keys: CACHED_TEI_PROXY_API_KEYS=key1,key2.",
+    )
+    add_setting_flags(
+        serve,
+        ProxySettings,
+        "proxy_",
+        "proxy (each flag overrides its CACHED_TEI_PROXY_* variable)",
+    )
+    serve.set_defaults(run=run_serve)
+
+    embed = commands.add_parser(
+        "embed",
+        parents=[common],
+        help="embed a text or JSONL file into JSONL or .npy",
+        description="Embed every line of INPUT (or a string field of each JSONL object) through "
+        "the cache, streaming, and write JSONL (input object + 'embedding') or a float32 .npy "
+        "(row i = i-th non-empty line). Warms the cache for a corpus.",
+    )
+    embed.add_argument("input", metavar="INPUT", help="a text file, a .jsonl file, or - for stdin")
+    embed.add_argument(
+        "-o", "--output", default="-", help="output file (.npy or JSONL); - for stdout (default)"
+    )
+    embed.add_argument(
+        "--input-format",
+        choices=("auto", "text", "jsonl"),
+        default="auto",
+        help="auto: .jsonl/.ndjson are JSONL, anything else one text per line",
+    )
+    embed.add_argument(
+        "--field", default="text", help="the JSONL field holding the text (default text)"
+    )
+    embed.add_argument(
+        "--format",
+        choices=("auto", "jsonl", "npy"),
+        default="auto",
+        help="output format; auto: .npy by suffix, else JSONL",
+    )
+    embed.add_argument(
+        "--kind",
+        choices=("document", "query"),
+        default="document",
+        help="apply the document (default) or query prompt/instruction",
+    )
+    embed.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK,
+        help=f"texts per engine call (default {DEFAULT_CHUNK})",
+    )
+    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    embed.set_defaults(run=run_embed)
+
+    cache = commands.add_parser(
+        "cache", help="inspect or clean the cache", description="Inspect or clean the Qdrant cache."
+    )
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    stats = cache_commands.add_parser(
+        "stats", parents=[common], help="collections and entry counts"
+    )
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(run=run_cache_stats)
+    prune = cache_commands.add_parser(
+        "prune", parents=[common], help="delete entries older than the TTL (--ttl)"
+    )
+    prune.set_defaults(run=run_cache_prune)
+    clear = cache_commands.add_parser(
+        "clear", parents=[common], help="delete every cache collection under the prefix"
+    )
+    clear.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    clear.set_defaults(run=run_cache_clear)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        text = f"invalid setting: {problems}"
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or exc}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``cached-tei`` entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        configure_logging("INFO" if args.verbose else "WARNING")
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, CachedTEIError, ValidationError, OSError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1

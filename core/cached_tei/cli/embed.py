@@ -1,0 +1,258 @@
+"""``cached-tei embed``: a text or JSONL file through the cache, into JSONL or ``.npy``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..engine import EmbedResult, Engine
+from ..keys import EmbedOptions
+from ..settings import CachedTEISettings
+from .options import CLIError, settings_from_args
+
+# Texts per engine call while embedding a file, and calls in flight at once.
+DEFAULT_CHUNK = 1024
+WINDOW = 2
+
+
+# ---------------------------------------------------------------------------- embed
+@dataclass
+class _Source:
+    """Texts from a file (or stdin): one per line, or a string field of each JSONL object.
+
+    Lines are split on ``\\n`` only; empty lines are skipped.
+    """
+
+    path: Path | None
+    jsonl: bool
+    field: str
+
+    @classmethod
+    def of(cls, name: str, input_format: str, field: str) -> _Source:
+        path = None if name == "-" else Path(name)
+        if path is not None and not path.is_file():
+            raise CLIError(f"no such file: {name}")
+        if input_format == "auto":
+            jsonl = path is not None and path.suffix.lower() in (".jsonl", ".ndjson")
+        else:
+            jsonl = input_format == "jsonl"
+        return cls(path, jsonl, field)
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<stdin>"
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        if self.path is None:
+            opened: Any = nullcontext(sys.stdin.buffer)
+        else:
+            opened = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        with opened as handle:
+            for number, raw in enumerate(handle, 1):
+                line = raw.rstrip(b"\n")
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if line:
+                    yield number, line
+
+    def count(self) -> int | None:
+        """How many records there are (None for stdin, which can be read once)."""
+        return None if self.path is None else sum(1 for _ in self._lines())
+
+    def records(self) -> Iterator[tuple[dict[str, Any] | None, str]]:
+        from ..proxy.jsonio import loads
+
+        for number, line in self._lines():
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CLIError(f"{self.name} line {number} is not UTF-8 ({exc.reason})") from None
+            if not self.jsonl:
+                yield None, text
+                continue
+            try:
+                record = loads(line)
+            except ValueError as exc:
+                raise CLIError(f"{self.name} line {number} is not JSON: {exc}") from None
+            value = record.get(self.field) if isinstance(record, dict) else None
+            if not isinstance(value, str) or not value:
+                raise CLIError(
+                    f"{self.name} line {number} has no non-empty string field {self.field!r} "
+                    "(choose the field with --field)"
+                )
+            yield record, value
+
+
+class _JSONLWriter:
+    """One object per line: the input object (or ``{"text": ...}``) plus ``embedding``."""
+
+    def __init__(self, target: str) -> None:
+        from ..proxy.jsonio import dumps
+
+        self._dumps = dumps
+        self._stdout = target == "-"
+        # open until close(): the file is written chunk by chunk
+        self._handle: IO[bytes] = (
+            sys.stdout.buffer if self._stdout else open(target, "wb")  # noqa: SIM115
+        )
+
+    def write(
+        self, records: Sequence[tuple[dict[str, Any] | None, str]], vectors: np.ndarray
+    ) -> None:
+        lines = []
+        for (record, text), vector in zip(records, vectors):
+            item = dict(record) if record is not None else {"text": text}
+            item["embedding"] = vector
+            lines.append(self._dumps(item))
+        self._handle.write(b"\n".join(lines) + b"\n")
+
+    def close(self, ok: bool) -> None:
+        if self._stdout:
+            self._handle.flush()
+        else:
+            self._handle.close()
+
+
+class _NpyWriter:
+    """A float32 ``(n, dim)`` array, written row block by row block into a memory map
+    (or gathered in memory when the count is unknown), renamed into place on success."""
+
+    def __init__(self, target: str, total: int | None) -> None:
+        self._target = Path(target)
+        self._partial = self._target.with_name(self._target.name + ".partial")
+        self._total = total
+        self._array: np.ndarray | None = None
+        self._blocks: list[np.ndarray] = []
+        self._row = 0
+
+    def write(self, records: Sequence[Any], vectors: np.ndarray) -> None:
+        if self._total is None:
+            self._blocks.append(vectors)
+            return
+        if self._array is None:
+            self._array = np.lib.format.open_memmap(
+                self._partial, mode="w+", dtype=np.float32, shape=(self._total, vectors.shape[1])
+            )
+        self._array[self._row : self._row + len(vectors)] = vectors
+        self._row += len(vectors)
+
+    def close(self, ok: bool) -> None:
+        if not ok:
+            self._array = None
+            self._partial.unlink(missing_ok=True)
+            return
+        if self._array is not None:
+            self._array.flush()
+            self._array = None
+        else:
+            blocks = self._blocks or [np.zeros((0, 0), dtype=np.float32)]
+            with open(self._partial, "wb") as handle:
+                np.save(handle, np.concatenate(blocks), allow_pickle=False)
+        os.replace(self._partial, self._target)
+
+
+def _chunks(
+    records: Iterator[tuple[dict[str, Any] | None, str]], size: int
+) -> Iterator[list[tuple[dict[str, Any] | None, str]]]:
+    chunk: list[tuple[dict[str, Any] | None, str]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if "lru_bytes" not in settings.model_fields_set:
+        # A corpus is read once: an in-process LRU would only grow with it.
+        settings = settings.model_copy(update={"lru_bytes": 0})
+    source = _Source.of(args.input, args.input_format, args.field)
+    output_format = args.format
+    if output_format == "auto":
+        output_format = "npy" if args.output.lower().endswith(".npy") else "jsonl"
+    if output_format == "npy" and args.output == "-":
+        raise CLIError("a .npy output needs a file name: -o vectors.npy")
+    if args.chunk_size < 1:
+        raise CLIError("--chunk-size must be at least 1")
+    total = source.count()
+    writer: _JSONLWriter | _NpyWriter = (
+        _NpyWriter(args.output, total) if output_format == "npy" else _JSONLWriter(args.output)
+    )
+    options = EmbedOptions.from_settings(settings, args.kind)
+    started = time.perf_counter()
+    ok = False
+    try:
+        engine_stats = asyncio.run(
+            _embed_file(settings, options, source, writer, total, args.chunk_size, args.quiet)
+        )
+        ok = True
+    finally:
+        writer.close(ok)
+    elapsed = time.perf_counter() - started
+    count = engine_stats.hits + engine_stats.misses + engine_stats.duplicates
+    rate = count / elapsed if elapsed > 0 else 0.0
+    print(
+        f"embedded {count} texts in {elapsed:.2f} s ({rate:.0f} texts/s): "
+        f"{engine_stats.hits} cache hits, {engine_stats.misses} computed by TEI, "
+        f"{engine_stats.duplicates} repeated; wrote {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _embed_file(
+    settings: CachedTEISettings,
+    options: EmbedOptions,
+    source: _Source,
+    writer: _JSONLWriter | _NpyWriter,
+    total: int | None,
+    chunk_size: int,
+    quiet: bool,
+) -> Any:
+    from tqdm import tqdm
+
+    engine = Engine(settings)
+    bar = tqdm(total=total, unit=" texts", desc="embedding", disable=quiet, file=sys.stderr)
+    pending: deque[tuple[list[Any], asyncio.Task[EmbedResult]]] = deque()
+
+    async def write_oldest() -> None:
+        records, task = pending.popleft()
+        result = await task
+        writer.write(records, result.vectors)
+        bar.update(len(records))
+
+    failed = True
+    try:
+        for chunk in _chunks(source.records(), chunk_size):
+            texts = [text for _, text in chunk]
+            pending.append((chunk, asyncio.create_task(engine.embed(texts, options))))
+            if len(pending) >= WINDOW:
+                await write_oldest()
+        while pending:
+            await write_oldest()
+        failed = False
+    finally:
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
+        if failed:
+            bar.leave = False  # the error line alone, not a half-drawn bar
+        bar.close()
+        await engine.aclose()  # drains the cache writes, also after an error
+    return engine.stats.snapshot()
+
+
