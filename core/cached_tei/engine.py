@@ -96,12 +96,10 @@ class Engine:
         self.store: CacheStore = open_store(settings)
         self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
         self._writer = WriteBehind(
-            self.store,
-            self.breaker,
+            self._write,
             self.stats,
             capacity=settings.write_queue_size,
             batch_size=settings.write_batch_size,
-            timeout=settings.qdrant_timeout,
         )
         self._memory: LRUCache[tuple[str, str], np.ndarray] | None = (
             LRUCache(maxsize=settings.lru_bytes, getsizeof=lambda v: v.nbytes + _ENTRY_OVERHEAD)
@@ -360,9 +358,15 @@ class Engine:
         vectors: np.ndarray,
         texts: list[str] | None,
     ) -> None:
-        if not self.settings.write_through:
+        if self.settings.write_through:
+            await self._write(namespace, ids, vectors, texts)
+        else:
             self._writer.put(namespace, collection, ids, vectors, texts)
-            return
+
+    async def _write(
+        self, namespace: Namespace, ids: list[str], vectors: np.ndarray, texts: list[str] | None
+    ) -> None:
+        """Store new vectors now; a failure is counted, never raised."""
         outcome, written = await self._guarded(
             lambda: self.store.upsert(namespace, ids, vectors, texts), "write"
         )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .breaker import CircuitBreaker
 from .keys import Namespace
 from .stats import Stats
-from .stores import CacheStore
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +24,23 @@ class _Pending:
     texts: list[str] | None
 
 
+Write = Callable[[Namespace, list[str], np.ndarray, "list[str] | None"], Awaitable[None]]
+
+
 class WriteBehind:
-    """Holds new vectors until they are written; bounded to ``capacity`` vectors.
+    """Holds new vectors until ``write`` has stored them; bounded to ``capacity`` vectors.
 
     Vectors waiting here are served by ``get`` so a text is never computed twice while its
-    write is pending. Writes never hold up a caller: while the breaker is open, or when the
-    queue is full, new vectors are dropped from the cache and counted (``writes_dropped``).
+    write is pending. Writes never hold up a caller: when the queue is full, new vectors are
+    dropped from the cache and counted (``writes_dropped``). ``write`` handles (and counts)
+    the store's failures.
     """
 
-    def __init__(
-        self,
-        store: CacheStore,
-        breaker: CircuitBreaker,
-        stats: Stats,
-        *,
-        capacity: int,
-        batch_size: int,
-        timeout: float,
-    ) -> None:
-        self._store = store
-        self._breaker = breaker
+    def __init__(self, write: Write, stats: Stats, *, capacity: int, batch_size: int) -> None:
+        self._write_batch = write
         self._stats = stats
         self._capacity = capacity
         self._batch_size = batch_size
-        self._timeout = timeout
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiting: dict[tuple[str, str], np.ndarray] = {}
@@ -67,10 +58,6 @@ class WriteBehind:
         texts: Sequence[str] | None,
     ) -> None:
         """Queue new vectors for writing; returns at once."""
-        if not self._breaker.allow():
-            self._stats.writes_dropped += len(ids)
-            log.debug("breaker open: %d vectors not cached", len(ids))
-            return
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(), name="cached-tei-write-behind")
@@ -135,20 +122,10 @@ class WriteBehind:
             if all(item.texts is not None for item in items):
                 texts = [text for item in items for text in item.texts or []]
             try:
-                written = await asyncio.wait_for(
-                    self._store.upsert(namespace, ids, vectors, texts), self._timeout
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._breaker.record_failure()
-                self._stats.cache_errors += 1
+                await self._write_batch(namespace, ids, vectors, texts)
+            except Exception as exc:  # a refused collection (StoreConfigurationError)
                 self._stats.write_errors += len(ids)
-                log.warning("could not write %d vectors to the cache: %s", len(ids), exc)
-            else:
-                self._breaker.record_success()
-                self._stats.writes += len(ids)
-                self._stats.bytes_written += written
+                log.error("could not write %d vectors to the cache: %s", len(ids), exc)
 
     def _release(self, batch: list[_Pending]) -> None:
         for item in batch:

@@ -113,3 +113,23 @@ def test_interpreter_exit_drains_pending_writes(tei, qdrant_path) -> None:
         embedder.embed_documents(texts)
         assert embedder.stats.hits == 200
     assert sent_texts(tei) == []
+
+
+def test_a_refused_write_is_counted_and_the_queue_keeps_draining(make_embedder, tei, qdrant_path) -> None:
+    import json
+
+    from cached_tei import EmbedOptions
+
+    embedder = make_embedder()
+    embedder.embed_documents(["first"])
+    loop, engine = embedder._runtime.start()
+    name = loop.run(engine.namespace(EmbedOptions())).collection("cached_tei")
+    embedder.close()
+    description = qdrant_path / name / "namespace.json"
+    described = json.loads(description.read_text())
+    description.write_text(json.dumps({**described, "dimension": 8}))  # as if the model changed
+
+    reopened = make_embedder()
+    assert len(reopened.embed_documents(["second", "third"])) == 2
+    reopened.flush()  # returns: the refused write does not stop the writer
+    assert reopened.stats.write_errors == 2 and reopened.stats.writes == 0
