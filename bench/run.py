@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller corpus and shorter phases (~3 min)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
     ap.add_argument("--out", default=None, help="JSON output (default bench/results/latest.json, "
-                    "or latest-quick.json with --quick)")
+                    "latest-quick.json with --quick, latest-<scenarios>.json with --only)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
     only = [s for s in args.only.split(",") if s] or ALL
@@ -601,7 +601,10 @@ def main(argv: list[str] | None = None) -> int:
     passed = sum(r["status"] == "pass" for r in rep.rows)
     missed = sum(r["status"] == "MISS" for r in rep.rows)
     print(f"\n{passed} targets pass, {missed} missed; {total:.0f}s in all")
-    out = Path(args.out) if args.out else HERE / "results" / ("latest-quick.json" if q else "latest.json")
+    name = "latest-quick" if q else "latest"
+    if args.only:  # a subset never overwrites the full run's results
+        name += "-" + "-".join(sorted(args.only.split(",")))
+    out = Path(args.out) if args.out else HERE / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": q, "seconds": round(total, 1),
