@@ -123,6 +123,15 @@ def tput(r: dict) -> float:
     return r["texts"] / r["seconds"]
 
 
+def _fmt(value) -> str:
+    """A table cell: '-' for nothing, two decimals below 100, thousands separators above."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
 class Report:
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -139,31 +148,17 @@ class Report:
                           "ratio": ratio, "target": "", "status": "info", "note": note})
 
     def markdown(self) -> str:
-        def f(v):
-            if v is None:
-                return "-"
-            if isinstance(v, float):
-                return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-            return str(v)
-
         out = ["| scenario | measure | cached-tei | other | ratio | target | status | note |",
                "|---|---|---:|---:|---:|---|---|---|"]
         for r in self.rows:
             status = {"pass": "pass", "MISS": "**MISS**"}.get(r["status"], r["status"])
-            out.append(f"| {r['scenario']} | {r['what']} | {f(r['cached_tei'])} | {f(r['anchor'])} | "
-                       f"{f(r['ratio'])} | {r['target']} | {status} | {r['note']} |")
+            out.append(f"| {r['scenario']} | {r['what']} | {_fmt(r['cached_tei'])} | {_fmt(r['anchor'])} | "
+                       f"{_fmt(r['ratio'])} | {r['target']} | {status} | {r['note']} |")
         return "\n".join(out) + "\n"
 
     def table(self) -> str:
-        def f(v):
-            if v is None:
-                return "-"
-            if isinstance(v, float):
-                return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-            return str(v)
-
         head = ["scenario", "measure", "cached-tei", "other", "ratio", "target", "status"]
-        body = [[r["scenario"], r["what"], f(r["cached_tei"]), f(r["anchor"]), f(r["ratio"]), r["target"],
+        body = [[r["scenario"], r["what"], _fmt(r["cached_tei"]), _fmt(r["anchor"]), _fmt(r["ratio"]), r["target"],
                  r["status"]] for r in self.rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
@@ -354,7 +349,6 @@ def run_proxy(ctx, rep: Report) -> None:
         return
     res = {}
     try:
-        pid_watch = c.pids() + [proc.pid]
         for shape, batch, conc in (("single", 1, 10), ("batch32", 32, 10)):
             seed = {"single": 500, "batch32": 600}[shape]
             # the pool of misses must outlast the phase; a hit pool is warmed first

@@ -389,7 +389,6 @@ class _App:
         }
 
     async def _native(self, body: dict, rec: RecordedRequest, started: float) -> web.Response:
-        cfg = self.cfg
         texts, is_batch = _inputs(body, "inputs")
         normalize = _opt_bool(body, "normalize", True)
         truncate = _opt_bool(body, "truncate", None)
@@ -404,13 +403,7 @@ class _App:
         method = "batch" if is_batch else "single"
         self.state.metrics[f'te_request_count{{method="{method}"}}'] += 1
         if is_batch:
-            if not texts:
-                raise TEIError("Empty", "`inputs` cannot be empty")
-            if len(texts) > cfg.max_client_batch_size:
-                raise TEIError(
-                    "Validation",
-                    f"batch size {len(texts)} > maximum allowed batch size {cfg.max_client_batch_size}",
-                )
+            self._batch_checks(texts)
         matrix, tokens, chars, tok_t, q_t, inf_t = await self._compute(
             texts, normalize, truncate, direction, prompt_name, dimensions
         )
@@ -434,13 +427,7 @@ class _App:
         method = "batch" if is_batch else "single"
         self.state.metrics[f'te_request_count{{method="{method}"}}'] += 1
         if is_batch:
-            if not texts:
-                raise TEIError("Empty", "`inputs` cannot be empty")
-            if len(texts) > cfg.max_client_batch_size:
-                raise TEIError(
-                    "Validation",
-                    f"batch size {len(texts)} > maximum allowed batch size {cfg.max_client_batch_size}",
-                )
+            self._batch_checks(texts)
         matrix, tokens, chars, tok_t, q_t, inf_t = await self._compute(texts, True, None, "Right", None, dimensions)
         if fmt == "base64":
             data = [
