@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cached_tei import CachedEmbedder, CachedTEISettings, Stats
+from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei.adapter import EmbedderHolder
 from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import (
@@ -20,7 +21,7 @@ from pydantic import (
 from typing_extensions import Self
 
 
-class CachedTEIEmbeddings(BaseModel, Embeddings):
+class CachedTEIEmbeddings(EmbedderHolder, BaseModel, Embeddings):
     """Text embeddings from Hugging Face TEI, cached in Qdrant so no text is embedded twice.
 
     Every option of :class:`cached_tei.CachedTEISettings` can be passed by name; an option
@@ -106,16 +107,6 @@ class CachedTEIEmbeddings(BaseModel, Embeddings):
         self._client = CachedEmbedder(CachedTEISettings.from_attributes(self))
         return self
 
-    @property
-    def settings(self) -> CachedTEISettings:
-        """The effective settings: the fields given, then ``CACHED_TEI_*``, then defaults."""
-        return self._client.settings
-
-    @property
-    def client(self) -> CachedEmbedder:
-        """The engine behind this object."""
-        return self._client
-
     # --- Embeddings ---------------------------------------------------------------------------
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (document prompt/instruction applied); one vector per text."""
@@ -132,24 +123,6 @@ class CachedTEIEmbeddings(BaseModel, Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`, native (no thread pool), from any event loop."""
         return await self.client.aembed_query(text)
-
-    # --- lifecycle ----------------------------------------------------------------------------
-    @property
-    def stats(self) -> Stats:
-        """Counters of the engine: hits, misses, TEI requests, cache errors..."""
-        return self._client.stats
-
-    def flush(self) -> None:
-        """Block until every computed vector is written to the cache."""
-        self._client.flush()
-
-    def close(self) -> None:
-        """Write pending vectors and release connections and the embedded store's folder."""
-        self._client.close()
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`."""
-        await self._client.aclose()
 
 
 __all__ = ["CachedTEIEmbeddings"]

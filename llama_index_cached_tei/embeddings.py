@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cached_tei import CachedEmbedder, CachedTEISettings, Stats
+from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei.adapter import EmbedderHolder
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
@@ -15,7 +16,7 @@ DEFAULT_EMBED_BATCH_SIZE = 32
 _UNKNOWN_MODEL = "unknown"
 
 
-class CachedTEIEmbeddings(BaseEmbedding):
+class CachedTEIEmbeddings(EmbedderHolder, BaseEmbedding):
     """Text embeddings from Hugging Face TEI, cached in Qdrant so no text is embedded twice.
 
     Every option of :class:`cached_tei.CachedTEISettings` can be passed by name; an option
@@ -115,16 +116,6 @@ class CachedTEIEmbeddings(BaseEmbedding):
     def _path_to_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    @property
-    def settings(self) -> CachedTEISettings:
-        """The effective settings: the fields given, then ``CACHED_TEI_*``, then defaults."""
-        return self._client.settings
-
-    @property
-    def client(self) -> CachedEmbedder:
-        """The engine behind this object."""
-        return self._client
-
     # --- BaseEmbedding --------------------------------------------------------------------------
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._named(self.client.embed_query(query))
@@ -149,24 +140,6 @@ class CachedTEIEmbeddings(BaseEmbedding):
         if self.model_name == _UNKNOWN_MODEL:
             self.model_name = self.client.info().model_id
         return result
-
-    # --- lifecycle ----------------------------------------------------------------------------
-    @property
-    def stats(self) -> Stats:
-        """Counters of the engine: hits, misses, TEI requests, cache errors..."""
-        return self._client.stats
-
-    def flush(self) -> None:
-        """Block until every computed vector is written to the cache."""
-        self._client.flush()
-
-    def close(self) -> None:
-        """Write pending vectors and release connections and the embedded store's folder."""
-        self._client.close()
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`."""
-        await self._client.aclose()
 
 
 __all__ = ["DEFAULT_EMBED_BATCH_SIZE", "CachedTEIEmbeddings"]
