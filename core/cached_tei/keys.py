@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from .settings import CachedTEISettings, TruncationDirection
@@ -88,7 +89,7 @@ class Namespace:
         """A JSON-able description, stored with the collection and checked when it is opened."""
         return {"schema": NAMESPACE_SCHEMA, **asdict(self)}
 
-    @property
+    @cached_property
     def digest(self) -> str:
         encoded = json.dumps(self.descriptor(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()
