@@ -39,14 +39,31 @@ def main() -> int:
         fill = None
         if args.scenario == "warm":
             fill = str(wd / "filled")
-            run.worker({"scenario": "cold", "contender": "cached-tei", "url": cluster.url, "n": args.n,
-                        "dim": args.dim, "path": fill}, cluster)
+            run.worker(
+                {
+                    "scenario": "cold",
+                    "contender": "cached-tei",
+                    "url": cluster.url,
+                    "n": args.n,
+                    "dim": args.dim,
+                    "path": fill,
+                },
+                cluster,
+            )
         for i in range(args.reps):
             for label, path in (("A", None), ("B", args.patched)):
                 run.ENGINE_PATH = path
-                spec = {"scenario": args.scenario, "contender": args.contender, "url": cluster.url,
-                        "n": args.n, "dim": args.dim, "path": fill or str(wd / f"{label}-{i}"),
-                        "seed": 10 + i if args.scenario == "mixed" else 0, "repeats": 5, "call": args.call or args.n}
+                spec = {
+                    "scenario": args.scenario,
+                    "contender": args.contender,
+                    "url": cluster.url,
+                    "n": args.n,
+                    "dim": args.dim,
+                    "path": fill or str(wd / f"{label}-{i}"),
+                    "seed": 10 + i if args.scenario == "mixed" else 0,
+                    "repeats": 5,
+                    "call": args.call or args.n,
+                }
                 r = run.worker(spec, cluster)
                 value = r["ratio_to_scaled_cold"] if args.scenario == "mixed" else r["seconds"]
                 out[label].append(value)
@@ -54,8 +71,21 @@ def main() -> int:
     finally:
         cluster.stop()
     a, b = statistics.median(out["A"]), statistics.median(out["B"])
-    print(json.dumps({"scenario": args.scenario, "dim": args.dim, "n": args.n, "A_installed": out["A"],
-                      "B_patched": out["B"], "median_A": a, "median_B": b, "speedup_B_over_A": a / b}, indent=1))
+    print(
+        json.dumps(
+            {
+                "scenario": args.scenario,
+                "dim": args.dim,
+                "n": args.n,
+                "A_installed": out["A"],
+                "B_patched": out["B"],
+                "median_A": a,
+                "median_B": b,
+                "speedup_B_over_A": a / b,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

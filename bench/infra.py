@@ -83,9 +83,19 @@ class Nginx:
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(self.conf_text)
         self.proc = subprocess.Popen(
-            [nginx_binary(), "-p", str(prefix), "-c", str(self.conf),
-             "-e", str(prefix / "startup-error.log"), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                nginx_binary(),
+                "-p",
+                str(prefix),
+                "-c",
+                str(self.conf),
+                "-e",
+                str(prefix / "startup-error.log"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -136,7 +146,9 @@ class Cluster:
     def start(self) -> "Cluster":
         for r in self.replicas:
             r.start()
-        self.nginx = Nginx([f"127.0.0.1:{r.port}" for r in self.replicas], self.workdir, self.replicas_n)
+        self.nginx = Nginx(
+            [f"127.0.0.1:{r.port}" for r in self.replicas], self.workdir, self.replicas_n
+        )
         return self
 
     @property
@@ -170,7 +182,9 @@ class Cluster:
         self.stop()
 
 
-def theoretical_capacity(replicas: int, batch_tokens: int = 16384, tokens_per_text: int = 20) -> float:
+def theoretical_capacity(
+    replicas: int, batch_tokens: int = 16384, tokens_per_text: int = 20
+) -> float:
     """Texts/s the replicas' cost model allows at best: full steps (max_batch_tokens) back to back."""
     texts = batch_tokens // tokens_per_text
     return replicas * texts / ((STEP_MS + PER_TEXT_MS * texts) / 1000.0)
@@ -183,8 +197,34 @@ def step_capacity(replicas: int, texts_per_step: int) -> float:
 
 # ----------------------------------------------------------------------------- the corpus
 _SYLLABLES = [
-    "ka", "lo", "mi", "ren", "tas", "vor", "ul", "pe", "ri", "son", "dra", "bel", "quo", "nix",
-    "ta", "el", "fi", "gor", "hu", "jin", "lak", "mor", "ne", "os", "pra", "sul", "tri", "ve",
+    "ka",
+    "lo",
+    "mi",
+    "ren",
+    "tas",
+    "vor",
+    "ul",
+    "pe",
+    "ri",
+    "son",
+    "dra",
+    "bel",
+    "quo",
+    "nix",
+    "ta",
+    "el",
+    "fi",
+    "gor",
+    "hu",
+    "jin",
+    "lak",
+    "mor",
+    "ne",
+    "os",
+    "pra",
+    "sul",
+    "tri",
+    "ve",
 ]
 
 

@@ -92,12 +92,17 @@ async def run(spec: dict) -> dict:
     lat = np.asarray(latencies) * 1000.0
     done = len(latencies)
     return {
-        "requests": done, "errors": errors, "error_sample": error_sample, "seconds": elapsed,
-        "rps": done / elapsed if elapsed else 0.0, "texts_per_s": done * batch / elapsed if elapsed else 0.0,
+        "requests": done,
+        "errors": errors,
+        "error_sample": error_sample,
+        "seconds": elapsed,
+        "rps": done / elapsed if elapsed else 0.0,
+        "texts_per_s": done * batch / elapsed if elapsed else 0.0,
         "p50_ms": float(np.percentile(lat, 50)) if done else None,
         "p90_ms": float(np.percentile(lat, 90)) if done else None,
         "p99_ms": float(np.percentile(lat, 99)) if done else None,
-        "exhausted_pool": exhausted, "loadgen_cpu_s": cpu,
+        "exhausted_pool": exhausted,
+        "loadgen_cpu_s": cpu,
     }
 
 

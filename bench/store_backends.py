@@ -131,7 +131,9 @@ class LocalBackend:
         self.client = self.QdrantClient(path=path)
         self.client.create_collection(
             COLLECTION,
-            vectors_config=m.VectorParams(size=dim, distance=m.Distance.DOT, datatype=m.Datatype.FLOAT32),
+            vectors_config=m.VectorParams(
+                size=dim, distance=m.Distance.DOT, datatype=m.Datatype.FLOAT32
+            ),
             hnsw_config=m.HnswConfigDiff(m=0),
         )
 
@@ -141,7 +143,9 @@ class LocalBackend:
     def upsert(self, ids, vectors, created):
         self.client.upsert(
             COLLECTION,
-            points=self.models.Batch(ids=ids, vectors=vectors, payloads=[{"created": c} for c in created]),
+            points=self.models.Batch(
+                ids=ids, vectors=vectors, payloads=[{"created": c} for c in created]
+            ),
             wait=True,
         )
 
@@ -180,7 +184,9 @@ class EdgeBackend:
     def config(self, dim: int):
         q = self.q
         return q.EdgeConfig(
-            vectors=q.EdgeVectorParams(size=dim, distance=q.Distance.Dot, datatype=q.VectorStorageDatatype.Float32),
+            vectors=q.EdgeVectorParams(
+                size=dim, distance=q.Distance.Dot, datatype=q.VectorStorageDatatype.Float32
+            ),
             hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
         )
 
@@ -247,7 +253,11 @@ def child_reopen(backend: str, path: str, ids_file: str) -> dict:
         "rss_added_after_touching_all_mb": mb(None if rss0 is None else rss2 - rss0),
         "peak_rss_added_after_touching_all_mb": mb(peak2 - peak0),
         "rss_source": ("psutil rss (current); " if psutil else "")
-        + ("peak = /proc VmHWM reset before open" if peak_reset else "peak = ru_maxrss (not resettable)"),
+        + (
+            "peak = /proc VmHWM reset before open"
+            if peak_reset
+            else "peak = ru_maxrss (not resettable)"
+        ),
     }
 
 
@@ -281,7 +291,9 @@ def run_child(args: list[str], timeout: float = 180) -> dict:
 # --------------------------------------------------------------------------- main benchmark
 
 
-def bench_backend(backend: str, dim: int, n: int, ids: list[str], vec_np: np.ndarray, vec_lists, workdir: str) -> dict:
+def bench_backend(
+    backend: str, dim: int, n: int, ids: list[str], vec_np: np.ndarray, vec_lists, workdir: str
+) -> dict:
     res: dict = {"backend": backend, "dim": dim, "n": n}
     path = os.path.join(workdir, f"{backend}_{dim}")
     shutil.rmtree(path, ignore_errors=True)
@@ -337,14 +349,20 @@ def bench_backend(backend: str, dim: int, n: int, ids: list[str], vec_np: np.nda
         other = BACKENDS[backend]()
         try:
             other.open(path)
-            res["second_open_same_process"] = {"opened": True, "error": None, "count_seen": other.count()}
+            res["second_open_same_process"] = {
+                "opened": True,
+                "error": None,
+                "count_seen": other.count(),
+            }
             other.close()
         except BaseException as e:  # noqa: BLE001
             res["second_open_same_process"] = {"opened": False, "error": short_err(e)}
         del other
         gc.collect()
         # 6b. second opener, other process
-        res["second_open_other_process"] = run_child(["--_child", "open", "--backend", backend, "--path", path])
+        res["second_open_other_process"] = run_child(
+            ["--_child", "open", "--backend", backend, "--path", path]
+        )
 
         # 3. reopen in this process
         t0 = time.perf_counter()
@@ -352,8 +370,14 @@ def bench_backend(backend: str, dim: int, n: int, ids: list[str], vec_np: np.nda
         t_close = time.perf_counter() - t0
         res["close_s"] = round(t_close, 4)
         res["disk_mb"] = mb(dir_size(path))
-        res["disk_mb_by_entry"] = {e: mb(dir_size(os.path.join(path, e)) if os.path.isdir(os.path.join(path, e))
-                                         else os.path.getsize(os.path.join(path, e))) for e in sorted(os.listdir(path))}
+        res["disk_mb_by_entry"] = {
+            e: mb(
+                dir_size(os.path.join(path, e))
+                if os.path.isdir(os.path.join(path, e))
+                else os.path.getsize(os.path.join(path, e))
+            )
+            for e in sorted(os.listdir(path))
+        }
         gc.collect()
         t0 = time.perf_counter()
         be.open(path)
@@ -361,7 +385,10 @@ def bench_backend(backend: str, dim: int, n: int, ids: list[str], vec_np: np.nda
         first = be.retrieve(ids[:BATCH])
         t_first = time.perf_counter() - t0
         assert len(first) == BATCH
-        res["reopen_in_process"] = {"open_s": round(t_open, 4), "open_plus_first_retrieve_s": round(t_first, 4)}
+        res["reopen_in_process"] = {
+            "open_s": round(t_open, 4),
+            "open_plus_first_retrieve_s": round(t_first, 4),
+        }
         be.close()
 
         # 3+4. reopen + RSS in a fresh process
@@ -381,8 +408,12 @@ def bench_backend(backend: str, dim: int, n: int, ids: list[str], vec_np: np.nda
         t0 = time.perf_counter()
         cnt = be.count()
         t_cnt = time.perf_counter() - t0
-        res["delete_by_filter_half"] = {"delete_s": round(t_del, 4), "count_s": round(t_cnt, 4), "count_after": cnt,
-                                       "count_expected": n - n // 2}
+        res["delete_by_filter_half"] = {
+            "delete_s": round(t_del, 4),
+            "count_s": round(t_cnt, 4),
+            "count_after": cnt,
+            "count_expected": n - n // 2,
+        }
         be.close()
 
         caught = sorted({f"{w.category.__name__}: {w.message}"[:300] for w in wlist})
@@ -450,7 +481,11 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
         except BaseException as e:  # noqa: BLE001
             errors.append("reader " + short_err(e))
 
-    ts = [threading.Thread(target=writer), threading.Thread(target=reader), threading.Thread(target=reader)]
+    ts = [
+        threading.Thread(target=writer),
+        threading.Thread(target=reader),
+        threading.Thread(target=reader),
+    ]
     for t in ts:
         t.start()
     for t in ts:
@@ -467,7 +502,12 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
     # (c) GIL: does a long native call let a pure-Python thread run?
     queries = [vecs[i].tolist() for i in range(64)]
     req = q.QueryBatchRequest(
-        [q.QueryRequest(query=q.Query.Nearest(v), limit=10, with_payload=False, with_vector=False) for v in queries]
+        [
+            q.QueryRequest(
+                query=q.Query.Nearest(v), limit=10, with_payload=False, with_vector=False
+            )
+            for v in queries
+        ]
     )
 
     def native_call():
@@ -546,7 +586,9 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
     p2 = os.path.join(workdir, "edge_nowal")
     shutil.rmtree(p2, ignore_errors=True)
     cfg = be.config(8)
-    cfg_nowal = q.EdgeConfig(vectors=cfg.vectors[""], hnsw_config=cfg.hnsw_config, wal_enabled=False)
+    cfg_nowal = q.EdgeConfig(
+        vectors=cfg.vectors[""], hnsw_config=cfg.hnsw_config, wal_enabled=False
+    )
     s1 = q.EdgeShard.create(p2, cfg_nowal)
     s1.update(q.UpdateOperation.upsert_points([q.Point(1, [0.0] * 8, {"created": 1})]))
     try:
@@ -555,7 +597,9 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
         s2.close()
     except BaseException as e:  # noqa: BLE001
         out["no_wal_second_open_same_process"] = {"opened": False, "error": short_err(e)}
-    out["no_wal_second_open_other_process"] = run_child(["--_child", "open", "--backend", "edge", "--path", p2])
+    out["no_wal_second_open_other_process"] = run_child(
+        ["--_child", "open", "--backend", "edge", "--path", p2]
+    )
     s1.close()
     # use after close
     try:
@@ -585,11 +629,31 @@ def print_table(results: dict):
     rows = [
         ("upsert pts/s", lambda r: r["upsert_pts_per_s"], "{:,.0f}"),
         ("retrieve pts/s", lambda r: r["retrieve_pts_per_s"], "{:,.0f}"),
-        ("reopen+1st retrieve s (in-proc)", lambda r: r["reopen_in_process"]["open_plus_first_retrieve_s"], "{:.3f}"),
-        ("reopen+1st retrieve s (child)", lambda r: r["reopen_child_process"].get("open_plus_first_retrieve_s"), "{:.3f}"),
-        ("RSS added by open, MB", lambda r: r["reopen_child_process"].get("rss_added_mb"), "{:.1f}"),
-        ("peak RSS added by open, MB", lambda r: r["reopen_child_process"].get("peak_rss_added_mb"), "{:.1f}"),
-        ("RSS after touching all, MB", lambda r: r["reopen_child_process"].get("rss_added_after_touching_all_mb"), "{:.1f}"),
+        (
+            "reopen+1st retrieve s (in-proc)",
+            lambda r: r["reopen_in_process"]["open_plus_first_retrieve_s"],
+            "{:.3f}",
+        ),
+        (
+            "reopen+1st retrieve s (child)",
+            lambda r: r["reopen_child_process"].get("open_plus_first_retrieve_s"),
+            "{:.3f}",
+        ),
+        (
+            "RSS added by open, MB",
+            lambda r: r["reopen_child_process"].get("rss_added_mb"),
+            "{:.1f}",
+        ),
+        (
+            "peak RSS added by open, MB",
+            lambda r: r["reopen_child_process"].get("peak_rss_added_mb"),
+            "{:.1f}",
+        ),
+        (
+            "RSS after touching all, MB",
+            lambda r: r["reopen_child_process"].get("rss_added_after_touching_all_mb"),
+            "{:.1f}",
+        ),
         ("disk MB", lambda r: r["disk_mb"], "{:.1f}"),
         ("delete half by filter s", lambda r: r["delete_by_filter_half"]["delete_s"], "{:.3f}"),
         ("float32 bit-exact", lambda r: r["roundtrip_float32_bit_exact"], "{}"),
@@ -614,7 +678,9 @@ def print_table(results: dict):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--dims", default="384,1024")
     ap.add_argument("--backends", default="local,edge")
@@ -671,9 +737,14 @@ def main():
         ids = [key_for(f"text {dim} {i}") for i in range(args.n)]
         results[dim] = {}
         for backend in backends:
-            print(f"[{time.perf_counter() - t_start:6.1f}s] {backend} dim={dim} n={args.n} ...", flush=True)
+            print(
+                f"[{time.perf_counter() - t_start:6.1f}s] {backend} dim={dim} n={args.n} ...",
+                flush=True,
+            )
             try:
-                results[dim][backend] = bench_backend(backend, dim, args.n, ids, vec_np, vec_lists, workdir)
+                results[dim][backend] = bench_backend(
+                    backend, dim, args.n, ids, vec_np, vec_lists, workdir
+                )
             except BaseException as e:  # noqa: BLE001
                 errors[f"{backend}_{dim}"] = traceback.format_exc()[-2000:]
                 print(f"  FAILED: {short_err(e)}", flush=True)
@@ -686,14 +757,16 @@ def main():
             re_, rl = results[dim]["edge"], results[dim]["local"]
             rr = results[dim]["ratios_edge_over_local"]
             rr["reopen_in_process_s"] = ratio(
-                re_["reopen_in_process"]["open_plus_first_retrieve_s"], rl["reopen_in_process"]["open_plus_first_retrieve_s"]
+                re_["reopen_in_process"]["open_plus_first_retrieve_s"],
+                rl["reopen_in_process"]["open_plus_first_retrieve_s"],
             )
             rr["reopen_child_s"] = ratio(
                 re_["reopen_child_process"].get("open_plus_first_retrieve_s"),
                 rl["reopen_child_process"].get("open_plus_first_retrieve_s"),
             )
             rr["rss_added_mb"] = ratio(
-                re_["reopen_child_process"].get("rss_added_mb"), rl["reopen_child_process"].get("rss_added_mb")
+                re_["reopen_child_process"].get("rss_added_mb"),
+                rl["reopen_child_process"].get("rss_added_mb"),
             )
     probes = None
     if "edge" in backends and not args.no_probes:
@@ -713,7 +786,12 @@ def main():
         for k, v in errors.items():
             print(k, v)
 
-    doc = {"meta": meta, "results": {str(k): v for k, v in results.items()}, "edge_probes": probes, "errors": errors}
+    doc = {
+        "meta": meta,
+        "results": {str(k): v for k, v in results.items()},
+        "edge_probes": probes,
+        "errors": errors,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2, sort_keys=False)

@@ -58,14 +58,18 @@ class Floor:
     async def _embed(self, texts: list[str]) -> np.ndarray:
         import httpx
 
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
         sem = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=60) as client:
 
             async def one(start: int) -> np.ndarray:
                 body = json.dumps({"inputs": texts[start : start + BATCH]}).encode()
                 async with sem:
-                    r = await client.post("/embed", content=body, headers={"Content-Type": "application/json"})
+                    r = await client.post(
+                        "/embed", content=body, headers={"Content-Type": "application/json"}
+                    )
                 r.raise_for_status()
                 return np.asarray(r.json(), dtype=np.float32)
 
@@ -77,8 +81,15 @@ class Floor:
 
 
 class CachedTEI:
-    def __init__(self, url: str, path: str, lru_bytes: int | None = None, max_concurrency: int | None = None,
-                 lists: bool = False, **_) -> None:
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        lru_bytes: int | None = None,
+        max_concurrency: int | None = None,
+        lists: bool = False,
+        **_,
+    ) -> None:
         from cached_tei import CachedEmbedder
 
         kw = {}
@@ -131,8 +142,12 @@ def _lc_underlying(url: str):
     # each request within TEI's max_client_batch_size; check_embedding_ctx_length=False sends
     # strings (not tiktoken ids, which TEI would not understand). Batches go out one by one.
     return OpenAIEmbeddings(
-        model=MODEL, base_url=url + "/v1", api_key="unused", check_embedding_ctx_length=False,
-        chunk_size=BATCH, max_retries=2,
+        model=MODEL,
+        base_url=url + "/v1",
+        api_key="unused",
+        check_embedding_ctx_length=False,
+        chunk_size=BATCH,
+        max_retries=2,
     )
 
 
@@ -169,8 +184,15 @@ class LCFile:
 
 
 class LITEI:
-    def __init__(self, url: str, batch: int = 10, path: str | None = None, cache: bool = False,
-                 async_workers: int = 0, **_) -> None:
+    def __init__(
+        self,
+        url: str,
+        batch: int = 10,
+        path: str | None = None,
+        cache: bool = False,
+        async_workers: int = 0,
+        **_,
+    ) -> None:
         from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
         kw = {}
@@ -206,10 +228,24 @@ class LITEI:
 
 _PRELOAD = {
     "floor": ["httpx"],
-    "cached-tei": ["cached_tei", "cached_tei.engine", "cached_tei.stores.embedded", "httpx", "tenacity"],
-    "lc": ["langchain_classic.embeddings", "langchain_classic.storage", "langchain_core.stores",
-           "langchain_openai"],
-    "li": ["llama_index.embeddings.text_embeddings_inference", "llama_index.core.storage.kvstore", "httpx"],
+    "cached-tei": [
+        "cached_tei",
+        "cached_tei.engine",
+        "cached_tei.stores.embedded",
+        "httpx",
+        "tenacity",
+    ],
+    "lc": [
+        "langchain_classic.embeddings",
+        "langchain_classic.storage",
+        "langchain_core.stores",
+        "langchain_openai",
+    ],
+    "li": [
+        "llama_index.embeddings.text_embeddings_inference",
+        "llama_index.core.storage.kvstore",
+        "httpx",
+    ],
 }
 
 
@@ -275,7 +311,13 @@ def scenario_cold(spec: dict) -> dict:
         c.flush()
     flush_s = time.perf_counter() - t0
     c.close()
-    return {"seconds": secs, "cpu_s": cpu, "texts": len(texts), "flush_s": flush_s, "rss_peak_mb": _rss_peak_mb()}
+    return {
+        "seconds": secs,
+        "cpu_s": cpu,
+        "texts": len(texts),
+        "flush_s": flush_s,
+        "rss_peak_mb": _rss_peak_mb(),
+    }
 
 
 def scenario_warm(spec: dict) -> dict:
@@ -287,6 +329,7 @@ def scenario_warm(spec: dict) -> dict:
         c.embed(texts)
         out, secs, cpu = _timed(lambda: c.embed(texts))
     else:
+
         def run():
             c = make(spec["contender"], spec["url"], spec.get("path"), **spec.get("kw", {}))
             return c, c.embed(texts)
@@ -306,11 +349,13 @@ def scenario_hot(spec: dict) -> dict:
     times = []
     cpu_total = 0.0
     for _ in range(spec.get("repeats", 5)):
+
         def one_pass():
             last = None
             for s in range(0, len(texts), call):
                 last = c.embed(texts[s : s + call])
             return last
+
         out, secs, cpu = _timed(one_pass)
         times.append(secs)
         cpu_total += cpu
@@ -325,8 +370,13 @@ def scenario_hot(spec: dict) -> dict:
         tl.append(time.perf_counter() - t0)
     return {
         "tolist_s": min(tl),
-        "seconds": float(np.median(times)), "best_s": min(times), "all_s": times,
-        "texts": len(texts), "call": call, "cpu_s": cpu_total / len(times), "rss_peak_mb": _rss_peak_mb(),
+        "seconds": float(np.median(times)),
+        "best_s": min(times),
+        "all_s": times,
+        "texts": len(texts),
+        "call": call,
+        "cpu_s": cpu_total / len(times),
+        "rss_peak_mb": _rss_peak_mb(),
     }
 
 
@@ -358,8 +408,14 @@ def scenario_mixed(spec: dict) -> dict:
     c.close()
     miss_fraction = misses / n
     return {
-        "seconds": mixed_s, "cold_s": cold_s, "hits": hits, "misses": misses, "miss_fraction": miss_fraction,
-        "ratio_to_scaled_cold": mixed_s / (cold_s * miss_fraction), "cpu_s": cpu, "texts": n,
+        "seconds": mixed_s,
+        "cold_s": cold_s,
+        "hits": hits,
+        "misses": misses,
+        "miss_fraction": miss_fraction,
+        "ratio_to_scaled_cold": mixed_s / (cold_s * miss_fraction),
+        "cpu_s": cpu,
+        "texts": n,
     }
 
 
@@ -379,8 +435,15 @@ def scenario_lru(spec: dict) -> dict:
         worst_vec = max(worst_vec, sum(v.nbytes for v in mem.values()))
         entries = len(mem)
     e.close()
-    return {"lru_bytes": lru, "max_currsize": worst, "max_vector_bytes": worst_vec, "entries_at_end": entries,
-            "texts": n, "ok": worst <= lru, "rss_peak_mb": _rss_peak_mb()}
+    return {
+        "lru_bytes": lru,
+        "max_currsize": worst,
+        "max_vector_bytes": worst_vec,
+        "entries_at_end": entries,
+        "texts": n,
+        "ok": worst <= lru,
+        "rss_peak_mb": _rss_peak_mb(),
+    }
 
 
 def scenario_peak(spec: dict) -> dict:
@@ -405,9 +468,12 @@ def scenario_peak(spec: dict) -> dict:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     rc = proc.wait()
     return {
-        "rc": rc, "seconds": time.perf_counter() - t0, "stderr": err[-2000:],
+        "rc": rc,
+        "seconds": time.perf_counter() - t0,
+        "stderr": err[-2000:],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
-        "polled_rss_mb": peaks["VmRSS"] / 1024.0, "peak_anon_mb": peaks["RssAnon"] / 1024.0,
+        "polled_rss_mb": peaks["VmRSS"] / 1024.0,
+        "peak_anon_mb": peaks["RssAnon"] / 1024.0,
         "peak_file_mb": peaks["RssFile"] / 1024.0,
     }
 
@@ -452,7 +518,10 @@ def scenario_store_growth(spec: dict) -> dict:
 SCENARIOS = {
     "store_growth": scenario_store_growth,
     "peak": scenario_peak,
-    "cold": scenario_cold, "warm": scenario_warm, "hot": scenario_hot, "mixed": scenario_mixed,
+    "cold": scenario_cold,
+    "warm": scenario_warm,
+    "hot": scenario_hot,
+    "mixed": scenario_mixed,
     "lru": scenario_lru,
 }
 

@@ -310,14 +310,20 @@ class Settings:
             )
         if self.external_qdrant:
             if not re.match(r"^https?://[^\s/]+", self.qdrant_url):
-                raise ConfigError(f"QDRANT_URL must be http(s)://host:port, got {self.qdrant_url!r}")
+                raise ConfigError(
+                    f"QDRANT_URL must be http(s)://host:port, got {self.qdrant_url!r}"
+                )
             if self.qdrant_publish_port or self.qdrant_grpc_publish_port:
-                raise ConfigError("QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
-                                  "Qdrant: leave them empty with QDRANT_URL")
+                raise ConfigError(
+                    "QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
+                    "Qdrant: leave them empty with QDRANT_URL"
+                )
         try:
             ipaddress.ip_address(self.proxy_bind)
         except ValueError:
-            raise ConfigError(f"PROXY_BIND must be an IP address, got {self.proxy_bind!r}") from None
+            raise ConfigError(
+                f"PROXY_BIND must be an IP address, got {self.proxy_bind!r}"
+            ) from None
         published = [
             p
             for p in (
@@ -331,11 +337,15 @@ class Settings:
         if len(set(published)) != len(published):
             raise ConfigError(f"published host ports collide: {published}")
         if self.cache_ttl and not self.cache_ttl.isdigit():
-            raise ConfigError(f"CACHE_TTL must be seconds (an integer) or empty, got {self.cache_ttl!r}")
+            raise ConfigError(
+                f"CACHE_TTL must be seconds (an integer) or empty, got {self.cache_ttl!r}"
+            )
         if self.proxy_log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"PROXY_LOG_LEVEL {self.proxy_log_level!r} is not a log level")
         if self.tei_dtype and self.tei_dtype not in ("float16", "float32"):
-            raise ConfigError(f"TEI_DTYPE must be float16, float32 or empty, got {self.tei_dtype!r}")
+            raise ConfigError(
+                f"TEI_DTYPE must be float16, float32 or empty, got {self.tei_dtype!r}"
+            )
 
 
 def load_settings(env_path: Path | str | None = None) -> Settings:
@@ -396,7 +406,14 @@ def _tei_service(s: Settings, index: int) -> dict:
         "expose": [str(TEI_PORT)],
         "healthcheck": {
             # The TEI images ship curl (since 1.5); /health is 200 once the model is warm.
-            "test": ["CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{TEI_PORT}/health"],
+            "test": [
+                "CMD",
+                "curl",
+                "-fsS",
+                "-o",
+                "/dev/null",
+                f"http://127.0.0.1:{TEI_PORT}/health",
+            ],
             "interval": "15s",
             "timeout": "5s",
             "retries": 5,
@@ -425,7 +442,12 @@ def _tei_service(s: Settings, index: int) -> dict:
 
 
 def _loopback_port(published: int, target: int) -> dict:
-    return {"target": target, "published": str(published), "host_ip": "127.0.0.1", "protocol": "tcp"}
+    return {
+        "target": target,
+        "published": str(published),
+        "host_ip": "127.0.0.1",
+        "protocol": "tcp",
+    }
 
 
 def build_compose(s: Settings) -> dict:
@@ -439,7 +461,14 @@ def build_compose(s: Settings) -> dict:
         "volumes": ["./nginx.conf:/etc/nginx/nginx.conf:ro"],
         "expose": [str(NGINX_PORT)],
         "healthcheck": {
-            "test": ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{NGINX_PORT}{NGINX_HEALTH_PATH}"],
+            "test": [
+                "CMD",
+                "wget",
+                "-q",
+                "-O",
+                "/dev/null",
+                f"http://127.0.0.1:{NGINX_PORT}{NGINX_HEALTH_PATH}",
+            ],
             "interval": "10s",
             "timeout": "3s",
             "retries": 3,
@@ -490,7 +519,9 @@ def build_compose(s: Settings) -> dict:
         "CACHED_TEI_URL": f"http://nginx:{NGINX_PORT}",
         "CACHED_TEI_QDRANT_URL": s.qdrant_url or f"http://qdrant:{QDRANT_HTTP_PORT}",
         "CACHED_TEI_QDRANT_API_KEY": (
-            "${QDRANT_API_KEY:-}" if s.external_qdrant else "${QDRANT_API_KEY:?set QDRANT_API_KEY in stack/.env}"
+            "${QDRANT_API_KEY:-}"
+            if s.external_qdrant
+            else "${QDRANT_API_KEY:?set QDRANT_API_KEY in stack/.env}"
         ),
     }
     if s.has_tei_api_key:
@@ -606,7 +637,9 @@ def render_nginx_conf(
     add("        zone tei 64k;")
     add("        least_conn;")
     for up in ups:
-        add(f"        server {up} max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout};")
+        add(
+            f"        server {up} max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout};"
+        )
     add(f"        keepalive {s.nginx_keepalive};")
     add("        keepalive_timeout 60s;")
     add("    }")

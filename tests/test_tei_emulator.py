@@ -11,7 +11,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.tei_emulator import EmulatorConfig, EmulatorProcess, EmulatorServer, Fault, RecordedRequest, expected_vector
+from tests.tei_emulator import (
+    EmulatorConfig,
+    EmulatorProcess,
+    EmulatorServer,
+    Fault,
+    RecordedRequest,
+    expected_vector,
+)
 
 CFG = EmulatorConfig(
     dim=32,
@@ -55,7 +62,13 @@ def test_single_string_is_2d_and_exact(emu, route):
     assert m.shape == (1, CFG.dim)
     assert np.array_equal(m[0], expected_vector(CFG, "hello world"))
     assert abs(float(np.linalg.norm(m[0])) - 1.0) < 1e-5
-    for h in ("x-compute-time", "x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time"):
+    for h in (
+        "x-compute-time",
+        "x-total-time",
+        "x-tokenization-time",
+        "x-queue-time",
+        "x-inference-time",
+    ):
         assert int(r.headers[h]) >= 0
     assert r.headers["x-compute-characters"] == "11"
     assert r.headers["x-compute-tokens"] == "2"
@@ -86,14 +99,18 @@ def test_vector_depends_on_model_and_prompt():
     base = expected_vector(CFG, "t")
     assert not np.array_equal(base, expected_vector(EmulatorConfig(dim=32, model_sha="r2"), "t"))
     assert not np.array_equal(base, expected_vector(EmulatorConfig(dim=32, model_id="other"), "t"))
-    assert np.array_equal(expected_vector(CFG, "t", prompt_name="query"), expected_vector(CFG, "query: t"))
+    assert np.array_equal(
+        expected_vector(CFG, "t", prompt_name="query"), expected_vector(CFG, "query: t")
+    )
     dflt = EmulatorConfig(dim=32, prompts={"query": "query: "}, default_prompt_name="query")
     assert np.array_equal(expected_vector(dflt, "t"), expected_vector(CFG, "query: t"))
     assert expected_vector(CFG, "t").dtype == np.float32
 
 
 def test_default_prompt_applies_over_http():
-    cfg = EmulatorConfig(dim=16, step_ms=0, per_text_ms=0, prompts={"q": "q: "}, default_prompt_name="q")
+    cfg = EmulatorConfig(
+        dim=16, step_ms=0, per_text_ms=0, prompts={"q": "q: "}, default_prompt_name="q"
+    )
     with EmulatorServer(cfg) as s:
         m = f32(post(s.url + "/embed", {"inputs": "t"}))
         assert np.array_equal(m[0], expected_vector(CFG.__class__(dim=16), "q: t"))
@@ -108,7 +125,12 @@ def test_truncation(emu):
     assert np.array_equal(expected_vector(CFG, text, truncation_direction="Left"), left)
     for d, want in [("Right", right), ("right", right), ("Left", left), ("left", left)]:
         for trunc in (True, None):
-            m = f32(post(emu.url + "/embed", {"inputs": [text], "truncate": trunc, "truncation_direction": d}))
+            m = f32(
+                post(
+                    emu.url + "/embed",
+                    {"inputs": [text], "truncate": trunc, "truncation_direction": d},
+                )
+            )
             assert np.array_equal(m[0], want), (d, trunc)
     r = post(emu.url + "/embed", {"inputs": text, "truncate": False})
     assert r.status_code == 422
@@ -119,7 +141,10 @@ def test_truncation(emu):
     with pytest.raises(ValueError, match="must have less than 8 tokens"):
         expected_vector(CFG, text, truncate=False)
     # the prompt counts towards the tokens
-    r = post(emu.url + "/embed", {"inputs": " ".join(words[:8]), "truncate": False, "prompt_name": "query"})
+    r = post(
+        emu.url + "/embed",
+        {"inputs": " ".join(words[:8]), "truncate": False, "prompt_name": "query"},
+    )
     assert r.json()["error"].endswith("Given: 9")
 
 
@@ -145,7 +170,10 @@ def test_validation_errors(emu):
         return r.json()
 
     assert err({"inputs": []}, 400) == {"error": "`inputs` cannot be empty", "error_type": "Empty"}
-    assert err({"inputs": ""}, 400) == {"error": "Input validation error: `inputs` cannot be empty", "error_type": "Empty"}
+    assert err({"inputs": ""}, 400) == {
+        "error": "Input validation error: `inputs` cannot be empty",
+        "error_type": "Empty",
+    }
     assert err({"inputs": ["a", ""]}, 400)["error_type"] == "Empty"
     assert err({"inputs": ["a"] * 40}, 422) == {
         "error": "batch size 40 > maximum allowed batch size 32",
@@ -157,7 +185,10 @@ def test_validation_errors(emu):
     assert e["error_type"] == "Validation" and "`nope`" in e["error"] and '"query"' in e["error"]
     # character pre-check: 250 x max_input_length
     e = err({"inputs": "x" * 2001, "truncate": False}, 422)
-    assert e["error"] == "Input validation error: `inputs` must have less than 2000 characters. Given: 2001"
+    assert (
+        e["error"]
+        == "Input validation error: `inputs` must have less than 2000 characters. Given: 2001"
+    )
     assert post(emu.url + "/embed", {"inputs": "x" * 2001}).status_code == 200
     assert all(r.status in (400, 422, 200) for r in emu.requests)
     assert emu.embed_texts_computed == 1
@@ -169,8 +200,14 @@ def test_plain_text_errors(emu):
     assert r.status_code == 415 and not r.headers["content-type"].startswith("application/json")
     r = httpx.post(url, content=b'{"inputs": "a"', headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/plain")
-    for body in [{"inputs": 5}, {"inputs": ["a", 1]}, {"inputs": "a", "normalize": "yes"}, {"input": "a"},
-                 {"inputs": "a", "dimensions": -1}, {"inputs": "a", "truncation_direction": "Up"}]:
+    for body in [
+        {"inputs": 5},
+        {"inputs": ["a", 1]},
+        {"inputs": "a", "normalize": "yes"},
+        {"input": "a"},
+        {"inputs": "a", "dimensions": -1},
+        {"inputs": "a", "truncation_direction": "Up"},
+    ]:
         r = post(url, body)
         assert r.status_code == 422 and r.headers["content-type"].startswith("text/plain"), body
 
@@ -187,7 +224,9 @@ def test_permits_overloaded():
     cfg = EmulatorConfig(dim=8, max_concurrent_requests=3, step_ms=400, per_text_ms=0)
     with EmulatorServer(cfg) as s:
         out = {}
-        t = threading.Thread(target=lambda: out.setdefault("a", post(s.url + "/embed", {"inputs": ["a", "b"]})))
+        t = threading.Thread(
+            target=lambda: out.setdefault("a", post(s.url + "/embed", {"inputs": ["a", "b"]}))
+        )
         t.start()
         deadline = time.monotonic() + 5
         while s.stats()["permits_in_use"] < 2 and time.monotonic() < deadline:
@@ -210,7 +249,9 @@ async def test_concurrent_requests_merge_into_one_step():
     with EmulatorServer(cfg) as s:
         async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=20)) as c:
             await c.get(s.url + "/health")
-            rs = await asyncio.gather(*(c.post(s.url + "/embed", json={"inputs": f"t{i}"}) for i in range(10)))
+            rs = await asyncio.gather(
+                *(c.post(s.url + "/embed", json={"inputs": f"t{i}"}) for i in range(10))
+            )
         assert all(r.status_code == 200 for r in rs)
         for i, r in enumerate(rs):
             assert np.array_equal(f32(r)[0], expected_vector(cfg, f"t{i}"))
@@ -224,7 +265,9 @@ def test_max_batch_tokens_splits_steps():
 
     async def go(url):
         async with httpx.AsyncClient(timeout=10) as c:
-            return await asyncio.gather(*(c.post(url + "/embed", json={"inputs": ["a b", "c d"]}) for _ in range(4)))
+            return await asyncio.gather(
+                *(c.post(url + "/embed", json={"inputs": ["a b", "c d"]}) for _ in range(4))
+            )
 
     with EmulatorServer(cfg) as s:
         rs = asyncio.run(go(s.url))
@@ -265,7 +308,11 @@ def test_faults_do_not_touch_other_routes_and_clear(emu):
     assert httpx.get(emu.url + "/health").status_code == 200
     assert httpx.get(emu.url + "/info").status_code == 200
     r = post(emu.url + "/v1/embeddings", {"input": "a"})
-    assert r.status_code == 503 and r.json() == {"message": "unhealthy", "code": 503, "type": "Unhealthy"}
+    assert r.status_code == 503 and r.json() == {
+        "message": "unhealthy",
+        "code": 503,
+        "type": "Unhealthy",
+    }
     emu.clear_faults()
     assert post(emu.url + "/embed", {"inputs": "a"}).status_code == 200
 
@@ -294,13 +341,21 @@ def test_openai_route(emu):
     assert body["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
     for i, d in enumerate(body["data"]):
         assert d["object"] == "embedding" and d["index"] == i
-        assert np.array_equal(np.asarray(d["embedding"], dtype=np.float32), expected_vector(CFG, texts[i]))
-    r = post(emu.url + "/v1/embeddings", {"input": "a b c", "encoding_format": "base64", "dimensions": 7})
+        assert np.array_equal(
+            np.asarray(d["embedding"], dtype=np.float32), expected_vector(CFG, texts[i])
+        )
+    r = post(
+        emu.url + "/v1/embeddings", {"input": "a b c", "encoding_format": "base64", "dimensions": 7}
+    )
     v = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
     assert np.array_equal(v, expected_vector(CFG, "a b c", dimensions=7))
     r = post(emu.url + "/v1/embeddings", {"input": ["a"] * 33})
     assert r.status_code == 422
-    assert r.json() == {"message": "batch size 33 > maximum allowed batch size 32", "code": 422, "type": "Validation"}
+    assert r.json() == {
+        "message": "batch size 33 > maximum allowed batch size 32",
+        "code": 422,
+        "type": "Validation",
+    }
     assert post(emu.url + "/v1/embeddings", {"input": []}).json()["type"] == "Empty"
     rec = emu.requests[0]
     assert isinstance(rec, RecordedRequest) and rec.route == "/v1/embeddings" and rec.texts == texts
@@ -308,18 +363,39 @@ def test_openai_route(emu):
 
 def test_info_health_metrics(emu):
     info = httpx.get(emu.url + "/info").json()
-    for key in ("model_id", "model_sha", "model_dtype", "served_model_name", "model_type", "max_concurrent_requests",
-                "max_input_length", "max_batch_tokens", "max_batch_requests", "max_client_batch_size",
-                "auto_truncate", "tokenization_workers", "version", "sha", "docker_label"):
+    for key in (
+        "model_id",
+        "model_sha",
+        "model_dtype",
+        "served_model_name",
+        "model_type",
+        "max_concurrent_requests",
+        "max_input_length",
+        "max_batch_tokens",
+        "max_batch_requests",
+        "max_client_batch_size",
+        "auto_truncate",
+        "tokenization_workers",
+        "version",
+        "sha",
+        "docker_label",
+    ):
         assert key in info
     assert info["version"] == "1.9.3" and info["model_type"] == {"embedding": {"pooling": "mean"}}
-    assert info["max_client_batch_size"] == 32 and info["max_input_length"] == 8 and info["auto_truncate"] is True
+    assert (
+        info["max_client_batch_size"] == 32
+        and info["max_input_length"] == 8
+        and info["auto_truncate"] is True
+    )
     r = httpx.get(emu.url + "/health")
     assert r.status_code == 200 and r.content == b""
     emu.set_healthy(False)
     try:
         r = httpx.get(emu.url + "/health")
-        assert r.status_code == 503 and r.json() == {"error": "unhealthy", "error_type": "Unhealthy"}
+        assert r.status_code == 503 and r.json() == {
+            "error": "unhealthy",
+            "error_type": "Unhealthy",
+        }
     finally:
         emu.set_healthy(True)
     post(emu.url + "/embed", {"inputs": ["a", "b"]})
@@ -330,7 +406,9 @@ def test_info_health_metrics(emu):
 def test_forwardable_routes(emu):
     toks = httpx.post(emu.url + "/tokenize", json={"inputs": "hello big world"}).json()
     assert [t["text"] for t in toks[0]] == ["hello", "big", "world"] and toks[0][1]["start"] == 6
-    ranks = httpx.post(emu.url + "/rerank", json={"query": "q", "texts": ["a", "b", "c"], "return_text": True}).json()
+    ranks = httpx.post(
+        emu.url + "/rerank", json={"query": "q", "texts": ["a", "b", "c"], "return_text": True}
+    ).json()
     assert sorted(r["index"] for r in ranks) == [0, 1, 2] and all("text" in r for r in ranks)
     assert ranks == sorted(ranks, key=lambda r: -r["score"])
     sparse = httpx.post(emu.url + "/embed_sparse", json={"inputs": ["a", "b"]}).json()
@@ -338,7 +416,9 @@ def test_forwardable_routes(emu):
     pred = httpx.post(emu.url + "/predict", json={"inputs": "a"}).json()
     assert {p["label"] for p in pred} == {"LABEL_0", "LABEL_1"}
     assert len(httpx.post(emu.url + "/predict", json={"inputs": [["a"], ["b", "c"]]}).json()) == 2
-    sim = httpx.post(emu.url + "/similarity", json={"inputs": {"source_sentence": "a", "sentences": ["a", "b"]}}).json()
+    sim = httpx.post(
+        emu.url + "/similarity", json={"inputs": {"source_sentence": "a", "sentences": ["a", "b"]}}
+    ).json()
     assert abs(sim[0] - 1.0) < 1e-5 and len(sim) == 2
     assert emu.requests == []  # not embed routes
 
@@ -386,7 +466,9 @@ def test_emulator_process():
     with p:
         assert p.port > 0
         m = f32(post(p.url + "/embed", {"inputs": ["a", "b"], "prompt_name": "q"}))
-        assert np.array_equal(m, np.stack([expected_vector(cfg, t, prompt_name="q") for t in ["a", "b"]]))
+        assert np.array_equal(
+            m, np.stack([expected_vector(cfg, t, prompt_name="q") for t in ["a", "b"]])
+        )
         p.inject(Fault("status", status=429), Fault("drop"))
         assert post(p.url + "/embed", {"inputs": "a"}).status_code == 429
         with pytest.raises(httpx.RemoteProtocolError):

@@ -113,7 +113,10 @@ class CachedEmbedder:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -148,7 +151,10 @@ class CachedEmbedder:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -162,7 +168,9 @@ class CachedEmbedder:
 
 def _single(text: str) -> str:
     if not isinstance(text, str):
-        raise InputError(f"expected one string, got {type(text).__name__}; use embed_documents for lists")
+        raise InputError(
+            f"expected one string, got {type(text).__name__}; use embed_documents for lists"
+        )
     return text
 
 

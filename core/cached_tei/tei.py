@@ -144,8 +144,6 @@ def _with_hint(error: TEIError) -> TEIError:
     return error
 
 
-
-
 class TEIClient:
     """Talks to one TEI URL (a server, or nginx in front of several) over a keep-alive pool.
 
@@ -177,7 +175,9 @@ class TEIClient:
                 # plain http never needs one.
                 verify=self._url.startswith("https://"),
                 headers=headers,
-                timeout=httpx.Timeout(self._settings.timeout, connect=min(10.0, self._settings.timeout)),
+                timeout=httpx.Timeout(
+                    self._settings.timeout, connect=min(10.0, self._settings.timeout)
+                ),
                 limits=httpx.Limits(
                     max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
                 ),
@@ -223,7 +223,12 @@ class TEIClient:
         return self._info
 
     async def request(
-        self, method: str, path: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request as is (for routes forwarded untouched); errors are not raised."""
         return await self._client().request(method, path, content=content, headers=headers)
@@ -231,7 +236,9 @@ class TEIClient:
     async def plan_batches(self, texts: Sequence[str]) -> list[slice]:
         """Split texts into slices within TEI's batch size and payload limits."""
         info = await self.info()
-        max_texts = min(info.max_client_batch_size, self._settings.batch_size or info.max_client_batch_size)
+        max_texts = min(
+            info.max_client_batch_size, self._settings.batch_size or info.max_client_batch_size
+        )
         max_bytes = self._settings.max_payload_bytes - _BODY_OVERHEAD
         batches: list[slice] = []
         start, size = 0, 0

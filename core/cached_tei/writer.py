@@ -79,7 +79,11 @@ class WriteBehind:
             self._waiting[(collection, point_id)] = vector
         self._queue.put_nowait(
             _Pending(
-                namespace, collection, list(ids), vectors, list(texts) if texts is not None else None
+                namespace,
+                collection,
+                list(ids),
+                vectors,
+                list(texts) if texts is not None else None,
             )
         )
 

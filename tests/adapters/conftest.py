@@ -29,9 +29,7 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def make_adapter(
-    emulator: EmulatorServer, qdrant_path: Path
-) -> Iterator[Callable[..., Any]]:
+def make_adapter(emulator: EmulatorServer, qdrant_path: Path) -> Iterator[Callable[..., Any]]:
     """``make_adapter(cls, **fields)`` on the emulator and the test's folder; closed afterwards."""
     made: list[Any] = []
 

@@ -6,7 +6,9 @@ import pytest
 
 from tests.adapters.conftest import run_python
 
-BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None  # makes 'import name' fail\n"
+BLOCK = (
+    "import sys\nfor name in {names!r}:\n    sys.modules[name] = None  # makes 'import name' fail\n"
+)
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,13 @@ from langchain_cached_tei import CachedTEIEmbeddings
 from tests.adapters.conftest import expected, run_python, sent_texts
 from tests.tei_emulator import EmulatorServer
 
-CORPUS = [f"Passage {i}: the {w} of cached embeddings." for i, w in enumerate(
-    "speed cost size shape colour weight depth height width range scope price value "
-    "order rhythm grain tone pitch heat light sound voice taste smell touch form".split()
-)]
+CORPUS = [
+    f"Passage {i}: the {w} of cached embeddings."
+    for i, w in enumerate(
+        "speed cost size shape colour weight depth height width range scope price value "
+        "order rhythm grain tone pitch heat light sound voice taste smell touch form".split()
+    )
+]
 
 
 @pytest.fixture
@@ -57,7 +60,13 @@ def test_fields_reach_the_engine_settings(tmp_path: Path) -> None:
         write_through=True,
     )
     s = embeddings.settings
-    assert (s.tei_url, s.timeout, s.batch_size, s.normalize, s.truncate) == ("http://tei:80", 3, 8, False, True)
+    assert (s.tei_url, s.timeout, s.batch_size, s.normalize, s.truncate) == (
+        "http://tei:80",
+        3,
+        8,
+        False,
+        True,
+    )
     assert (s.truncation_direction, s.dimensions, s.query_instruction) == ("Left", 128, "query: ")
     assert (s.qdrant_path, s.ttl, s.lru_bytes, s.write_through) == (tmp_path, 60, 0, True)
     assert s.api_key.get_secret_value() == "k1" and s.qdrant_api_key.get_secret_value() == "k2"
@@ -69,7 +78,11 @@ def test_unset_fields_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CACHED_TEI_DIMENSIONS", "64")
     monkeypatch.setenv("CACHED_TEI_DOCUMENT_INSTRUCTION", "passage: ")
     s = CachedTEIEmbeddings(dimensions=32).settings
-    assert (s.tei_url, s.dimensions, s.document_instruction) == ("http://from-env:8080", 32, "passage: ")
+    assert (s.tei_url, s.dimensions, s.document_instruction) == (
+        "http://from-env:8080",
+        32,
+        "passage: ",
+    )
 
 
 def test_zero_arguments_and_bad_options() -> None:
@@ -101,7 +114,9 @@ async def test_exact_vectors_async(make: Callable[..., CachedTEIEmbeddings]) -> 
     docs = await embeddings.aembed_documents(["alpha", "beta"])
     query = await embeddings.aembed_query("gamma")
     opts = {"dimensions": 64, "normalize": False}
-    np.testing.assert_array_equal(_rows(docs), np.stack([expected("alpha", **opts), expected("beta", **opts)]))
+    np.testing.assert_array_equal(
+        _rows(docs), np.stack([expected("alpha", **opts), expected("beta", **opts)])
+    )
     np.testing.assert_array_equal(np.float32(query), expected("gamma", **opts))
 
 
@@ -161,7 +176,11 @@ def test_more_than_32_texts_with_duplicates(
 
 @pytest.mark.parametrize(
     ("texts", "match"),
-    [(["ok", ""], "index 1 is empty"), (["ok", 3], "index 1 is int"), ("one string", "single string")],
+    [
+        (["ok", ""], "index 1 is empty"),
+        (["ok", 3], "index 1 is int"),
+        ("one string", "single string"),
+    ],
 )
 def test_bad_documents(
     make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer, texts: Any, match: str
@@ -173,7 +192,9 @@ def test_bad_documents(
     assert emulator.requests == []
 
 
-async def test_bad_queries(make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer) -> None:
+async def test_bad_queries(
+    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer
+) -> None:
     embeddings = make()
     emulator.reset_log()
     for bad in ("", None, ["a"]):
@@ -187,7 +208,9 @@ async def test_bad_queries(make: Callable[..., CachedTEIEmbeddings], emulator: E
     assert embeddings.embed_documents([]) == []
 
 
-def test_pickle_round_trip(make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer) -> None:
+def test_pickle_round_trip(
+    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer
+) -> None:
     embeddings = make(api_key=None, query_instruction="query: ")
     query = embeddings.embed_query("pickled")
     embeddings.close()  # the embedded folder takes one client at a time
@@ -218,7 +241,9 @@ def test_langchain_qdrant_alongside_the_embedded_cache(
 
     embeddings = make()
     docs = [Document(page_content=text, metadata={"i": i}) for i, text in enumerate(CORPUS)]
-    in_memory = QdrantVectorStore.from_documents(docs, embeddings, location=":memory:", collection_name="a")
+    in_memory = QdrantVectorStore.from_documents(
+        docs, embeddings, location=":memory:", collection_name="a"
+    )
     on_disk = QdrantVectorStore.from_documents(
         docs, embeddings, path=str(tmp_path / "langchain-qdrant"), collection_name="b"
     )
@@ -229,12 +254,18 @@ def test_langchain_qdrant_alongside_the_embedded_cache(
 
 
 def test_reindexing_from_a_fresh_process_makes_no_tei_calls(
-    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer, qdrant_path: Path, tmp_path: Path
+    make: Callable[..., CachedTEIEmbeddings],
+    emulator: EmulatorServer,
+    qdrant_path: Path,
+    tmp_path: Path,
 ) -> None:
     embeddings = make(document_instruction="passage: ")
     docs = [Document(page_content=text) for text in CORPUS]
     store = InMemoryVectorStore.from_documents(docs, embeddings)
-    first = [store.store[key]["vector"] for key in sorted(store.store, key=lambda k: store.store[k]["text"])]
+    first = [
+        store.store[key]["vector"]
+        for key in sorted(store.store, key=lambda k: store.store[k]["text"])
+    ]
     embeddings.close()
 
     emulator.reset_log()

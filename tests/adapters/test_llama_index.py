@@ -34,7 +34,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:U
 TOPICS = "rivers mountains deserts forests oceans glaciers volcanoes islands canyons lakes".split()
 DOCUMENTS = [
     Document(
-        text=" ".join(f"Fact {j} about {topic}: {topic} number {i} is remarkable." for j in range(40)),
+        text=" ".join(
+            f"Fact {j} about {topic}: {topic} number {i} is remarkable." for j in range(40)
+        ),
         id_=f"doc-{topic}",
     )
     for i, topic in enumerate(TOPICS)
@@ -98,7 +100,11 @@ def test_defaults_and_text_embeddings_inference_names(tmp_path: Any) -> None:
         qdrant_path=tmp_path,
     )
     s = swapped.settings
-    assert (s.tei_url, s.document_instruction, s.query_instruction) == ("http://tei:8080", "passage: ", "query: ")
+    assert (s.tei_url, s.document_instruction, s.query_instruction) == (
+        "http://tei:8080",
+        "passage: ",
+        "query: ",
+    )
     assert (s.truncate, s.timeout, s.api_key.get_secret_value()) == (True, 30.0, "token")
     assert swapped.model_name == "BAAI/bge-small-en-v1.5"
     with pytest.raises(ValidationError):
@@ -122,11 +128,15 @@ def test_to_dict_from_dict_without_secrets(tmp_path: Any) -> None:
     assert data["class_name"] == "CachedTEIEmbeddings"
     assert json.loads(text) == data
     restored = CachedTEIEmbeddings.from_dict(data)
-    assert restored.settings == embed_model.settings.model_copy(update={"api_key": None, "qdrant_api_key": None})
+    assert restored.settings == embed_model.settings.model_copy(
+        update={"api_key": None, "qdrant_api_key": None}
+    )
     assert CachedTEIEmbeddings.from_json(text).to_dict() == data
 
 
-def test_pickle_round_trip(make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer) -> None:
+def test_pickle_round_trip(
+    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer
+) -> None:
     embed_model = make(api_key="tei-secret", document_prompt_name="passage")
     vectors = embed_model.get_text_embedding_batch(["one", "two"])
     embed_model.close()  # the embedded folder takes one client at a time
@@ -154,14 +164,18 @@ def test_exact_vectors_and_prompts(make: Callable[..., CachedTEIEmbeddings]) -> 
     np.testing.assert_array_equal(
         np.float32(embed_model.get_query_embedding("q")), expected("q", prompt_name="query")
     )
-    np.testing.assert_array_equal(np.float32(embed_model.get_text_embedding("d")), expected("passage: d"))
+    np.testing.assert_array_equal(
+        np.float32(embed_model.get_text_embedding("d")), expected("passage: d")
+    )
     np.testing.assert_array_equal(
         _rows(embed_model.get_text_embedding_batch(["d", "e"])),
         np.stack([expected("passage: d"), expected("passage: e")]),
     )
 
 
-async def test_async_matches_sync(make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer) -> None:
+async def test_async_matches_sync(
+    make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer
+) -> None:
     embed_model = make(query_instruction="query: ", embed_batch_size=16)
     texts = [f"async text {i % 50}" for i in range(90)]
     emulator.reset_log()
@@ -171,7 +185,9 @@ async def test_async_matches_sync(make: Callable[..., CachedTEIEmbeddings], emul
     np.testing.assert_array_equal(
         np.float32(await embed_model.aget_query_embedding("q")), expected("query: q")
     )
-    np.testing.assert_array_equal(np.float32(await embed_model.aget_text_embedding("d")), expected("d"))
+    np.testing.assert_array_equal(
+        np.float32(await embed_model.aget_text_embedding("d")), expected("d")
+    )
     emulator.reset_log()
     assert embed_model.get_text_embedding_batch(texts) == vectors
     assert emulator.requests == []
@@ -193,8 +209,12 @@ def test_one_engine_call_per_batch(
     assert len(vectors) == 70 and calls == [32, 32, 6]
 
 
-def test_show_progress(make: Callable[..., CachedTEIEmbeddings], capsys: pytest.CaptureFixture[str]) -> None:
-    vectors = make().get_text_embedding_batch([f"progress {i}" for i in range(40)], show_progress=True)
+def test_show_progress(
+    make: Callable[..., CachedTEIEmbeddings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    vectors = make().get_text_embedding_batch(
+        [f"progress {i}" for i in range(40)], show_progress=True
+    )
     assert len(vectors) == 40
     assert "Generating embeddings" in capsys.readouterr().err
 
@@ -218,7 +238,9 @@ def test_events_fire_on_cache_hits(
     assert starts[0].model_dict["model_name"] == ADAPTER_TEI_CONFIG.model_id
 
 
-@pytest.mark.parametrize(("texts", "match"), [(["ok", ""], "index 1 is empty"), (["ok", 7], "index 1 is int")])
+@pytest.mark.parametrize(
+    ("texts", "match"), [(["ok", ""], "index 1 is empty"), (["ok", 7], "index 1 is int")]
+)
 async def test_bad_input(
     make: Callable[..., CachedTEIEmbeddings], emulator: EmulatorServer, texts: list[Any], match: str
 ) -> None:
@@ -247,7 +269,9 @@ def test_ingestion_pipeline_cache_and_retrieval(
     store = QdrantVectorStore(collection_name="docs", client=QdrantClient(location=":memory:"))
     nodes = _pipeline(first_model, store).run(documents=DOCUMENTS)
     assert len(nodes) > 32
-    assert len(sent_texts(emulator)) == len({n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes})
+    assert len(sent_texts(emulator)) == len(
+        {n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes}
+    )
     for node in nodes:
         np.testing.assert_array_equal(
             np.float32(node.embedding), expected(node.get_content(metadata_mode=MetadataMode.EMBED))
@@ -257,14 +281,16 @@ def test_ingestion_pipeline_cache_and_retrieval(
     # A second pipeline over the same documents, another embedder on the same cache folder.
     emulator.reset_log()
     second_model = make()
-    second_store = QdrantVectorStore(collection_name="docs", client=QdrantClient(location=":memory:"))
+    second_store = QdrantVectorStore(
+        collection_name="docs", client=QdrantClient(location=":memory:")
+    )
     again = _pipeline(second_model, second_store).run(documents=DOCUMENTS)
     assert emulator.requests == []
     assert [n.embedding for n in again] == [n.embedding for n in nodes]
 
-    retriever = VectorStoreIndex.from_vector_store(second_store, embed_model=second_model).as_retriever(
-        similarity_top_k=1
-    )
+    retriever = VectorStoreIndex.from_vector_store(
+        second_store, embed_model=second_model
+    ).as_retriever(similarity_top_k=1)
     for target in (again[0], again[len(again) // 2], again[-1]):
         (hit,) = retriever.retrieve(target.get_content(metadata_mode=MetadataMode.EMBED))
         assert hit.node.node_id == target.node_id
@@ -275,14 +301,18 @@ async def test_async_ingestion_pipeline_cache_and_retrieval(
 ) -> None:
     emulator.reset_log()
     first_model = make()
-    store = QdrantVectorStore(collection_name="docs", aclient=AsyncQdrantClient(location=":memory:"))
+    store = QdrantVectorStore(
+        collection_name="docs", aclient=AsyncQdrantClient(location=":memory:")
+    )
     nodes = await _pipeline(first_model, store).arun(documents=DOCUMENTS)
     assert len(nodes) > 32 and emulator.requests
     await first_model.aclose()
 
     emulator.reset_log()
     second_model = make()
-    second_store = QdrantVectorStore(collection_name="docs", aclient=AsyncQdrantClient(location=":memory:"))
+    second_store = QdrantVectorStore(
+        collection_name="docs", aclient=AsyncQdrantClient(location=":memory:")
+    )
     again = await _pipeline(second_model, second_store).arun(documents=DOCUMENTS)
     assert emulator.requests == []
     assert [n.embedding for n in again] == [n.embedding for n in nodes]
@@ -296,7 +326,12 @@ async def test_async_ingestion_pipeline_cache_and_retrieval(
 
 def test_is_a_base_embedding() -> None:
     assert issubclass(CachedTEIEmbeddings, BaseEmbedding)
-    for name in ("_get_text_embeddings", "_aget_text_embeddings", "_aget_query_embedding", "_aget_text_embedding"):
+    for name in (
+        "_get_text_embeddings",
+        "_aget_text_embeddings",
+        "_aget_query_embedding",
+        "_aget_text_embedding",
+    ):
         assert getattr(CachedTEIEmbeddings, name) is not getattr(BaseEmbedding, name)
 
 
@@ -316,7 +351,9 @@ def test_pickled_into_a_spawned_worker(
     One worker only: several processes cannot share one embedded cache folder (use a Qdrant
     server, ``qdrant_url``, for ``num_workers > 1``).
     """
-    nodes = SentenceSplitter(chunk_size=128, chunk_overlap=0).get_nodes_from_documents(DOCUMENTS[:3])
+    nodes = SentenceSplitter(chunk_size=128, chunk_overlap=0).get_nodes_from_documents(
+        DOCUMENTS[:3]
+    )
     contents = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
     embed_model = make()
     embed_model.get_text_embedding(contents[0])

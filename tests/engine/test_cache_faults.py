@@ -25,7 +25,9 @@ def test_qdrant_down_still_returns_correct_vectors(tei, tei_config) -> None:
         for round_ in range(4):
             texts = [f"round {round_} text {i}" for i in range(3)]
             vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
-            assert np.array_equal(vectors, np.stack([expected_vector(tei_config, t) for t in texts]))
+            assert np.array_equal(
+                vectors, np.stack([expected_vector(tei_config, t) for t in texts])
+            )
         embedder.flush()
         stats = embedder.stats
         assert embedder._runtime.engine.breaker.state == "open"
@@ -115,7 +117,9 @@ def test_interpreter_exit_drains_pending_writes(tei, qdrant_path) -> None:
     assert sent_texts(tei) == []
 
 
-def test_a_refused_write_is_counted_and_the_queue_keeps_draining(make_embedder, tei, qdrant_path) -> None:
+def test_a_refused_write_is_counted_and_the_queue_keeps_draining(
+    make_embedder, tei, qdrant_path
+) -> None:
     import json
 
     from cached_tei import EmbedOptions

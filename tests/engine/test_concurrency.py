@@ -18,7 +18,9 @@ async def test_200_concurrent_calls_for_one_new_text_compute_it_once(
     make_embedder, tei, tei_config
 ) -> None:
     embedder = make_embedder()
-    results = await asyncio.gather(*(embedder.aembed_query("the same new text") for _ in range(200)))
+    results = await asyncio.gather(
+        *(embedder.aembed_query("the same new text") for _ in range(200))
+    )
     assert sent_texts(tei) == ["the same new text"]
     expected = expected_vector(tei_config, "the same new text").tolist()
     assert all(result == expected for result in results)
@@ -61,7 +63,9 @@ async def test_the_sync_api_works_inside_a_running_loop(make_embedder, tei_confi
 
 
 async def test_a_cancelled_caller_does_not_strand_the_others(make_embedder, tei) -> None:
-    tei.inject(__import__("tests.tei_emulator", fromlist=["Fault"]).Fault(kind="delay", seconds=0.3))
+    tei.inject(
+        __import__("tests.tei_emulator", fromlist=["Fault"]).Fault(kind="delay", seconds=0.3)
+    )
     embedder = make_embedder()
     first = asyncio.create_task(embedder.aembed_query("slow text"))
     await asyncio.sleep(0.05)

@@ -21,7 +21,9 @@ def test_the_namespace_holds_the_effective_truncation() -> None:
     explicit = Namespace.of(INFO, EmbedOptions(truncate=True))
     assert server_default == explicit
     assert server_default.collection("p") == explicit.collection("p")
-    assert Namespace.of(INFO, EmbedOptions(truncate=False)).collection("p") != explicit.collection("p")
+    assert Namespace.of(INFO, EmbedOptions(truncate=False)).collection("p") != explicit.collection(
+        "p"
+    )
 
 
 def test_the_instruction_is_part_of_the_text_not_the_namespace() -> None:
@@ -38,7 +40,10 @@ def test_every_vector_option_and_the_model_change_the_collection() -> None:
         Namespace.of(INFO, EmbedOptions(prompt_name="query")),
         Namespace.of(INFO, EmbedOptions(truncation_direction="Left")),
         Namespace.of(TEIInfo.from_json({"model_id": "org/other"}), EmbedOptions(truncate=True)),
-        Namespace.of(TEIInfo.from_json({"model_id": "org/model", "model_sha": "def456"}), EmbedOptions(truncate=True)),
+        Namespace.of(
+            TEIInfo.from_json({"model_id": "org/model", "model_sha": "def456"}),
+            EmbedOptions(truncate=True),
+        ),
     ]
     collections = {variant.collection("cached_tei") for variant in variants}
     assert base not in collections and len(collections) == len(variants)

@@ -73,4 +73,3 @@ def test_the_readme_documents_every_setting() -> None:
         for name in CachedTEISettings.model_fields
     }
     assert documented == expected
-

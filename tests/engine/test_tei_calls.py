@@ -20,7 +20,8 @@ def test_batches_never_exceed_teis_client_batch_size(make_embedder, tei, tei_con
     assert [len(r.texts) for r in tei.requests] == [32, 32, 32, 4]
     assert all(r.status == 200 for r in tei.requests)
     assert np.array_equal(
-        np.asarray(vectors, dtype=np.float32), np.stack([expected_vector(tei_config, t) for t in texts])
+        np.asarray(vectors, dtype=np.float32),
+        np.stack([expected_vector(tei_config, t) for t in texts]),
     )
 
 
@@ -32,9 +33,12 @@ def test_a_smaller_batch_size_setting_is_honoured(make_embedder, tei) -> None:
 def test_bodies_over_the_payload_limit_are_split() -> None:
     config = EmulatorConfig(payload_limit=2_000_000, max_client_batch_size=512, step_ms=1)
     texts = [f"{i} " + "word " * 30_000 for i in range(20)]  # ~150 KB each, 3 MB in all
-    with EmulatorServer(config) as tei, CachedEmbedder(
-        tei_url=tei.url, qdrant_url="http://127.0.0.1:9", qdrant_timeout=0.2
-    ) as embedder:
+    with (
+        EmulatorServer(config) as tei,
+        CachedEmbedder(
+            tei_url=tei.url, qdrant_url="http://127.0.0.1:9", qdrant_timeout=0.2
+        ) as embedder,
+    ):
         vectors = embedder.embed_documents(texts)
     assert len(vectors) == 20
     assert len(tei.requests) >= 2
@@ -83,9 +87,7 @@ def test_restarts_and_dropped_connections_are_retried(make_embedder, tei, fault)
     assert embedder.stats.retries == 1
 
 
-def test_a_backend_error_is_not_retried_and_no_partial_list_is_returned(
-    make_embedder, tei
-) -> None:
+def test_a_backend_error_is_not_retried_and_no_partial_list_is_returned(make_embedder, tei) -> None:
     embedder = make_embedder(max_concurrency=1)
     texts = [f"t{i}" for i in range(64)]
     tei.inject(Fault(kind="status", status=424))

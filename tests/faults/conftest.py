@@ -55,12 +55,16 @@ class Tally:
     extra: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def check(self, config: EmulatorConfig, texts: Sequence[str], vectors: Any, **options: Any) -> int:
+    def check(
+        self, config: EmulatorConfig, texts: Sequence[str], vectors: Any, **options: Any
+    ) -> int:
         """Count one successful call; compare every vector with the oracle. Returns wrong ones."""
         rows = list(vectors)
         bad = abs(len(rows) - len(texts))
         for text, row in zip(texts, rows):
-            if not np.array_equal(np.asarray(row, dtype=np.float32), expected_vector(config, text, **options)):
+            if not np.array_equal(
+                np.asarray(row, dtype=np.float32), expected_vector(config, text, **options)
+            ):
                 bad += 1
         with self._lock:
             self.sent += 1
@@ -73,8 +77,14 @@ class Tally:
             self.failed += n
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "sent": self.sent, "failed": self.failed,
-                "retried": self.retried, "wrong": self.wrong, "extra": dict(self.extra)}
+        return {
+            "scenario": self.scenario,
+            "sent": self.sent,
+            "failed": self.failed,
+            "retried": self.retried,
+            "wrong": self.wrong,
+            "extra": dict(self.extra),
+        }
 
 
 _TALLIES: list[Tally] = []
@@ -94,7 +104,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.section("fault scenarios: requests sent / failed / retried / wrong")
     for t in _TALLIES:
         extra = " ".join(f"{k}={v}" for k, v in t.extra.items())
-        tr.write_line(f"{t.scenario:70s} sent={t.sent} failed={t.failed} retried={t.retried} wrong={t.wrong} {extra}")
+        tr.write_line(
+            f"{t.scenario:70s} sent={t.sent} failed={t.failed} retried={t.retried} wrong={t.wrong} {extra}"
+        )
     target = os.environ.get("CACHED_TEI_FAULTS_REPORT")
     if target:
         Path(target).write_text(json.dumps([t.as_dict() for t in _TALLIES], indent=2, default=str))
@@ -110,7 +122,9 @@ def nginx_binary() -> str | None:
 class Cluster:
     """Real nginx (the generated nginx.conf) in front of TEI emulator processes."""
 
-    def __init__(self, tmp: Path, replicas: int = 3, config: EmulatorConfig = FAST_TEI, **env: str) -> None:
+    def __init__(
+        self, tmp: Path, replicas: int = 3, config: EmulatorConfig = FAST_TEI, **env: str
+    ) -> None:
         from tests.stack.conftest import _load_generator
         from tests.stack.test_nginx import Nginx
 
@@ -122,7 +136,9 @@ class Cluster:
         self.replicas = [EmulatorProcess(config).start() for _ in range(replicas)]
         gen = _load_generator()
         values = gen.parse_dotenv((REPO / "stack" / ".env.example").read_text(encoding="utf-8"))
-        values.update(TEI_VARIANT="cpu", GPU_IDS="", TEI_REPLICAS=str(replicas), NGINX_FAIL_TIMEOUT="2s")
+        values.update(
+            TEI_VARIANT="cpu", GPU_IDS="", TEI_REPLICAS=str(replicas), NGINX_FAIL_TIMEOUT="2s"
+        )
         values.update(env)
         settings = gen.Settings.from_env(values)
         self.nginx = None
@@ -189,20 +205,25 @@ def proxy_available() -> bool:
     import importlib.util
 
     try:
-        return importlib.util.find_spec("cached_tei.cli") is not None and importlib.util.find_spec(
-            "cached_tei.proxy.app"
-        ) is not None
+        return (
+            importlib.util.find_spec("cached_tei.cli") is not None
+            and importlib.util.find_spec("cached_tei.proxy.app") is not None
+        )
     except ImportError:
         return False
 
 
-needs_proxy = pytest.mark.skipif(not proxy_available(), reason="the proxy (cached_tei.cli) is not there yet")
+needs_proxy = pytest.mark.skipif(
+    not proxy_available(), reason="the proxy (cached_tei.cli) is not there yet"
+)
 
 
 class ProxyProcess:
     """``cached-tei serve`` in a subprocess; its output goes to a log file the test can read."""
 
-    def __init__(self, tmp: Path, tei_url: str, *, qdrant_path: Path | None = None, **env: str) -> None:
+    def __init__(
+        self, tmp: Path, tei_url: str, *, qdrant_path: Path | None = None, **env: str
+    ) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.log_path = tmp / f"proxy-{self.port}.log"
@@ -229,9 +250,20 @@ class ProxyProcess:
     def start(self, timeout: float = 30.0) -> "ProxyProcess":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from cached_tei.cli import main; sys.exit(main())",
-             "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-c",
+                "import sys; from cached_tei.cli import main; sys.exit(main())",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            cwd=self.tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -300,7 +332,9 @@ def embedded_points(qdrant_path: Path) -> dict[str, tuple[list[float], dict[str,
             offset = None
             while True:
                 records, offset = shard.scroll(
-                    edge.ScrollRequest(offset=offset, limit=1000, with_payload=True, with_vector=True)
+                    edge.ScrollRequest(
+                        offset=offset, limit=1000, with_payload=True, with_vector=True
+                    )
                 )
                 for r in records:
                     vector = r.vector
@@ -314,7 +348,9 @@ def embedded_points(qdrant_path: Path) -> dict[str, tuple[list[float], dict[str,
     return out
 
 
-def check_points(points: dict[str, Any], config: EmulatorConfig, candidates: Sequence[str]) -> tuple[int, int]:
+def check_points(
+    points: dict[str, Any], config: EmulatorConfig, candidates: Sequence[str]
+) -> tuple[int, int]:
     """(stored entries whose text is known, wrong ones among them): every stored vector must
     equal the oracle's vector for the text its id is derived from."""
     from cached_tei.keys import point_id
@@ -347,10 +383,18 @@ class InThreadProxy:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
-                           server_header=False, timeout_graceful_shutdown=5)
+            uvicorn.Config(
+                self.app,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                server_header=False,
+                timeout_graceful_shutdown=5,
+            )
         )
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -62,7 +62,9 @@ class FakeQdrant:
             await asyncio.sleep(self.delay)
         if mode == "down" or (mode == "fail_writes" and write):
             self.failed[route] += 1
-            return web.json_response({"status": {"error": "injected fault"}, "time": 0.0}, status=500)
+            return web.json_response(
+                {"status": {"error": "injected fault"}, "time": 0.0}, status=500
+            )
         return await handler(request)
 
     # ------------------------------------------------------------------ routes
@@ -75,7 +77,8 @@ class FakeQdrant:
         with self._lock:
             if not self.backend.collection_exists(name):
                 return web.json_response(
-                    {"status": {"error": f"Not found: Collection `{name}` doesn't exist!"}}, status=404
+                    {"status": {"error": f"Not found: Collection `{name}` doesn't exist!"}},
+                    status=404,
                 )
             info = self.backend.get_collection(name)
         return _ok(info.model_dump(mode="json", exclude_none=True))
@@ -141,7 +144,11 @@ class FakeQdrant:
 
     def _cache_collections(self) -> list[Any]:
         # "cached_tei_<hash>" holds entries; "cached_tei-tei-info" holds each URL's last /info.
-        return [c for c in self.backend.get_collections().collections if c.name.startswith("cached_tei_")]
+        return [
+            c
+            for c in self.backend.get_collections().collections
+            if c.name.startswith("cached_tei_")
+        ]
 
     def points(self) -> dict[str, list[float]]:
         """Every cache entry's id -> vector, across the cache collections."""
@@ -169,7 +176,9 @@ class FakeQdrant:
         ready = threading.Event()
 
         async def setup() -> None:
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+            self._runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=0.2
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
             await site.start()

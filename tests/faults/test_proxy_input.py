@@ -27,18 +27,24 @@ from .conftest import _TALLIES, SPEC, InThreadProxy, Tally, needs_proxy
 
 pytestmark = [needs_proxy, pytest.mark.timeout(180)]
 
-CONFIG = EmulatorConfig(step_ms=1.0, per_text_ms=0.01, max_input_length=64, prompts={"query": "query: "})
+CONFIG = EmulatorConfig(
+    step_ms=1.0, per_text_ms=0.01, max_input_length=64, prompts={"query": "query: "}
+)
 FUZZ_EXAMPLES = 25  # per operation and generation mode (bounded: ~600 requests in all)
 TEI_PLAIN_STATUSES = {400, 401, 404, 405, 413, 415, 422}  # TEI's own non-JSON error answers
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorServer, InThreadProxy]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EmulatorServer, InThreadProxy]]:
     from cached_tei.proxy import ProxySettings
 
     tmp = tmp_path_factory.mktemp("proxy-input")
     with EmulatorServer(CONFIG) as tei:
-        settings = CachedTEISettings(tei_url=tei.url, qdrant_path=tmp / "q", retry_deadline=2, max_retries=2)
+        settings = CachedTEISettings(
+            tei_url=tei.url, qdrant_path=tmp / "q", retry_deadline=2, max_retries=2
+        )
         with InThreadProxy(settings, ProxySettings(max_inputs=64, max_body_bytes=100_000)) as proxy:
             yield tei, proxy
 
@@ -76,7 +82,8 @@ def _operations() -> list[Any]:
 
 def _expected_for(body: dict[str, Any], text: str) -> np.ndarray:
     return expected_vector(
-        CONFIG, text,
+        CONFIG,
+        text,
         normalize=body.get("normalize") if body.get("normalize") is not None else True,
         truncate=body.get("truncate"),
         truncation_direction=(body.get("truncation_direction") or "Right").capitalize(),
@@ -99,8 +106,14 @@ def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], m
     outcomes = FUZZ.extra.setdefault("outcomes", collections.Counter())
     generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
     for operation in _operations():
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=generation))
         def run(case: Any) -> None:
             FUZZ.sent += 1
@@ -111,18 +124,26 @@ def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], m
                 problems.append(f"{case.method} {case.path}: {exc!r:.200}")
                 return
             outcomes[f"{mode} {case.path} {response.status_code}"] += 1
-            problem = _shape_problem(case.path, response.status_code, response.headers, response.content)
+            problem = _shape_problem(
+                case.path, response.status_code, response.headers, response.content
+            )
             if problem:
                 FUZZ.failed += 1
                 problems.append(f"{case.method} {case.path} {case.body!r:.150}: {problem}")
-            if case.path == "/embed" and response.status_code == 200 and isinstance(case.body, dict):
+            if (
+                case.path == "/embed"
+                and response.status_code == 200
+                and isinstance(case.body, dict)
+            ):
                 inputs = case.body.get("inputs")
                 texts = [inputs] if isinstance(inputs, str) else inputs
                 if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
                     got = response.json()
                     for text, row in zip(texts, got):
                         try:
-                            good = np.array_equal(np.asarray(row, dtype=np.float32), _expected_for(case.body, text))
+                            good = np.array_equal(
+                                np.asarray(row, dtype=np.float32), _expected_for(case.body, text)
+                            )
                         except ValueError:
                             good = False  # the proxy answered where TEI refuses
                         if not good:
@@ -133,7 +154,9 @@ def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], m
 
         try:
             run()
-        except Unsatisfiable:  # no invalid input exists for a route without parameters (GET /health)
+        except (
+            Unsatisfiable
+        ):  # no invalid input exists for a route without parameters (GET /health)
             outcomes[f"{mode} {operation.path} (no such input)"] += 1
     assert not problems, "\n".join(problems[:20])
 
@@ -153,9 +176,17 @@ HOSTILE: dict[str, tuple[str, bytes, dict[str, str]]] = {
     "batch of token ids": ("/embed", b'{"inputs": [[101, 2023], [101]]}', {}),
     "negative token id": ("/embed", b'{"inputs": [-1]}', {}),
     "long text, truncate": ("/embed", json.dumps({"inputs": LONG, "truncate": True}).encode(), {}),
-    "long text, no truncate": ("/embed", json.dumps({"inputs": LONG, "truncate": False}).encode(), {}),
+    "long text, no truncate": (
+        "/embed",
+        json.dumps({"inputs": LONG, "truncate": False}).encode(),
+        {},
+    ),
     "body over the limit": ("/embed", json.dumps({"inputs": "x" * 150_000}).encode(), {}),
-    "too many inputs": ("/embed", json.dumps({"inputs": [f"t{i}" for i in range(65)]}).encode(), {}),
+    "too many inputs": (
+        "/embed",
+        json.dumps({"inputs": [f"t{i}" for i in range(65)]}).encode(),
+        {},
+    ),
     "invalid UTF-8": ("/embed", b'{"inputs": "caf\xc3\x28 \xff"}', {}),
     "lone surrogate": ("/embed", b'{"inputs": "a \\ud800 b"}', {}),
     "lone low surrogate": ("/embed", b'{"inputs": ["\\udc00"]}', {}),
@@ -183,18 +214,26 @@ HOSTILE: dict[str, tuple[str, bytes, dict[str, str]]] = {
     "openai nested": ("/v1/embeddings", b'{"input": [["a"]]}', {}),
     "openai lone surrogate": ("/v1/embeddings", b'{"input": "\\ud83d"}', {}),
     "forwarded, malformed": ("/tokenize", b'{"inputs": ', {}),
-    "forwarded, missing content type": ("/rerank", b'{"query": "a", "texts": ["b"]}', {"content-type": ""}),
+    "forwarded, missing content type": (
+        "/rerank",
+        b'{"query": "a", "texts": ["b"]}',
+        {"content-type": ""},
+    ),
 }
 
 
-def _send(client: httpx.Client, base: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+def _send(
+    client: httpx.Client, base: str, path: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
     sent = {"content-type": "application/json", **headers}
     sent = {k: v for k, v in sent.items() if v}
     return client.post(base + path, content=body, headers=sent, timeout=30)
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_input_gets_teis_answer(stack: tuple[EmulatorServer, InThreadProxy], name: str, tally: Tally) -> None:
+def test_hostile_input_gets_teis_answer(
+    stack: tuple[EmulatorServer, InThreadProxy], name: str, tally: Tally
+) -> None:
     """Each case: no 500, the same status and error type as TEI itself (the emulator), and, when
     it succeeds, TEI's own vectors."""
     tei, proxy = stack
@@ -230,7 +269,9 @@ def test_hostile_input_gets_teis_answer(stack: tuple[EmulatorServer, InThreadPro
                 assert tally.wrong == 0
 
 
-def test_too_long_without_truncation_says_to_truncate(stack: tuple[EmulatorServer, InThreadProxy]) -> None:
+def test_too_long_without_truncation_says_to_truncate(
+    stack: tuple[EmulatorServer, InThreadProxy],
+) -> None:
     tei, proxy = stack
     r = httpx.post(proxy.url + "/embed", json={"inputs": LONG, "truncate": False}, timeout=30)
     assert r.status_code == 422 and r.json()["error_type"] == "Validation"
@@ -238,18 +279,23 @@ def test_too_long_without_truncation_says_to_truncate(stack: tuple[EmulatorServe
 
 
 # ---------------------------------------------------------------------------- flood
-async def test_flood_of_concurrent_connections(stack: tuple[EmulatorServer, InThreadProxy], tally: Tally) -> None:
+async def test_flood_of_concurrent_connections(
+    stack: tuple[EmulatorServer, InThreadProxy], tally: Tally
+) -> None:
     """300 connections at once, each with its own request, while 200 more sit idle: every
     request gets TEI's vectors or a TEI-shaped error, nothing hangs, the proxy stays healthy."""
     tei, proxy = stack
     idle = []
     for _ in range(200):
         s = socket.create_connection(("127.0.0.1", proxy.port))
-        s.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        s.sendall(
+            b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         idle.append(s)
     statuses: collections.Counter[int] = collections.Counter()
     started = time.monotonic()
     try:
+
         async def one(i: int) -> None:
             texts = [f"flood {i}", f"flood {i % 10}"]
             async with httpx.AsyncClient(timeout=60) as client:  # one connection each

@@ -89,10 +89,15 @@ def test_sigterm_under_load_completes_in_flight_requests_and_drains(
         with httpx.Client() as client:
             r = client.post(f"{again.url}/embed", json={"inputs": every[:500]}, timeout=60)
         tally.check(tei.config, every[:500], r.json())
-        assert r.headers["x-cache-hits"] == str(len(every[:500])) and tei.embed_texts_computed == computed
+        assert (
+            r.headers["x-cache-hits"] == str(len(every[:500]))
+            and tei.embed_texts_computed == computed
+        )
 
 
-def test_sigkill_under_load_leaves_a_consistent_cache(tmp_path: Path, start_proxy, tally: Tally) -> None:
+def test_sigkill_under_load_leaves_a_consistent_cache(
+    tmp_path: Path, start_proxy, tally: Tally
+) -> None:
     """SIGKILL mid-traffic: the next start opens the store, and every entry it serves is right;
     what is missing was at most still queued."""
     with EmulatorServer(EmulatorConfig(step_ms=5.0, per_text_ms=0.1)) as tei:
@@ -143,7 +148,9 @@ def test_sigkill_under_load_leaves_a_consistent_cache(tmp_path: Path, start_prox
                 assert r.status_code == 200, r.text[:300]
                 tally.check(tei.config, part, r.json())
                 hits += int(r.headers["x-cache-hits"])
-        tally.extra.update(answered_texts=len(every), stored_after_kill=len(points), served_from_cache=hits)
+        tally.extra.update(
+            answered_texts=len(every), stored_after_kill=len(points), served_from_cache=hits
+        )
     assert known == len(points) and wrong == 0, "an entry that was never sent, or a wrong one"
     # every answered text that reached the store is served from it after the restart
     assert hits == stored_and_answered and stored_and_answered > 0

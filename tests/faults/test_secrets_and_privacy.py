@@ -33,7 +33,9 @@ pytestmark = pytest.mark.timeout(60)
 
 def _assert_no_secret(where: str, text: str) -> None:
     for secret in SECRETS:
-        assert secret not in text, f"{secret!r} leaked into {where}: ...{text[max(0, text.find(secret) - 80):][:200]}"
+        assert secret not in text, (
+            f"{secret!r} leaked into {where}: ...{text[max(0, text.find(secret) - 80) :][:200]}"
+        )
 
 
 def _log_text(caplog: pytest.LogCaptureFixture) -> str:
@@ -46,7 +48,9 @@ def _log_text(caplog: pytest.LogCaptureFixture) -> str:
 
 
 # ---------------------------------------------------------------------------- texts
-def test_embedded_cache_stores_no_text_by_default(tei: EmulatorServer, tmp_path: Path, tally: Tally) -> None:
+def test_embedded_cache_stores_no_text_by_default(
+    tei: EmulatorServer, tmp_path: Path, tally: Tally
+) -> None:
     texts = [f"confidential document number {i}" for i in range(50)]
     with CachedEmbedder(tei_url=tei.url, qdrant_path=tmp_path / "default") as embedder:
         tally.check(tei.config, texts, embedder.embed(texts).vectors)
@@ -57,9 +61,13 @@ def test_embedded_cache_stores_no_text_by_default(tei: EmulatorServer, tmp_path:
     raw = b"".join(p.read_bytes() for p in (tmp_path / "default").rglob("*") if p.is_file())
     assert b"confidential document" not in raw, "the text is somewhere in the store's files"
     # the control: with store_text=True the same inspection finds the texts
-    with CachedEmbedder(tei_url=tei.url, qdrant_path=tmp_path / "with_text", store_text=True) as embedder:
+    with CachedEmbedder(
+        tei_url=tei.url, qdrant_path=tmp_path / "with_text", store_text=True
+    ) as embedder:
         embedder.embed(texts)
-    stored = {payload.get("text") for _, payload in embedded_points(tmp_path / "with_text").values()}
+    stored = {
+        payload.get("text") for _, payload in embedded_points(tmp_path / "with_text").values()
+    }
     assert stored == set(texts)
 
 
@@ -74,17 +82,29 @@ def test_server_cache_stores_no_text_by_default(tei: EmulatorServer, tally: Tall
 
 
 # ---------------------------------------------------------------------------- engine secrets
-def test_engine_keys_absent_from_reprs_errors_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture, tally: Tally) -> None:
+def test_engine_keys_absent_from_reprs_errors_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tally: Tally
+) -> None:
     """TEI refuses the key (401) and Qdrant is down: the errors and every log line are free of keys."""
     caplog.set_level(logging.DEBUG)
     config = EmulatorConfig(step_ms=1.0, per_text_ms=0.01, api_key="the-real-tei-key")
     with EmulatorServer(config) as tei, FakeQdrant() as qdrant:
         qdrant.mode = "down"
-        embedder = CachedEmbedder(tei_url=tei.url, api_key=TEI_KEY, qdrant_url=qdrant.url,
-                                  qdrant_api_key=QDRANT_KEY, retry_deadline=1)
+        embedder = CachedEmbedder(
+            tei_url=tei.url,
+            api_key=TEI_KEY,
+            qdrant_url=qdrant.url,
+            qdrant_api_key=QDRANT_KEY,
+            retry_deadline=1,
+        )
         try:
-            for text in (repr(embedder), repr(embedder.settings), str(embedder.settings),
-                         embedder.settings.model_dump_json(), str(embedder.settings.model_dump())):
+            for text in (
+                repr(embedder),
+                repr(embedder.settings),
+                str(embedder.settings),
+                embedder.settings.model_dump_json(),
+                str(embedder.settings.model_dump()),
+            ):
                 _assert_no_secret("a repr or dump of the settings", text)
             with pytest.raises(TEIError) as caught:
                 embedder.embed(["hello"])
@@ -104,8 +124,12 @@ def test_adapter_keys_absent_from_reprs_and_serialisations(tmp_path: Path) -> No
     except ImportError:
         LangChainEmbeddings = None  # type: ignore[assignment]
     if LangChainEmbeddings is not None:
-        lc = LangChainEmbeddings(tei_url="http://127.0.0.1:9", api_key=TEI_KEY, qdrant_api_key=QDRANT_KEY,
-                                 qdrant_path=str(tmp_path / "lc"))
+        lc = LangChainEmbeddings(
+            tei_url="http://127.0.0.1:9",
+            api_key=TEI_KEY,
+            qdrant_api_key=QDRANT_KEY,
+            qdrant_path=str(tmp_path / "lc"),
+        )
         for text in (repr(lc), str(lc), lc.model_dump_json(), str(lc.model_dump())):
             _assert_no_secret("the LangChain adapter", text)
         checked += 1
@@ -114,8 +138,12 @@ def test_adapter_keys_absent_from_reprs_and_serialisations(tmp_path: Path) -> No
     except ImportError:
         LlamaEmbeddings = None  # type: ignore[assignment]
     if LlamaEmbeddings is not None:
-        li = LlamaEmbeddings(tei_url="http://127.0.0.1:9", api_key=TEI_KEY, qdrant_api_key=QDRANT_KEY,
-                             qdrant_path=str(tmp_path / "li"))
+        li = LlamaEmbeddings(
+            tei_url="http://127.0.0.1:9",
+            api_key=TEI_KEY,
+            qdrant_api_key=QDRANT_KEY,
+            qdrant_path=str(tmp_path / "li"),
+        )
         for text in (repr(li), str(li), str(li.to_dict()), li.to_json(), li.model_dump_json()):
             _assert_no_secret("the LlamaIndex adapter", text)
         checked += 1
@@ -136,8 +164,9 @@ def keyed_proxy(tei: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 @needs_proxy
-def test_proxy_refuses_missing_wrong_and_recased_keys(keyed_proxy: InThreadProxy, tei: EmulatorServer,
-                                                      caplog: pytest.LogCaptureFixture, tally: Tally) -> None:
+def test_proxy_refuses_missing_wrong_and_recased_keys(
+    keyed_proxy: InThreadProxy, tei: EmulatorServer, caplog: pytest.LogCaptureFixture, tally: Tally
+) -> None:
     url = keyed_proxy.url
     key = PROXY_KEYS[0]
     refused = {
@@ -156,13 +185,24 @@ def test_proxy_refuses_missing_wrong_and_recased_keys(keyed_proxy: InThreadProxy
     }
     with httpx.Client(timeout=10) as client:
         for name, headers in refused.items():
-            for route, body in (("/embed", {"inputs": "x"}), ("/v1/embeddings", {"input": "x"}), ("/tokenize", {"inputs": "x"})):
+            for route, body in (
+                ("/embed", {"inputs": "x"}),
+                ("/v1/embeddings", {"input": "x"}),
+                ("/tokenize", {"inputs": "x"}),
+            ):
                 r = client.post(url + route, json=body, headers=headers)
                 tally.fail()
-                assert r.status_code == 401 and r.content == b"", (name, route, r.status_code, r.text)
+                assert r.status_code == 401 and r.content == b"", (
+                    name,
+                    route,
+                    r.status_code,
+                    r.text,
+                )
             assert client.get(url + "/info", headers=headers).status_code == 401, name
         for k in PROXY_KEYS:
-            r = client.post(url + "/embed", json={"inputs": ["ok"]}, headers={"Authorization": f"Bearer {k}"})
+            r = client.post(
+                url + "/embed", json={"inputs": ["ok"]}, headers={"Authorization": f"Bearer {k}"}
+            )
             assert r.status_code == 200
             tally.check(tei.config, ["ok"], r.json())
         # public routes, as TEI: /health and /metrics need no key
@@ -170,13 +210,19 @@ def test_proxy_refuses_missing_wrong_and_recased_keys(keyed_proxy: InThreadProxy
         metrics = client.get(url + "/metrics")
         assert metrics.status_code == 200
         _assert_no_secret("the metrics", metrics.text)
-        _assert_no_secret("/info", client.get(url + "/info", headers={"Authorization": f"Bearer {key}"}).text)
-    assert not [r for r in tei.requests if not r.texts or r.texts == ["x"]], "a refused request reached TEI"
+        _assert_no_secret(
+            "/info", client.get(url + "/info", headers={"Authorization": f"Bearer {key}"}).text
+        )
+    assert not [r for r in tei.requests if not r.texts or r.texts == ["x"]], (
+        "a refused request reached TEI"
+    )
     _assert_no_secret("the proxy's logs", _log_text(caplog))
 
 
 @needs_proxy
-def test_proxy_key_comparison_is_constant_time(keyed_proxy: InThreadProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_key_comparison_is_constant_time(
+    keyed_proxy: InThreadProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every request compares the whole header against every key with hmac.compare_digest,
     whether it matches or not, so timing reveals neither which key nor how much matched."""
     import cached_tei.proxy.auth as auth
@@ -191,29 +237,46 @@ def test_proxy_key_comparison_is_constant_time(keyed_proxy: InThreadProxy, monke
     monkeypatch.setattr(auth.hmac, "compare_digest", counting)
     per_request = []
     with httpx.Client(timeout=10) as client:
-        for header in (f"Bearer {PROXY_KEYS[0]}", f"Bearer {PROXY_KEYS[1]}", "Bearer x", "", f"Bearer {PROXY_KEYS[0][:5]}"):
+        for header in (
+            f"Bearer {PROXY_KEYS[0]}",
+            f"Bearer {PROXY_KEYS[1]}",
+            "Bearer x",
+            "",
+            f"Bearer {PROXY_KEYS[0][:5]}",
+        ):
             calls.clear()
-            client.post(keyed_proxy.url + "/embed", json={"inputs": "timing"}, headers={"Authorization": header} if header else {})
+            client.post(
+                keyed_proxy.url + "/embed",
+                json={"inputs": "timing"},
+                headers={"Authorization": header} if header else {},
+            )
             per_request.append(len(calls))
     assert per_request == [len(PROXY_KEYS)] * 5, per_request
 
 
 @needs_proxy
-def test_upstream_key_absent_from_proxy_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture, tally: Tally) -> None:
+def test_upstream_key_absent_from_proxy_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tally: Tally
+) -> None:
     """TEI refuses the proxy's upstream key: the client's error and the logs do not show it."""
     from cached_tei.proxy import ProxySettings
 
     caplog.set_level(logging.DEBUG)
     config = EmulatorConfig(step_ms=1.0, per_text_ms=0.01, api_key="the-real-tei-key")
     with EmulatorServer(config) as tei:
-        settings = CachedTEISettings(tei_url=tei.url, qdrant_path=tmp_path / "q", api_key=TEI_KEY,
-                                     retry_deadline=1)
+        settings = CachedTEISettings(
+            tei_url=tei.url, qdrant_path=tmp_path / "q", api_key=TEI_KEY, retry_deadline=1
+        )
         with InThreadProxy(settings, ProxySettings(api_keys=PROXY_KEYS[0])) as server:
-            with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {PROXY_KEYS[0]}"}) as client:
-                responses = [client.post(server.url + "/embed", json={"inputs": ["a"]}),
-                             client.post(server.url + "/v1/embeddings", json={"input": ["a"]}),
-                             client.post(server.url + "/tokenize", json={"inputs": "a"}),
-                             client.get(server.url + "/info")]
+            with httpx.Client(
+                timeout=10, headers={"Authorization": f"Bearer {PROXY_KEYS[0]}"}
+            ) as client:
+                responses = [
+                    client.post(server.url + "/embed", json={"inputs": ["a"]}),
+                    client.post(server.url + "/v1/embeddings", json={"input": ["a"]}),
+                    client.post(server.url + "/tokenize", json={"inputs": "a"}),
+                    client.get(server.url + "/info"),
+                ]
                 metrics = client.get(server.url + "/metrics").text
     tally.fail(len(responses))
     for r in responses:

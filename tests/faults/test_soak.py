@@ -33,7 +33,9 @@ pytestmark = [needs_proxy, pytest.mark.timeout(int(SOAK_SECONDS * 2 + 120))]
 
 def _sample(proc: psutil.Process) -> dict[str, float]:
     status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ":" in line
+        line.split(":", 1)
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        if ":" in line
     )
     return {
         "rss_mb": proc.memory_info().rss / 2**20,
@@ -47,7 +49,9 @@ def _sample(proc: psutil.Process) -> dict[str, float]:
 
 def test_soak_mixed_traffic(tmp_path: Path, start_proxy, tally: Tally) -> None:
     with EmulatorServer(CONFIG) as tei:
-        proxy = start_proxy(tei.url, CACHED_TEI_LRU_BYTES=str(4 * 2**20), CACHED_TEI_WRITE_BATCH_SIZE="256")
+        proxy = start_proxy(
+            tei.url, CACHED_TEI_LRU_BYTES=str(4 * 2**20), CACHED_TEI_WRITE_BATCH_SIZE="256"
+        )
         process = psutil.Process(proxy.pid)
         seen: list[str] = [f"soak seed {i}" for i in range(200)]
         counter = iter(range(10**9))
@@ -86,13 +90,18 @@ def test_soak_mixed_traffic(tmp_path: Path, start_proxy, tally: Tally) -> None:
                             barrier.wait()
                         except threading.BrokenBarrierError:
                             return
-                        kind, texts = "concurrent identical", [f"soak hot {round_} {j}" for j in range(8)]
+                        kind, texts = (
+                            "concurrent identical",
+                            [f"soak hot {round_} {j}" for j in range(8)],
+                        )
                     else:
                         kind, texts = body_for(rng, round_)
                     try:
                         if kind == "openai":
-                            r = client.post(f"{proxy.url}/v1/embeddings",
-                                            json={"input": texts, "encoding_format": "base64"})
+                            r = client.post(
+                                f"{proxy.url}/v1/embeddings",
+                                json={"input": texts, "encoding_format": "base64"},
+                            )
                         else:
                             r = client.post(f"{proxy.url}/embed", json={"inputs": texts})
                     except httpx.HTTPError as exc:
@@ -106,7 +115,10 @@ def test_soak_mixed_traffic(tmp_path: Path, start_proxy, tally: Tally) -> None:
                         tally.extra.setdefault("errors", []).append(r.text[:120])
                         continue
                     if kind == "openai":
-                        rows = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in r.json()["data"]]
+                        rows = [
+                            np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+                            for d in r.json()["data"]
+                        ]
                     else:
                         rows = r.json()
                     tally.check(CONFIG, texts, rows)
@@ -145,10 +157,18 @@ def test_soak_mixed_traffic(tmp_path: Path, start_proxy, tally: Tally) -> None:
         after_hits = _sample(process)
         with httpx.Client() as client:
             metrics = client.get(f"{proxy.url}/metrics").text
-        pending = [line for line in metrics.splitlines() if line.startswith("cached_tei_write_queue_depth")]
-        tally.extra.update(seconds=SOAK_SECONDS, kinds=kinds, warm=_rounded(warm), end=_rounded(end),
-                           after_hits_only=_rounded(after_hits),
-                           tei_texts=tei.embed_texts_computed, queue=pending)
+        pending = [
+            line for line in metrics.splitlines() if line.startswith("cached_tei_write_queue_depth")
+        ]
+        tally.extra.update(
+            seconds=SOAK_SECONDS,
+            kinds=kinds,
+            warm=_rounded(warm),
+            end=_rounded(end),
+            after_hits_only=_rounded(after_hits),
+            tei_texts=tei.embed_texts_computed,
+            queue=pending,
+        )
     assert tally.failed == 0, tally.extra.get("errors", [])[:5]
     assert tally.wrong == 0
     assert tally.sent > 50

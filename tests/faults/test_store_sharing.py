@@ -23,16 +23,31 @@ from .fake_qdrant import FakeQdrant
 pytestmark = pytest.mark.timeout(90)
 
 
-def _worker(tei_url: str, store: str, prefix: str, calls: int, per_call: int, forever: bool = False):
+def _worker(
+    tei_url: str, store: str, prefix: str, calls: int, per_call: int, forever: bool = False
+):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    args = [sys.executable, "-m", "tests.faults._worker", tei_url, store, prefix, str(calls), str(per_call)]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.faults._worker",
+        tei_url,
+        store,
+        prefix,
+        str(calls),
+        str(per_call),
+    ]
     if forever:
         args.append("--forever")
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
-def test_second_opener_of_an_embedded_store_gets_a_clear_error(tei: EmulatorServer, tmp_path: Path, tally: Tally) -> None:
+def test_second_opener_of_an_embedded_store_gets_a_clear_error(
+    tei: EmulatorServer, tmp_path: Path, tally: Tally
+) -> None:
     store = tmp_path / "q"
     with CachedEmbedder(tei_url=tei.url, qdrant_path=store) as first:
         tally.check(tei.config, ["a", "b"], first.embed(["a", "b"]).vectors)
@@ -61,6 +76,7 @@ def test_one_embedded_store_many_threads(tei: EmulatorServer, tmp_path: Path, ta
     store = tmp_path / "q"
     every: set[str] = set()
     with CachedEmbedder(tei_url=tei.url, qdrant_path=store, write_batch_size=16) as embedder:
+
         def one(i: int) -> None:
             texts = [f"shared {(i * 5 + j) % 300}" for j in range(20)] + [f"shared {i % 7}"] * 3
             every.update(texts)
@@ -71,8 +87,12 @@ def test_one_embedded_store_many_threads(tei: EmulatorServer, tmp_path: Path, ta
         stats = embedder.stats
     points = embedded_points(store)
     known, wrong = check_points(points, tei.config, sorted(every))
-    tally.extra.update(distinct=len(every), stored=len(points), coalesced=stats.coalesced,
-                       tei_texts=tei.embed_texts_computed)
+    tally.extra.update(
+        distinct=len(every),
+        stored=len(points),
+        coalesced=stats.coalesced,
+        tei_texts=tei.embed_texts_computed,
+    )
     assert len(points) == known == len(every)
     assert wrong == 0 and tally.wrong == 0 and tally.failed == 0
     assert tei.embed_texts_computed == len(every), "a text was computed twice"
@@ -101,7 +121,9 @@ def test_two_processes_share_one_qdrant_server(tei: EmulatorServer, tally: Tally
     assert tally.wrong == 0
 
 
-def test_process_killed_mid_write_leaves_a_consistent_store(tei: EmulatorServer, tmp_path: Path, tally: Tally) -> None:
+def test_process_killed_mid_write_leaves_a_consistent_store(
+    tei: EmulatorServer, tmp_path: Path, tally: Tally
+) -> None:
     """SIGKILL a process while it writes to the embedded store: the next opener works, every
     entry it serves is right (no half-written entry), and it loses at most the queued writes."""
     store = tmp_path / "q"
@@ -123,7 +145,9 @@ def test_process_killed_mid_write_leaves_a_consistent_store(tei: EmulatorServer,
     with CachedEmbedder(tei_url=tei.url, qdrant_path=store, lru_bytes=0) as after:
         result = after.embed(texts)
         tally.check(tei.config, texts, result.vectors)
-    tally.extra.update(calls_before_kill=done, entries_after_kill=len(points), hits_after=result.hits)
+    tally.extra.update(
+        calls_before_kill=done, entries_after_kill=len(points), hits_after=result.hits
+    )
     assert known == len(points) and wrong == 0
     assert len(points) > 0, "nothing survived the crash"
     assert result.hits == len(points)

@@ -23,8 +23,15 @@ from .conftest import FAST_TEI, Cluster, Tally, free_port
 pytestmark = [pytest.mark.nginx, pytest.mark.timeout(120)]
 
 
-def _load(embedder: CachedEmbedder, tally: Tally, tag: str, calls: int, workers: int,
-          on_done=None, texts_per_call: int = 4) -> None:
+def _load(
+    embedder: CachedEmbedder,
+    tally: Tally,
+    tag: str,
+    calls: int,
+    workers: int,
+    on_done=None,
+    texts_per_call: int = 4,
+) -> None:
     """``calls`` embed calls of distinct texts, ``workers`` at a time; on_done(k) after the k-th."""
     done = 0
     lock = threading.Lock()
@@ -50,7 +57,9 @@ def _load(embedder: CachedEmbedder, tally: Tally, tag: str, calls: int, workers:
             f.result()
 
 
-def test_replica_killed_mid_run_then_restarted(cluster: Cluster, tmp_path: Path, tally: Tally) -> None:
+def test_replica_killed_mid_run_then_restarted(
+    cluster: Cluster, tmp_path: Path, tally: Tally
+) -> None:
     """SIGKILL one of three replicas under load, restart it later: no failed call, no wrong or
     missing vector, and the restarted replica takes traffic again."""
     victim = cluster.replicas[1]
@@ -85,7 +94,9 @@ def test_replica_killed_mid_run_then_restarted(cluster: Cluster, tmp_path: Path,
     assert served_after_restart > 0, "traffic never returned to the restarted replica"
 
 
-def test_every_replica_overloaded_for_a_while(cluster: Cluster, tmp_path: Path, tally: Tally) -> None:
+def test_every_replica_overloaded_for_a_while(
+    cluster: Cluster, tmp_path: Path, tally: Tally
+) -> None:
     """All replicas answer 429 for ~2 s: calls wait (retry with backoff) and all succeed;
     nginx passes 429 through (no retry at nginx, no 502 cascade)."""
     for r in cluster.replicas:
@@ -110,12 +121,16 @@ def test_every_replica_overloaded_for_a_while(cluster: Cluster, tmp_path: Path, 
     assert statuses.count(429) == tally.retried
 
 
-def test_overload_that_never_clears_ends_in_tei_error(cluster: Cluster, tmp_path: Path, tally: Tally) -> None:
+def test_overload_that_never_clears_ends_in_tei_error(
+    cluster: Cluster, tmp_path: Path, tally: Tally
+) -> None:
     """Bounded retries and a total deadline: TEI's own 429 comes back, never a short list."""
     for r in cluster.replicas:
         r.inject(Fault(kind="status", status=429, count=100_000))
     # (a) the retry budget ends it: max_retries=3 -> exactly 4 attempts
-    embedder = CachedEmbedder(tei_url=cluster.url, qdrant_path=tmp_path / "q1", max_retries=3, retry_deadline=60)
+    embedder = CachedEmbedder(
+        tei_url=cluster.url, qdrant_path=tmp_path / "q1", max_retries=3, retry_deadline=60
+    )
     try:
         with pytest.raises(TEIError) as caught:
             embedder.embed(["never", "clears"])
@@ -128,7 +143,9 @@ def test_overload_that_never_clears_ends_in_tei_error(cluster: Cluster, tmp_path
     assert "Gave up after 4 attempts" in str(caught.value)
     assert cluster.statuses().count(429) == 4
     # (b) the deadline ends it: 2 s, however many retries are left
-    embedder = CachedEmbedder(tei_url=cluster.url, qdrant_path=tmp_path / "q2", max_retries=1000, retry_deadline=2)
+    embedder = CachedEmbedder(
+        tei_url=cluster.url, qdrant_path=tmp_path / "q2", max_retries=1000, retry_deadline=2
+    )
     started = time.monotonic()
     try:
         with pytest.raises(TEIError) as caught:
@@ -175,7 +192,9 @@ def test_all_tei_down(cluster: Cluster, tmp_path: Path, tally: Tally) -> None:
     assert tally.wrong == 0
 
 
-def test_fully_cached_request_served_by_a_fresh_engine_while_tei_is_down(tmp_path: Path, tally: Tally) -> None:
+def test_fully_cached_request_served_by_a_fresh_engine_while_tei_is_down(
+    tmp_path: Path, tally: Tally
+) -> None:
     """A process (re)started during a TEI outage: its cached texts should still be served."""
     from tests.tei_emulator import EmulatorServer
 

@@ -32,8 +32,13 @@ def _ports(svc: dict) -> list[dict]:
         else:  # short syntax [HOST_IP:]PUBLISHED:TARGET
             parts = str(p).split(":")
             host_ip = parts[0] if len(parts) == 3 else "0.0.0.0"
-            out.append({"host_ip": host_ip, "published": parts[-2] if len(parts) >= 2 else None,
-                        "target": parts[-1]})
+            out.append(
+                {
+                    "host_ip": host_ip,
+                    "published": parts[-2] if len(parts) >= 2 else None,
+                    "target": parts[-1],
+                }
+            )
     return out
 
 
@@ -50,7 +55,9 @@ def compose_problems(compose: dict, settings) -> list[str]:
         for dep, cond in items:
             if dep not in services:
                 problems.append(f"{name}: depends_on names unknown service {dep!r}")
-            elif (cond or {}).get("condition") == "service_healthy" and "healthcheck" not in services[dep]:
+            elif (cond or {}).get(
+                "condition"
+            ) == "service_healthy" and "healthcheck" not in services[dep]:
                 problems.append(f"{name}: waits for {dep} healthy but {dep} has no healthcheck")
             if dep == name:
                 problems.append(f"{name}: depends on itself")
@@ -80,9 +87,8 @@ def compose_problems(compose: dict, settings) -> list[str]:
     seen_gpus: list[str] = []
     for name, svc in services.items():
         devices = (
-            (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices")
-            or []
-        )
+            ((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
+        ).get("devices") or []
         for dev in devices:
             if "count" in dev and "device_ids" in dev:
                 problems.append(f"{name}: device reservation has both count and device_ids")
@@ -104,18 +110,25 @@ def compose_problems(compose: dict, settings) -> list[str]:
         svc = services[name]
         tag = image_tag(svc["image"]) or ""
         if settings.cpu != tag.startswith("cpu-"):
-            problems.append(f"{name}: image tag {tag!r} does not match variant {settings.tei_variant}")
+            problems.append(
+                f"{name}: image tag {tag!r} does not match variant {settings.tei_variant}"
+            )
         if "tei-models:/data" not in (svc.get("volumes") or []):
             problems.append(f"{name}: does not mount the shared model volume at /data")
         if svc.get("ports"):
             problems.append(f"{name}: TEI must not be published")
-        if i > 0 and (svc.get("depends_on") or {}).get("tei-0", {}).get("condition") != "service_healthy":
+        if (
+            i > 0
+            and (svc.get("depends_on") or {}).get("tei-0", {}).get("condition") != "service_healthy"
+        ):
             problems.append(f"{name}: does not wait for tei-0 to be healthy")
 
     # published ports: exactly what .env asks, loopback-only for nginx and qdrant
     expected: dict[str, list[tuple[str, str]]] = {
         "proxy": [(settings.proxy_bind, str(settings.proxy_port))],
-        "nginx": [("127.0.0.1", str(settings.nginx_publish_port))] if settings.nginx_publish_port else [],
+        "nginx": [("127.0.0.1", str(settings.nginx_publish_port))]
+        if settings.nginx_publish_port
+        else [],
         "qdrant": [],
     }
     if settings.qdrant_publish_port:

@@ -60,7 +60,9 @@ def test_runs_as_non_root(instructions):
     assert final not in ("root", "0"), final
     # USER comes after the last RUN that needs root (the install)
     words = [w for w, _ in instructions]
-    assert max(i for i, w in enumerate(words) if w == "USER") > max(i for i, w in enumerate(words) if w == "RUN")
+    assert max(i for i, w in enumerate(words) if w == "USER") > max(
+        i for i, w in enumerate(words) if w == "RUN"
+    )
 
 
 def test_installs_the_package_with_the_proxy_extra(instructions):

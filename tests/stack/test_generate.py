@@ -50,7 +50,9 @@ def test_committed_files_equal_generator_output(gen, example_env):
     files = gen.generate(gen.Settings.from_env(example_env))
     for name, content in files.items():
         committed = (STACK / name).read_text(encoding="utf-8")
-        assert committed == content, f"stack/{name} drifted: run python stack/generate.py --env stack/.env.example"
+        assert committed == content, (
+            f"stack/{name} drifted: run python stack/generate.py --env stack/.env.example"
+        )
 
 
 def test_cli_writes_and_checks(tmp_path):
@@ -62,15 +64,20 @@ def test_cli_writes_and_checks(tmp_path):
     ok = subprocess.run(cmd + ["--out", str(STACK), "--check"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "nginx.conf").write_text("stale\n")
-    stale = subprocess.run(cmd + ["--out", str(tmp_path), "--check"], capture_output=True, text=True)
+    stale = subprocess.run(
+        cmd + ["--out", str(tmp_path), "--check"], capture_output=True, text=True
+    )
     assert stale.returncode == 1 and "nginx.conf" in stale.stderr
 
 
 def test_cli_reports_bad_env(tmp_path):
     bad = tmp_path / ".env"
     bad.write_text("MODEL_ID=x\nTEI_VERSION=latest\n")
-    out = subprocess.run([sys.executable, str(STACK / "generate.py"), "--env", str(bad), "--out", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(STACK / "generate.py"), "--env", str(bad), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "TEI_VERSION" in out.stderr
     assert not (tmp_path / "compose.yml").exists()
 
@@ -126,7 +133,9 @@ def test_gpu_uuids_and_plain_variant(gen, validator, example_env):
     env = dict(example_env, GPU_IDS="GPU-1a2b, GPU-3c4d", TEI_VARIANT="plain")
     s, c = _check(gen, validator, env)
     assert c["services"]["tei-1"]["image"].endswith(":1.9.3")
-    assert c["services"]["tei-1"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["GPU-3c4d"]
+    assert c["services"]["tei-1"]["deploy"]["resources"]["reservations"]["devices"][0][
+        "device_ids"
+    ] == ["GPU-3c4d"]
 
 
 def test_cpu_replicas(gen, validator, example_env):
@@ -149,7 +158,13 @@ def test_remote_upstreams(gen, validator, example_env):
 
 
 def test_remote_only(gen, validator, example_env):
-    env = dict(example_env, TEI_VARIANT="cpu", GPU_IDS="", TEI_REPLICAS="0", TEI_REMOTE_UPSTREAMS="10.0.0.12:8080")
+    env = dict(
+        example_env,
+        TEI_VARIANT="cpu",
+        GPU_IDS="",
+        TEI_REPLICAS="0",
+        TEI_REMOTE_UPSTREAMS="10.0.0.12:8080",
+    )
     s, c = _check(gen, validator, env)
     assert not [n for n in c["services"] if n.startswith("tei-")]
     assert "depends_on" not in c["services"]["nginx"]
@@ -157,29 +172,48 @@ def test_remote_only(gen, validator, example_env):
 
 
 def test_external_qdrant(gen, validator, example_env):
-    env = dict(example_env, QDRANT_URL="https://qdrant.internal:6333/", QDRANT_SHARDS="6",
-               QDRANT_REPLICATION_FACTOR="2")
+    env = dict(
+        example_env,
+        QDRANT_URL="https://qdrant.internal:6333/",
+        QDRANT_SHARDS="6",
+        QDRANT_REPLICATION_FACTOR="2",
+    )
     s, c = _check(gen, validator, env)
     assert "qdrant" not in c["services"] and "qdrant-storage" not in c["volumes"]
     env_ = c["services"]["proxy"]["environment"]
     assert env_["CACHED_TEI_QDRANT_URL"] == "https://qdrant.internal:6333"
-    assert env_["CACHED_TEI_QDRANT_SHARDS"] == "6" and env_["CACHED_TEI_QDRANT_REPLICATION_FACTOR"] == "2"
+    assert (
+        env_["CACHED_TEI_QDRANT_SHARDS"] == "6"
+        and env_["CACHED_TEI_QDRANT_REPLICATION_FACTOR"] == "2"
+    )
     assert list(c["services"]["proxy"]["depends_on"]) == ["nginx"]
 
 
 def test_published_nginx_and_qdrant_are_loopback_only(gen, validator, example_env):
-    env = dict(example_env, NGINX_PUBLISH_PORT="8080", QDRANT_PUBLISH_PORT="6333",
-               QDRANT_GRPC_PUBLISH_PORT="6334", PROXY_BIND="127.0.0.1", PROXY_PORT="9000")
+    env = dict(
+        example_env,
+        NGINX_PUBLISH_PORT="8080",
+        QDRANT_PUBLISH_PORT="6333",
+        QDRANT_GRPC_PUBLISH_PORT="6334",
+        PROXY_BIND="127.0.0.1",
+        PROXY_PORT="9000",
+    )
     s, c = _check(gen, validator, env)
     assert c["services"]["nginx"]["ports"] == [
-        {"target": 80, "published": "8080", "host_ip": "127.0.0.1", "protocol": "tcp"}]
+        {"target": 80, "published": "8080", "host_ip": "127.0.0.1", "protocol": "tcp"}
+    ]
     assert [p["published"] for p in c["services"]["qdrant"]["ports"]] == ["6333", "6334"]
     assert c["services"]["proxy"]["ports"][0]["host_ip"] == "127.0.0.1"
 
 
 def test_secrets_are_references_never_values(gen, validator, example_env):
-    env = dict(example_env, HF_TOKEN="hf_secretvalue", TEI_API_KEY="tei-secret",
-               QDRANT_API_KEY="q-secret", PROXY_API_KEYS="a,b")
+    env = dict(
+        example_env,
+        HF_TOKEN="hf_secretvalue",
+        TEI_API_KEY="tei-secret",
+        QDRANT_API_KEY="q-secret",
+        PROXY_API_KEYS="a,b",
+    )
     s, c = _check(gen, validator, env)
     text = gen.render_compose(s) + gen.render_nginx_conf(s)
     for secret in ("hf_secretvalue", "tei-secret", "q-secret"):
@@ -190,12 +224,24 @@ def test_secrets_are_references_never_values(gen, validator, example_env):
 
 
 def test_tei_limits_reach_tei_nginx_and_proxy(gen, validator, example_env):
-    env = dict(example_env, TEI_PAYLOAD_LIMIT="8000000", TEI_MAX_CLIENT_BATCH_SIZE="64",
-               TEI_AUTO_TRUNCATE="false", MODEL_REVISION="abc123", TEI_DTYPE="float16", CACHE_TTL="86400")
+    env = dict(
+        example_env,
+        TEI_PAYLOAD_LIMIT="8000000",
+        TEI_MAX_CLIENT_BATCH_SIZE="64",
+        TEI_AUTO_TRUNCATE="false",
+        MODEL_REVISION="abc123",
+        TEI_DTYPE="float16",
+        CACHE_TTL="86400",
+    )
     s, c = _check(gen, validator, env)
     e = c["services"]["tei-0"]["environment"]
-    assert (e["PAYLOAD_LIMIT"], e["MAX_CLIENT_BATCH_SIZE"], e["AUTO_TRUNCATE"], e["REVISION"], e["DTYPE"]) == (
-        "8000000", "64", "false", "abc123", "float16")
+    assert (
+        e["PAYLOAD_LIMIT"],
+        e["MAX_CLIENT_BATCH_SIZE"],
+        e["AUTO_TRUNCATE"],
+        e["REVISION"],
+        e["DTYPE"],
+    ) == ("8000000", "64", "false", "abc123", "float16")
     assert c["services"]["proxy"]["environment"]["CACHED_TEI_TTL"] == "86400"
     assert c["services"]["proxy"]["environment"]["CACHED_TEI_MAX_PAYLOAD_BYTES"] == "8000000"
     assert "client_max_body_size 8000000;" in gen.render_nginx_conf(s)
@@ -230,12 +276,19 @@ def test_rules_catch_violations(gen, example_env):
     s = gen.Settings.from_env(dict(example_env, GPU_IDS="0,1"))
     c = gen.build_compose(s)
     c["services"]["tei-1"]["deploy"]["resources"]["reservations"]["devices"][0].update(
-        device_ids=["0"], count=1)
+        device_ids=["0"], count=1
+    )
     c["services"]["nginx"]["ports"] = ["8080:80"]
     c["services"]["qdrant"]["image"] = "qdrant/qdrant:latest"
     c["services"]["proxy"]["depends_on"]["ghost"] = {"condition": "service_started"}
     problems = "\n".join(compose_problems(c, s))
-    for expected in ("count and device_ids", "more than once", "beyond loopback", "not pinned", "ghost"):
+    for expected in (
+        "count and device_ids",
+        "more than once",
+        "beyond loopback",
+        "not pinned",
+        "ghost",
+    ):
         assert expected in problems
 
 
@@ -244,7 +297,14 @@ def test_dotenv_parser(gen):
         "# comment\n\nexport A=1\nB = two words  # trailing comment\nC='lit # $x'\n"
         'D="q\\"uote\\nline"\nE=\nF=a#b\n'
     )
-    assert env == {"A": "1", "B": "two words", "C": "lit # $x", "D": 'q"uote\nline', "E": "", "F": "a#b"}
+    assert env == {
+        "A": "1",
+        "B": "two words",
+        "C": "lit # $x",
+        "D": 'q"uote\nline',
+        "E": "",
+        "F": "a#b",
+    }
     with pytest.raises(gen.ConfigError):
         gen.parse_dotenv("NOEQUALS\n")
     with pytest.raises(gen.ConfigError):
@@ -261,10 +321,22 @@ def test_readme_covers_the_operations(gen):
     assert "python stack/generate.py" in readme
     for variant in gen.TEI_VARIANTS:
         assert f"`{variant}`" in readme, f"TEI_VARIANT {variant} missing from the GPU table"
-    for section in ("## Prerequisites", "## First start", "## Scaling", "## Adding hosts",
-                    "## External or clustered Qdrant", "## Monitoring", "## Upgrading the model"):
+    for section in (
+        "## Prerequisites",
+        "## First start",
+        "## Scaling",
+        "## Adding hosts",
+        "## External or clustered Qdrant",
+        "## Monitoring",
+        "## Upgrading the model",
+    ):
         assert section in readme
-    for setting in ("CACHED_TEI_URL", "CACHED_TEI_QDRANT_URL", "NGINX_PUBLISH_PORT", "QDRANT_PUBLISH_PORT"):
+    for setting in (
+        "CACHED_TEI_URL",
+        "CACHED_TEI_QDRANT_URL",
+        "NGINX_PUBLISH_PORT",
+        "QDRANT_PUBLISH_PORT",
+    ):
         assert setting in readme
 
 
@@ -280,8 +352,14 @@ def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, 
         known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
     env = dict(example_env)
     if variant == "everything":
-        env.update(TEI_API_KEY="k", QDRANT_SHARDS="3", QDRANT_REPLICATION_FACTOR="2", CACHE_TTL="3600",
-                   QDRANT_URL="https://q.example:6333", PROXY_LOG_LEVEL="debug")
+        env.update(
+            TEI_API_KEY="k",
+            QDRANT_SHARDS="3",
+            QDRANT_REPLICATION_FACTOR="2",
+            CACHE_TTL="3600",
+            QDRANT_URL="https://q.example:6333",
+            PROXY_LOG_LEVEL="debug",
+        )
     compose = gen.build_compose(gen.Settings.from_env(env))
     proxy_env = compose["services"]["proxy"]["environment"]
     unknown = sorted(set(proxy_env) - known)
@@ -298,4 +376,6 @@ def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, 
     assert core.tei_url == "http://nginx:80"
     assert proxy.log_level == env.get("PROXY_LOG_LEVEL", "info")
     if variant == "everything":
-        assert core.ttl == 3600 and core.qdrant_shards == 3 and core.api_key.get_secret_value() == "tk"
+        assert (
+            core.ttl == 3600 and core.qdrant_shards == 3 and core.api_key.get_secret_value() == "tk"
+        )

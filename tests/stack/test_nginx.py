@@ -28,8 +28,20 @@ def _settings(gen, example_env, **overrides):
 
 def _nginx_test(nginx_bin: str, prefix: Path, conf: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [nginx_bin, "-t", "-q", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "startup-error.log")],
-        capture_output=True, text=True, timeout=30,
+        [
+            nginx_bin,
+            "-t",
+            "-q",
+            "-p",
+            str(prefix),
+            "-c",
+            str(conf),
+            "-e",
+            str(prefix / "startup-error.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -39,14 +51,26 @@ class Nginx:
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(conf_text)
         self.proc = subprocess.Popen(
-            [nginx_bin, "-p", str(prefix), "-c", str(self.conf), "-e", str(prefix / "startup-error.log"),
-             "-g", "daemon off;"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                nginx_bin,
+                "-p",
+                str(prefix),
+                "-c",
+                str(self.conf),
+                "-e",
+                str(prefix / "startup-error.log"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.proc.stdout.read().decode()} {self.error_log()}")
+                raise RuntimeError(
+                    f"nginx exited: {self.proc.stdout.read().decode()} {self.error_log()}"
+                )
             try:
                 if httpx.get(f"{self.url}/nginx-health", timeout=1).status_code == 200:
                     return
@@ -82,8 +106,12 @@ def test_committed_nginx_conf_passes_nginx_t(nginx_bin, tmp_path):
     text = (Path(__file__).resolve().parents[2] / "stack" / "nginx.conf").read_text()
     text = text.replace("server tei-0:80 ", "server 127.0.0.1:9 ")
     # the container paths (user nginx, /var/run, /dev/std*) are swapped for writable ones
-    text = text.replace("user nginx;\n", "").replace("pid /var/run/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
-    text = text.replace("/dev/stderr", str(tmp_path / "error.log")).replace("/dev/stdout", str(tmp_path / "access.log"))
+    text = text.replace("user nginx;\n", "").replace(
+        "pid /var/run/nginx.pid;", f"pid {tmp_path}/nginx.pid;"
+    )
+    text = text.replace("/dev/stderr", str(tmp_path / "error.log")).replace(
+        "/dev/stdout", str(tmp_path / "access.log")
+    )
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         text = text.replace("http {\n", f"http {{\n    {kind}_temp_path {tmp_path / kind};\n", 1)
     (tmp_path / "nginx.conf").write_text(text)
@@ -104,7 +132,11 @@ def test_rendered_conf_passes_nginx_t(gen, example_env, nginx_bin, tmp_path, ove
     s = _settings(gen, example_env, **overrides)
     ups = [f"127.0.0.1:{9000 + i}" for i in range(len(s.upstreams))]
     conf = tmp_path / "nginx.conf"
-    conf.write_text(gen.render_nginx_conf(s, upstreams=ups, listen=f"127.0.0.1:{_free_port()}", runtime_dir=tmp_path))
+    conf.write_text(
+        gen.render_nginx_conf(
+            s, upstreams=ups, listen=f"127.0.0.1:{_free_port()}", runtime_dir=tmp_path
+        )
+    )
     out = _nginx_test(nginx_bin, tmp_path, conf)
     assert out.returncode == 0, out.stderr
 
@@ -112,11 +144,17 @@ def test_rendered_conf_passes_nginx_t(gen, example_env, nginx_bin, tmp_path, ove
 def test_conf_directives(gen, example_env):
     conf = gen.render_nginx_conf(_settings(gen, example_env))
     for directive in (
-        "least_conn;", "zone tei 64k;", "keepalive 64;", "proxy_http_version 1.1;",
-        'proxy_set_header Connection "";', "client_max_body_size 2000000;",
-        "proxy_connect_timeout 2s;", "proxy_read_timeout 300s;",
+        "least_conn;",
+        "zone tei 64k;",
+        "keepalive 64;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "client_max_body_size 2000000;",
+        "proxy_connect_timeout 2s;",
+        "proxy_read_timeout 300s;",
         "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;",
-        "proxy_next_upstream_tries 3;", "max_fails=3 fail_timeout=10s",
+        "proxy_next_upstream_tries 3;",
+        "max_fails=3 fail_timeout=10s",
     ):
         assert directive in conf, directive
     active = "\n".join(line.split("#")[0] for line in conf.splitlines())
@@ -133,8 +171,10 @@ def cluster(gen, example_env, nginx_bin, tmp_path):
     replicas = [emu.EmulatorServer(config, port=0).start() for _ in range(3)]
     s = _settings(gen, example_env, NGINX_FAIL_TIMEOUT="30s")
     conf = gen.render_nginx_conf(
-        s, upstreams=[f"127.0.0.1:{r.port}" for r in replicas],
-        listen=f"127.0.0.1:{_free_port()}", runtime_dir=tmp_path,
+        s,
+        upstreams=[f"127.0.0.1:{r.port}" for r in replicas],
+        listen=f"127.0.0.1:{_free_port()}",
+        runtime_dir=tmp_path,
     )
     nginx = None
     for _ in range(3):  # the free port may be taken between probe and bind
@@ -160,7 +200,9 @@ def _embed(client: httpx.Client, url: str, texts: list[str]) -> httpx.Response:
 def _assert_vectors(emu, config, texts, body):
     assert len(body) == len(texts)
     for text, vec in zip(texts, body):
-        np.testing.assert_array_equal(np.asarray(vec, dtype=np.float32), emu.expected_vector(config, text))
+        np.testing.assert_array_equal(
+            np.asarray(vec, dtype=np.float32), emu.expected_vector(config, text)
+        )
 
 
 def _run_load(url: str, n: int, workers: int, tag: str, on_done=None):
@@ -298,21 +340,39 @@ def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
         pytest.skip("the proxy (cached_tei.cli) is not there yet")
     emu, config, replicas, nginx = cluster
     port = _free_port()
-    env = dict(os.environ, CACHED_TEI_URL=nginx.url, XDG_CACHE_HOME=str(tmp_path / "cache"),
-               CACHED_TEI_QDRANT_PATH=str(tmp_path / "qdrant"), CACHED_TEI_LOG_LEVEL="warning")
+    env = dict(
+        os.environ,
+        CACHED_TEI_URL=nginx.url,
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        CACHED_TEI_QDRANT_PATH=str(tmp_path / "qdrant"),
+        CACHED_TEI_LOG_LEVEL="warning",
+    )
     for key in ("CACHED_TEI_QDRANT_URL", "CACHED_TEI_API_KEY", "CACHED_TEI_PROXY_API_KEYS"):
         env.pop(key, None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from cached_tei.cli import main; sys.exit(main())",
-         "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cached_tei.cli import main; sys.exit(main())",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"proxy exited {proc.returncode}: {proc.stdout.read().decode()[-3000:]}")
+                pytest.fail(
+                    f"proxy exited {proc.returncode}: {proc.stdout.read().decode()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -322,8 +382,12 @@ def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
             time.sleep(0.1)
         texts = [f"proxy text {i}" for i in range(50)] + ["proxy text 3"]  # > max_client_batch_size
         with httpx.Client() as c:
-            direct = c.post(f"{replicas[0].url}/embed", json={"inputs": texts[:32]}, timeout=30).json()
-            direct += c.post(f"{replicas[0].url}/embed", json={"inputs": texts[32:]}, timeout=30).json()
+            direct = c.post(
+                f"{replicas[0].url}/embed", json={"inputs": texts[:32]}, timeout=30
+            ).json()
+            direct += c.post(
+                f"{replicas[0].url}/embed", json={"inputs": texts[32:]}, timeout=30
+            ).json()
             first = c.post(f"{url}/embed", json={"inputs": texts}, timeout=60)
             assert first.status_code == 200, first.text[:500]
             assert first.json() == direct

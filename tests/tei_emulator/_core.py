@@ -182,7 +182,9 @@ def expected_vector(
         check_dimensions(config, dimensions)
     except TEIError as exc:
         raise ValueError(exc.message) from exc
-    return finish_vector(raw_vector(config.model_id, config.model_sha, config.dim, final), normalize, dimensions)
+    return finish_vector(
+        raw_vector(config.model_id, config.model_sha, config.dim, final), normalize, dimensions
+    )
 
 
 @dataclass(frozen=True)

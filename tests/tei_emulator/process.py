@@ -76,7 +76,9 @@ class EmulatorProcess:
                 pass
             if time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError(f"tei emulator did not answer /health on {self.url} within {timeout}s")
+                raise TimeoutError(
+                    f"tei emulator did not answer /health on {self.url} within {timeout}s"
+                )
             time.sleep(0.05)
 
     def _end(self, sig: int, timeout: float) -> None:
@@ -128,7 +130,10 @@ class EmulatorProcess:
         self._call(
             "POST",
             "/_emulator/faults",
-            [{"kind": f.kind, "status": f.status, "seconds": f.seconds, "count": f.count} for f in faults],
+            [
+                {"kind": f.kind, "status": f.status, "seconds": f.seconds, "count": f.count}
+                for f in faults
+            ],
         )
 
     def clear_faults(self) -> None:

@@ -236,7 +236,11 @@ class EmulatorState:
                 results = []
                 for e in batch:
                     vecs = [
-                        finish_vector(raw_vector(cfg.model_id, cfg.model_sha, cfg.dim, t), e.normalize, e.dimensions)
+                        finish_vector(
+                            raw_vector(cfg.model_id, cfg.model_sha, cfg.dim, t),
+                            e.normalize,
+                            e.dimensions,
+                        )
                         for t in e.texts
                     ]
                     results.append(np.stack(vecs))
@@ -279,7 +283,9 @@ class _App:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise _PlainError(413, "Failed to buffer the request body: length limit exceeded") from None
+            raise _PlainError(
+                413, "Failed to buffer the request body: length limit exceeded"
+            ) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -352,7 +358,9 @@ class _App:
             return self._tei_error(TEIError(etype, msg, status), openai)
         return web.Response(status=status, text=nginx_html(status), content_type="text/html")
 
-    async def _compute(self, texts: list[str], normalize: bool, truncate, direction, prompt_name, dimensions):
+    async def _compute(
+        self, texts: list[str], normalize: bool, truncate, direction, prompt_name, dimensions
+    ):
         """Validate, take permits, queue; returns (matrix, tokens, chars, timings)."""
         cfg = self.cfg
         n = len(texts)
@@ -373,7 +381,14 @@ class _App:
             queue = step_start - (t_tok + tokenization)
         finally:
             self.state.permits_in_use -= n
-        return matrix, total_tokens, sum(len(t) for t in texts), tokenization, max(queue, 0.0), inference
+        return (
+            matrix,
+            total_tokens,
+            sum(len(t) for t in texts),
+            tokenization,
+            max(queue, 0.0),
+            inference,
+        )
 
     def _headers(self, started, chars, tokens, tokenization, queue, inference) -> dict[str, str]:
         total = time.perf_counter() - started
@@ -419,23 +434,39 @@ class _App:
         texts, is_batch = _inputs(body, "input")
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
-            raise _deser_error(f"encoding_format: unknown variant `{fmt}`, expected `float` or `base64`")
+            raise _deser_error(
+                f"encoding_format: unknown variant `{fmt}`, expected `float` or `base64`"
+            )
         dimensions = _opt_uint(body, "dimensions")
         _opt_str(body, "model")
         _opt_str(body, "user")
-        rec.normalize, rec.truncate, rec.dimensions, rec.encoding_format = True, None, dimensions, fmt
+        rec.normalize, rec.truncate, rec.dimensions, rec.encoding_format = (
+            True,
+            None,
+            dimensions,
+            fmt,
+        )
         method = "batch" if is_batch else "single"
         self.state.metrics[f'te_request_count{{method="{method}"}}'] += 1
         if is_batch:
             self._batch_checks(texts)
-        matrix, tokens, chars, tok_t, q_t, inf_t = await self._compute(texts, True, None, "Right", None, dimensions)
+        matrix, tokens, chars, tok_t, q_t, inf_t = await self._compute(
+            texts, True, None, "Right", None, dimensions
+        )
         if fmt == "base64":
             data = [
-                {"object": "embedding", "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode(), "index": i}
+                {
+                    "object": "embedding",
+                    "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode(),
+                    "index": i,
+                }
                 for i, row in enumerate(matrix)
             ]
         else:
-            data = [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(matrix)]
+            data = [
+                {"object": "embedding", "embedding": row, "index": i}
+                for i, row in enumerate(matrix)
+            ]
         out = {
             "object": "list",
             "data": data,
@@ -479,7 +510,9 @@ class _App:
         if self.state.healthy:
             return web.Response(status=200)
         return web.Response(
-            status=503, body=orjson.dumps({"error": "unhealthy", "error_type": "Unhealthy"}), content_type=_JSON
+            status=503,
+            body=orjson.dumps({"error": "unhealthy", "error_type": "Unhealthy"}),
+            content_type=_JSON,
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -519,7 +552,9 @@ class _App:
 
     def _vec(self, text: str, truncate=None, direction="Right", prompt_name=None) -> np.ndarray:
         final, _ = prepare_text(self.cfg, text, truncate, direction, prompt_name)
-        return finish_vector(raw_vector(self.cfg.model_id, self.cfg.model_sha, self.cfg.dim, final), True, None)
+        return finish_vector(
+            raw_vector(self.cfg.model_id, self.cfg.model_sha, self.cfg.dim, final), True, None
+        )
 
     def _batch_checks(self, texts: list[str]) -> None:
         if not texts:
@@ -545,7 +580,13 @@ class _App:
                 start = final.index(word, pos)
                 pos = start + len(word)
                 toks.append(
-                    {"id": zlib.crc32(word.encode()) % 30522, "text": word, "special": False, "start": start, "stop": pos}
+                    {
+                        "id": zlib.crc32(word.encode()) % 30522,
+                        "text": word,
+                        "special": False,
+                        "start": start,
+                        "stop": pos,
+                    }
                 )
             out.append(toks)
         return out
@@ -553,7 +594,11 @@ class _App:
     def _rerank(self, body: dict) -> Any:
         query = body.get("query")
         texts = body.get("texts")
-        if not isinstance(query, str) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        if (
+            not isinstance(query, str)
+            or not isinstance(texts, list)
+            or not all(isinstance(t, str) for t in texts)
+        ):
             raise _deser_error("query/texts: invalid type")
         self._batch_checks(texts)
         raw = _opt_bool(body, "raw_scores", False)
@@ -594,9 +639,15 @@ class _App:
 
         if isinstance(inputs, str):
             return one(inputs)
-        if isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
+        if (
+            isinstance(inputs, list)
+            and len(inputs) == 2
+            and all(isinstance(x, str) for x in inputs)
+        ):
             return one(inputs)
-        if isinstance(inputs, list) and all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in inputs):
+        if isinstance(inputs, list) and all(
+            isinstance(x, list) and all(isinstance(s, str) for s in x) for x in inputs
+        ):
             self._batch_checks(inputs)
             return [one(x) for x in inputs]
         raise _deser_error("inputs: data did not match any variant of untagged enum PredictInput")
@@ -703,7 +754,9 @@ def build_app(state: EmulatorState) -> web.Application:
 
 async def serve(state: EmulatorState, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start the app on host:port; returns the runner and the bound port."""
-    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    runner = web.AppRunner(
+        build_app(state), access_log=None, handle_signals=False, shutdown_timeout=0.5
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
     await site.start()
@@ -737,7 +790,9 @@ class EmulatorServer:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                self._runner, self.port = loop.run_until_complete(serve(self._state, self.host, self.port))
+                self._runner, self.port = loop.run_until_complete(
+                    serve(self._state, self.host, self.port)
+                )
             except BaseException as exc:  # noqa: BLE001
                 error.append(exc)
                 ready.set()

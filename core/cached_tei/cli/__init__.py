@@ -29,8 +29,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-
-
 # ---------------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     from ..proxy.settings import ProxySettings

@@ -114,5 +114,3 @@ def run_cache_clear(args: argparse.Namespace) -> int:
     removed = asyncio.run(_with_engine(settings, clear))
     print(f"removed {removed} entries from {_store_name(settings)}")
     return 0
-
-

@@ -254,5 +254,3 @@ async def _embed_file(
         bar.close()
         await engine.aclose()  # drains the cache writes, also after an error
     return engine.stats.snapshot()
-
-

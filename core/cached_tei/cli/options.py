@@ -16,7 +16,6 @@ class CLIError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
-
 # ---------------------------------------------------------------------------- settings flags
 _SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys"})
 

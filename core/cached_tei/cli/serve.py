@@ -30,5 +30,3 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
-
-

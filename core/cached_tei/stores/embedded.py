@@ -112,7 +112,9 @@ class EmbeddedStore:
             hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
         )
         shard = edge.EdgeShard.create(str(folder / _SHARD_DIR), config)
-        shard.update(edge.UpdateOperation.create_field_index(CREATED, edge.PayloadSchemaType.Integer))
+        shard.update(
+            edge.UpdateOperation.create_field_index(CREATED, edge.PayloadSchemaType.Integer)
+        )
         # The description is written last: a folder without it is ignored, never half-served.
         description = {"namespace": namespace.descriptor(), "dimension": dimension}
         (folder / f"{_NAMESPACE_FILE}.tmp").write_text(json.dumps(description))
@@ -160,7 +162,10 @@ class EmbeddedStore:
         if not self._root.exists():
             return result
         for folder in sorted(self._root.iterdir()):
-            if not folder.name.startswith(f"{self._collection_prefix}_") or not (folder / _NAMESPACE_FILE).exists():
+            if (
+                not folder.name.startswith(f"{self._collection_prefix}_")
+                or not (folder / _NAMESPACE_FILE).exists()
+            ):
                 continue
             opened = self._open(folder.name)
             assert opened is not None

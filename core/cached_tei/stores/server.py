@@ -96,7 +96,9 @@ class QdrantServerStore:
         client = self.client()
         if not await client.collection_exists(self._info_collection):
             return None
-        records = await client.retrieve(self._info_collection, [url_key(tei_url)], with_payload=True)
+        records = await client.retrieve(
+            self._info_collection, [url_key(tei_url)], with_payload=True
+        )
         return records[0].payload["info"] if records and records[0].payload else None
 
     async def dimension(self, namespace: Namespace) -> int | None:
@@ -142,7 +144,9 @@ class QdrantServerStore:
                 await client.create_payload_index(
                     name, CREATED, field_schema=models.PayloadSchemaType.INTEGER
                 )
-            log.info("created cache collection %s (%d dimensions) in %s", name, dimension, self.location)
+            log.info(
+                "created cache collection %s (%d dimensions) in %s", name, dimension, self.location
+            )
             self._dimensions[name] = dimension
         elif existing != dimension:
             raise dimension_mismatch(name, existing, dimension)
@@ -211,11 +215,15 @@ class QdrantServerStore:
     async def prune(self, older_than: int) -> int:
         """Delete entries created before ``older_than`` (unix seconds); returns how many."""
         client = self.client()
-        expired = models.Filter(must=[models.FieldCondition(key=CREATED, range=models.Range(lt=older_than))])
+        expired = models.Filter(
+            must=[models.FieldCondition(key=CREATED, range=models.Range(lt=older_than))]
+        )
         removed = 0
         for collection in await self.collections():
             removed += (await client.count(collection.name, count_filter=expired, exact=True)).count
-            await client.delete(collection.name, points_selector=models.FilterSelector(filter=expired))
+            await client.delete(
+                collection.name, points_selector=models.FilterSelector(filter=expired)
+            )
         return removed
 
     async def clear(self) -> int:
