@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402
-from infra import Cluster  # noqa: E402
+import run
+from infra import Cluster
 
 
 def main() -> int:

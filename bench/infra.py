@@ -143,7 +143,7 @@ class Cluster:
         self.workdir = workdir / f"nginx-{replicas}x{dim}"
         self.nginx: Nginx | None = None
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         for r in self.replicas:
             r.start()
         self.nginx = Nginx(
@@ -175,7 +175,7 @@ class Cluster:
         for r in self.replicas:
             r.stop()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infra import make_texts  # noqa: E402
+from infra import make_texts
 
 
 async def run(spec: dict) -> dict:

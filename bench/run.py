@@ -30,18 +30,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import httpx  # noqa: E402
+import psutil  # noqa: E402
 from infra import (
     REPO,
     Cluster,
     free_port,
-    nginx_binary,
     make_texts,
+    nginx_binary,
     step_capacity,
     theoretical_capacity,
-)  # noqa: E402
-
-import httpx  # noqa: E402
-import psutil  # noqa: E402
+)
 
 PY = sys.executable
 # A folder holding a patched ``cached_tei`` package to measure instead of the installed one
@@ -79,7 +78,7 @@ class CPUWatch:
                 pass
         return total
 
-    def __enter__(self) -> "CPUWatch":
+    def __enter__(self) -> CPUWatch:
         self.t0 = time.perf_counter()
         self.sys0 = psutil.cpu_times()
         self.p0 = self._proc_cpu()

@@ -266,11 +266,11 @@ def child_open(backend: str, path: str) -> dict:
     try:
         be.open(path)
         n = be.count()
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         return {"opened": False, "error": short_err(e)}
     try:
         be.close()
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         pass
     return {"opened": True, "error": None, "count_seen": n}
 
@@ -355,7 +355,7 @@ def bench_backend(
                 "count_seen": other.count(),
             }
             other.close()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             res["second_open_same_process"] = {"opened": False, "error": short_err(e)}
         del other
         gc.collect()
@@ -446,7 +446,7 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
             box["n"] = len(be.retrieve(ids[:BATCH]))
             be.upsert([str(uuid.uuid4())], [vl[0]], [0])
             box["ok"] = True
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             box["err"] = short_err(e)
 
     th = threading.Thread(target=other_thread)
@@ -467,7 +467,7 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
                 be.upsert(extra_ids[k : k + BATCH], vl[:BATCH], [1] * BATCH)
                 k += BATCH
                 counters["upserts"] += BATCH
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append("writer " + short_err(e))
 
     def reader():
@@ -478,7 +478,7 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
                 if len(r) != BATCH:
                     errors.append(f"reader got {len(r)}")
                 counters["retrieves"] += BATCH
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append("reader " + short_err(e))
 
     ts = [
@@ -595,7 +595,7 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
         s2 = q.EdgeShard.load(p2)
         out["no_wal_second_open_same_process"] = {"opened": True, "error": None}
         s2.close()
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         out["no_wal_second_open_same_process"] = {"opened": False, "error": short_err(e)}
     out["no_wal_second_open_other_process"] = run_child(
         ["--_child", "open", "--backend", "edge", "--path", p2]
@@ -605,13 +605,13 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
     try:
         s1.count(q.CountRequest())
         out["use_after_close"] = "no error"
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         out["use_after_close"] = short_err(e)
     # create() on an existing shard folder
     try:
         q.EdgeShard.create(p2, cfg_nowal)
         out["create_on_existing"] = "no error"
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         out["create_on_existing"] = short_err(e)
     shutil.rmtree(p2, ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
@@ -745,7 +745,7 @@ def main():
                 results[dim][backend] = bench_backend(
                     backend, dim, args.n, ids, vec_np, vec_lists, workdir
                 )
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 errors[f"{backend}_{dim}"] = traceback.format_exc()[-2000:]
                 print(f"  FAILED: {short_err(e)}", flush=True)
         for metric in ("upsert_pts_per_s", "retrieve_pts_per_s"):
@@ -773,7 +773,7 @@ def main():
         print(f"[{time.perf_counter() - t_start:6.1f}s] edge thread/GIL probes ...", flush=True)
         try:
             probes = edge_thread_probes(workdir, dim=max(dims), n=args.n)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             errors["edge_probes"] = traceback.format_exc()[-2000:]
     meta["total_runtime_s"] = round(time.perf_counter() - t_start, 1)
 

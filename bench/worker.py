@@ -33,9 +33,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from infra import REPO, make_texts  # noqa: E402
-
 import numpy as np  # noqa: E402
+from infra import make_texts  # noqa: E402
 
 BATCH = 32
 MODEL = "emulator/all-MiniLM-L6-v2"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cached_tei import CachedEmbedder, CachedTEISettings
-from cached_tei.adapter import EmbedderHolder
 from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import (
@@ -19,6 +17,9 @@ from pydantic import (
     model_validator,
 )
 from typing_extensions import Self
+
+from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei.adapter import EmbedderHolder
 
 
 class CachedTEIEmbeddings(EmbedderHolder, BaseModel, Embeddings):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cached_tei import CachedEmbedder, CachedTEISettings
-from cached_tei.adapter import EmbedderHolder
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+
+from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei.adapter import EmbedderHolder
 
 DEFAULT_EMBED_BATCH_SIZE = 32
 """TEI's default ``--max-client-batch-size``; the engine splits larger batches anyway."""

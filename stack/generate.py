@@ -233,7 +233,7 @@ class Settings:
         return bool(self.qdrant_url)
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> "Settings":
+    def from_env(cls, env: dict[str, str]) -> Settings:
         d = cls()
         s = cls(
             project_name=env.get("COMPOSE_PROJECT_NAME", "").strip() or d.project_name,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import pickle
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -247,7 +247,7 @@ class ProxyProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 30.0) -> "ProxyProcess":
+    def start(self, timeout: float = 30.0) -> ProxyProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
@@ -404,7 +404,7 @@ class InThreadProxy:
     def engine(self) -> Any:
         return self.app.state.handlers.engine
 
-    def __enter__(self) -> "InThreadProxy":
+    def __enter__(self) -> InThreadProxy:
         self._thread.start()
         deadline = time.monotonic() + 20
         while not self._server.started:

@@ -160,7 +160,7 @@ class FakeQdrant:
         return out
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "FakeQdrant":
+    def start(self) -> FakeQdrant:
         app = web.Application(middlewares=[self._faults], client_max_size=64 * 2**20)
         r = app.router
         r.add_get("/collections", self._list)
@@ -208,7 +208,7 @@ class FakeQdrant:
         self._thread.join(10)
         self._loop = self._thread = self._runner = None
 
-    def __enter__(self) -> "FakeQdrant":
+    def __enter__(self) -> FakeQdrant:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -248,7 +248,7 @@ class Blackhole:
             conn.close()
         self._sock.close()
 
-    def __enter__(self) -> "Blackhole":
+    def __enter__(self) -> Blackhole:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .fake_qdrant import FakeQdrant
 from .conftest import Tally, check_points, embedded_points, needs_proxy
+from .fake_qdrant import FakeQdrant
 
 pytestmark = [needs_proxy, pytest.mark.timeout(120)]
 

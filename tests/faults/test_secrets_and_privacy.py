@@ -20,7 +20,7 @@ from cached_tei import CachedEmbedder, CachedTEISettings
 from cached_tei.errors import TEIError
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .conftest import FAST_TEI, InThreadProxy, Tally, embedded_points, needs_proxy
+from .conftest import InThreadProxy, Tally, embedded_points, needs_proxy
 from .fake_qdrant import FakeQdrant
 
 TEI_KEY = "tei-key-SECRET-0f9e8d"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cached_tei.proxy import ProxySettings
 
+from cached_tei.proxy import ProxySettings
 from tests.tei_emulator import EmulatorServer
 
 from .support import FAST, ProxyServer, engine_settings

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import uvicorn
+
 from cached_tei import CachedTEISettings
 from cached_tei.proxy import ProxySettings, create_app
-
 from tests.tei_emulator import EmulatorConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ class ProxyServer:
             self._thread = None
         self._sock.close()
 
-    def __enter__(self) -> ProxyServer:  # noqa: PYI034
+    def __enter__(self) -> ProxyServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

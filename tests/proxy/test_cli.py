@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from cached_tei.cli import main
 
+from cached_tei.cli import main
 from tests.tei_emulator import expected_vector
 
 from .support import FAST, REPO, run_cli, texts_sent

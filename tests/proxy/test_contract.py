@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from cached_tei.proxy.errors import STATUS_BY_TYPE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import response_schema_conformance
 
+from cached_tei.proxy.errors import STATUS_BY_TYPE
 from tests.tei_emulator import EmulatorServer
 
 from .support import FAST, ProxyServer, engine_settings

@@ -40,7 +40,7 @@ class EmulatorConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "EmulatorConfig":
+    def from_json(cls, text: str) -> EmulatorConfig:
         data = json.loads(text) if text else {}
         return cls(**data)
 

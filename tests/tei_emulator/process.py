@@ -41,7 +41,7 @@ class EmulatorProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout: float = 20.0) -> "EmulatorProcess":
+    def start(self, timeout: float = 20.0) -> EmulatorProcess:
         if self.proc is not None and self.proc.poll() is None:
             return self
         env = dict(os.environ)
@@ -103,7 +103,7 @@ class EmulatorProcess:
         """SIGKILL and wait."""
         self._end(signal.SIGKILL, 10.0)
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -780,7 +780,7 @@ class EmulatorServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         if self._thread is not None:
             return self
         loop = asyncio.new_event_loop()
@@ -793,7 +793,7 @@ class EmulatorServer:
                 self._runner, self.port = loop.run_until_complete(
                     serve(self._state, self.host, self.port)
                 )
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 error.append(exc)
                 ready.set()
                 loop.close()
@@ -830,7 +830,7 @@ class EmulatorServer:
             self._loop = None
             self._runner = None
 
-    def __enter__(self) -> "EmulatorServer":
+    def __enter__(self) -> EmulatorServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -57,7 +57,7 @@ class _Source:
         if self.path is None:
             opened: Any = nullcontext(sys.stdin.buffer)
         else:
-            opened = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+            opened = open(self.path, "rb")
         with opened as handle:
             for number, raw in enumerate(handle, 1):
                 line = raw.rstrip(b"\n")
@@ -104,7 +104,7 @@ class _JSONLWriter:
         self._stdout = target == "-"
         # open until close(): the file is written chunk by chunk
         self._handle: IO[bytes] = (
-            sys.stdout.buffer if self._stdout else open(target, "wb")  # noqa: SIM115
+            sys.stdout.buffer if self._stdout else open(target, "wb")
         )
 
     def write(

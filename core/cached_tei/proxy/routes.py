@@ -192,7 +192,7 @@ class Handlers:
             collections = await asyncio.wait_for(
                 engine.store.collections(), self.settings.qdrant_timeout
             )
-        except Exception as exc:  # noqa: BLE001 - the cache may be down; /info still answers
+        except Exception as exc:
             log.warning("could not count cache entries: %r", exc)
             return None
         return next((c.count for c in collections if c.name == collection), 0)
