@@ -3,17 +3,27 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test bench stack clean
+.PHONY: install test test-fast lint typecheck bench stack clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[all]" --group test --group bench
+	$(BIN)/python -m pip install --quiet -e ".[all]" --group test --group bench --group lint
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install  # everything but the soak and the heavier fault scenarios
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy -p cached_tei -p langchain_cached_tei -p llama_index_cached_tei
 
 bench: install
 	$(BIN)/python bench/run.py
