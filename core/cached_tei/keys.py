@@ -20,7 +20,8 @@ class EmbedOptions:
 
     ``instruction`` is prepended to every text before it is keyed and sent (e5/bge-style
     ``"query: "``); ``prompt_name`` is applied by TEI itself. ``truncate=None`` means the
-    server's ``--auto-truncate``.
+    server's ``--auto-truncate``. ``tenant`` gives a client its own namespace (the proxy sets
+    it per API key), so that clients never see each other's entries.
     """
 
     normalize: bool = True
@@ -29,6 +30,7 @@ class EmbedOptions:
     prompt_name: str | None = None
     dimensions: int | None = None
     instruction: str = ""
+    tenant: str | None = None
 
     @classmethod
     def from_settings(
@@ -71,6 +73,7 @@ class Namespace:
     truncation_direction: str
     prompt_name: str | None
     dimensions: int | None
+    tenant: str | None = None
 
     @classmethod
     def of(cls, info: TEIInfo, options: EmbedOptions) -> Namespace:
@@ -83,11 +86,15 @@ class Namespace:
             truncation_direction=options.truncation_direction,
             prompt_name=options.prompt_name,
             dimensions=options.dimensions,
+            tenant=options.tenant,
         )
 
     def descriptor(self) -> dict[str, Any]:
         """A JSON-able description, stored with the collection and checked when it is opened."""
-        return {"schema": NAMESPACE_SCHEMA, **asdict(self)}
+        described = {"schema": NAMESPACE_SCHEMA, **asdict(self)}
+        if self.tenant is None:  # namespaces without a tenant keep the digests they always had
+            del described["tenant"]
+        return described
 
     @cached_property
     def digest(self) -> str:

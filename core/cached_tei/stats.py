@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import bisect
+from dataclasses import dataclass, field, replace
+
+# Upper bounds (seconds) of the TEI request latency histogram: embedding requests take from a
+# few milliseconds (short texts on a GPU) to tens of seconds (long batches on a CPU).
+TEI_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
 
 
 @dataclass
@@ -29,6 +36,16 @@ class Stats:
     writes_dropped: int = 0
     bytes_written: int = 0
     pending_writes: int = 0
+    # Requests per latency bucket (not cumulative); the last counts those above every bound.
+    tei_latency_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(TEI_LATENCY_BUCKETS) + 1)
+    )
+
+    def observe_tei_request(self, seconds: float) -> None:
+        """Count one TEI request that took ``seconds``."""
+        self.tei_requests += 1
+        self.tei_seconds += seconds
+        self.tei_latency_counts[bisect.bisect_left(TEI_LATENCY_BUCKETS, seconds)] += 1
 
     @property
     def hit_ratio(self) -> float:
@@ -38,4 +55,4 @@ class Stats:
 
     def snapshot(self) -> Stats:
         """A copy that no longer changes."""
-        return replace(self)
+        return replace(self, tei_latency_counts=list(self.tei_latency_counts))

@@ -300,8 +300,7 @@ class TEIClient:
                 try:
                     return await self._send("POST", "/embed", content=body)
                 finally:
-                    self._stats.tei_requests += 1
-                    self._stats.tei_seconds += time.perf_counter() - started
+                    self._stats.observe_tei_request(time.perf_counter() - started)
 
         response = await self._with_retries(attempt)
         vectors = np.asarray(orjson.loads(response.content), dtype=np.float32)
