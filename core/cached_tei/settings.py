@@ -53,6 +53,11 @@ class CachedTEISettings(BaseSettings):
     max_payload_bytes: int = Field(
         2_000_000, ge=1024, description="Largest request body sent to TEI (its --payload-limit)."
     )
+    batch_window: float = Field(
+        0.002,
+        ge=0,
+        description="Seconds to wait for concurrent calls' misses to share a TEI request; 0 = off.",
+    )
 
     # --- what changes the vector (part of the cache namespace) ------------------------------
     normalize: bool = True
@@ -81,6 +86,8 @@ class CachedTEISettings(BaseSettings):
     write_batch_size: int = Field(512, ge=1, description="Vectors per Qdrant upsert.")
     breaker_threshold: int = Field(3, ge=1, description="Qdrant failures that open the breaker.")
     breaker_cooldown: float = Field(30.0, gt=0, description="Seconds Qdrant is skipped then.")
+    read_cache: bool = Field(True, description="Serve vectors from the cache (off: no-cache).")
+    write_cache: bool = Field(True, description="Keep new vectors in the cache (off: no-store).")
 
     @classmethod
     def from_attributes(cls, source: object) -> CachedTEISettings:
