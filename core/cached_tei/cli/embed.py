@@ -103,9 +103,7 @@ class _JSONLWriter:
         self._dumps = dumps
         self._stdout = target == "-"
         # open until close(): the file is written chunk by chunk
-        self._handle: IO[bytes] = (
-            sys.stdout.buffer if self._stdout else open(target, "wb")
-        )
+        self._handle: IO[bytes] = sys.stdout.buffer if self._stdout else open(target, "wb")
 
     def write(
         self, records: Sequence[tuple[dict[str, Any] | None, str]], vectors: np.ndarray
