@@ -429,7 +429,7 @@ def scenario_lru(spec: dict) -> dict:
     entries = 0
     for s in range(0, n, 1000):
         e.embed(texts[s : s + 1000])
-        mem = e._runtime.engine._memory  # the engine's LRU (cachetools.LRUCache)
+        mem = e._lease.engine._memory  # the engine's LRU (cachetools.LRUCache)
         worst = max(worst, int(mem.currsize))
         worst_vec = max(worst_vec, sum(v.nbytes for v in mem.values()))
         entries = len(mem)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 from collections.abc import Sequence
@@ -13,43 +12,34 @@ from .engine import EmbedResult, Engine
 from .errors import InputError
 from .keys import EmbedOptions
 from .loop import LoopThread
+from .runtime import RUNTIME
 from .settings import CachedTEISettings
 from .stats import Stats
 from .tei import TEIInfo
 
-log = logging.getLogger(__name__)
-
 Kind = Literal["query", "document"]
+KINDS: tuple[Kind, ...] = ("query", "document")
 
 
-class _Runtime:
-    """The loop thread and the engine on it, started on first use and closed once."""
+class _Lease:
+    """The engine a face uses, from its first call until it is closed."""
 
-    def __init__(self, settings: CachedTEISettings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
         self.loop: LoopThread | None = None
         self.engine: Engine | None = None
 
-    def start(self) -> tuple[LoopThread, Engine]:
-        with self._lock:
-            if self.loop is None or self.engine is None:
-                self.loop = LoopThread()
-                self.engine = Engine(self._settings)
-            return self.loop, self.engine
-
-    def close(self) -> None:
-        with self._lock:
+    def take(self) -> tuple[LoopThread, Engine] | None:
+        with self.mutex:
             loop, engine = self.loop, self.engine
             self.loop = self.engine = None
-        if loop is None or engine is None:
-            return
-        try:
-            loop.run(engine.aclose())
-        except Exception:
-            log.exception("closing cached-tei failed; some cache writes may be lost")
-        finally:
-            loop.stop()
+        return (loop, engine) if loop is not None and engine is not None else None
+
+
+def _release_collected(lease: _Lease) -> None:
+    taken = lease.take()
+    if taken is not None:
+        RUNTIME.release_soon(*taken)
 
 
 class CachedEmbedder:
@@ -58,7 +48,10 @@ class CachedEmbedder:
     Settings come from ``CACHED_TEI_*`` environment variables (see
     :class:`CachedTEISettings`), overridden by keyword arguments or a settings object.
     Nothing touches the network until the first call. Usable from plain code, threads,
-    and any event loop; all I/O runs on one private loop. Pending cache writes are drained
+    and any event loop; all I/O runs on one private loop. Every embedder of the process
+    shares one store per cache location, and embedders whose settings differ only in what
+    changes a vector (instructions, prompts, normalisation...) share one engine: its
+    memory, its connections, and each text computed once. Pending cache writes are drained
     by :meth:`flush`, :meth:`close`, the context managers, and at interpreter exit.
     """
 
@@ -68,8 +61,10 @@ class CachedEmbedder:
         elif overrides:
             settings = CachedTEISettings(**{**dict(settings), **overrides})
         self.settings = settings
-        self._runtime = _Runtime(settings)
-        self._finalizer = weakref.finalize(self, self._runtime.close)
+        self._options = {kind: EmbedOptions.from_settings(settings, kind) for kind in KINDS}
+        self._lease = _Lease()
+        self._final_stats = Stats()
+        self._finalizer = weakref.finalize(self, _release_collected, self._lease)
 
     def __repr__(self) -> str:
         store = self.settings.qdrant_url or f"embedded:{self.settings.qdrant_path}"
@@ -81,33 +76,73 @@ class CachedEmbedder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["settings"])  # type: ignore[misc]
 
+    def _engine(self) -> tuple[LoopThread, Engine]:
+        lease = self._lease
+        with lease.mutex:
+            if lease.loop is None or lease.engine is None:
+                lease.loop, lease.engine = RUNTIME.acquire(self.settings)
+            return lease.loop, lease.engine
+
+    def _call(
+        self, texts: Sequence[str], kind: Kind, read_cache: bool | None, write_cache: bool | None
+    ) -> tuple[LoopThread, Any]:
+        options = self._options.get(kind)
+        if options is None:
+            raise InputError(f"kind must be 'query' or 'document', got {kind!r}")
+        loop, engine = self._engine()
+        work = engine.embed(
+            texts,
+            options,
+            read_cache=self.settings.read_cache if read_cache is None else read_cache,
+            write_cache=self.settings.write_cache if write_cache is None else write_cache,
+        )
+        return loop, work
+
     # ------------------------------------------------------------------ sync
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed documents (with the document prompt/instruction); one vector per text."""
-        return self.embed(texts, kind="document").vectors.tolist()
+        vectors: list[list[float]] = self.embed(texts, kind="document").vectors.tolist()
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (with the query prompt/instruction)."""
-        return self.embed([_single(text)], kind="query").vectors[0].tolist()
+        vector: list[float] = self.embed([_single(text)], kind="query").vectors[0].tolist()
+        return vector
 
-    def embed(self, texts: Sequence[str], *, kind: Kind = "document") -> EmbedResult:
-        """Embed texts as queries or documents; the result keeps float32 vectors and counts."""
-        loop, engine = self._runtime.start()
-        return loop.run(engine.embed(texts, EmbedOptions.from_settings(self.settings, kind)))
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        read_cache: bool | None = None,
+        write_cache: bool | None = None,
+    ) -> EmbedResult:
+        """Embed texts as queries or documents; the result keeps float32 vectors and counts.
+
+        ``read_cache=False`` recomputes the texts and refreshes their entries;
+        ``write_cache=False`` keeps no new vector anywhere. None: the settings' default.
+        """
+        loop, work = self._call(texts, kind, read_cache, write_cache)
+        result: EmbedResult = loop.run(work)
+        return result
 
     def info(self) -> TEIInfo:
         """TEI's ``/info`` (fetched once)."""
-        loop, engine = self._runtime.start()
+        loop, engine = self._engine()
         return loop.run(engine.info())
 
     def flush(self) -> None:
         """Block until every computed vector is written to the cache."""
-        loop, engine = self._runtime.start()
+        loop, engine = self._engine()
         loop.run(engine.flush())
 
     def close(self) -> None:
-        """Drain pending writes and release connections. A later call starts afresh."""
-        self._runtime.close()
+        """Write pending vectors and let go of the engine (closed when no other embedder of
+        this process uses it). ``stats`` keep their final values; a later call starts afresh."""
+        taken = self._lease.take()
+        if taken is not None:
+            RUNTIME.release(*taken)
+            self._final_stats = taken[1].stats.snapshot()
 
     def __enter__(self) -> CachedEmbedder:
         return self
@@ -123,29 +158,43 @@ class CachedEmbedder:
     # ------------------------------------------------------------------ async
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`, from any event loop."""
-        return (await self.aembed(texts, kind="document")).vectors.tolist()
+        vectors: list[list[float]] = (await self.aembed(texts, kind="document")).vectors.tolist()
+        return vectors
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`, from any event loop."""
-        return (await self.aembed([_single(text)], kind="query")).vectors[0].tolist()
+        vector: list[float] = (await self.aembed([_single(text)], kind="query")).vectors[0].tolist()
+        return vector
 
-    async def aembed(self, texts: Sequence[str], *, kind: Kind = "document") -> EmbedResult:
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        read_cache: bool | None = None,
+        write_cache: bool | None = None,
+    ) -> EmbedResult:
         """Async :meth:`embed`, from any event loop."""
-        loop, engine = self._runtime.start()
-        options = EmbedOptions.from_settings(self.settings, kind)
-        return await loop.run_async(engine.embed(texts, options))
+        loop, work = self._call(texts, kind, read_cache, write_cache)
+        result: EmbedResult = await loop.run_async(work)
+        return result
+
+    async def ainfo(self) -> TEIInfo:
+        """Async :meth:`info`."""
+        loop, engine = self._engine()
+        return await loop.run_async(engine.info())
 
     async def aflush(self) -> None:
         """Async :meth:`flush`."""
-        loop, engine = self._runtime.start()
+        loop, engine = self._engine()
         await loop.run_async(engine.flush())
 
     async def aclose(self) -> None:
-        """Async :meth:`close`."""
-        loop, engine = self._runtime.loop, self._runtime.engine
-        if loop is not None and engine is not None:
-            await loop.run_async(engine.flush())
-        self._runtime.close()
+        """Async :meth:`close`; the caller's loop keeps running while the writes drain."""
+        taken = self._lease.take()
+        if taken is not None:
+            await RUNTIME.arelease(*taken)
+            self._final_stats = taken[1].stats.snapshot()
 
     async def __aenter__(self) -> CachedEmbedder:
         return self
@@ -161,9 +210,11 @@ class CachedEmbedder:
     # ------------------------------------------------------------------ state
     @property
     def stats(self) -> Stats:
-        """A snapshot of the counters (hits, misses, TEI requests, retries, cache errors...)."""
-        engine = self._runtime.engine
-        return engine.stats.snapshot() if engine is not None else Stats()
+        """A snapshot of the counters (hits, misses, TEI requests, retries, cache errors...)
+        of the engine this embedder uses, shared with the embedders that share it; after
+        :meth:`close`, their final values."""
+        engine = self._lease.engine
+        return engine.stats.snapshot() if engine is not None else self._final_stats
 
 
 def _single(text: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from .breaker import CircuitBreaker
-from .errors import InputError, StoreConfigurationError, TEIError
+from .errors import CachedTEIError, InputError, StoreConfigurationError, TEIError
 from .keys import EmbedOptions, Namespace, point_id
 from .settings import CachedTEISettings
 from .stats import Stats
@@ -106,7 +106,7 @@ class Engine:
             if settings.lru_bytes
             else None
         )
-        self._inflight: dict[tuple[str, str], asyncio.Future[np.ndarray]] = {}
+        self._inflight: dict[tuple[str, str], _Flight] = {}
         self._namespaces: dict[tuple[TEIInfo, EmbedOptions], Namespace] = {}
         self._remembered_info: TEIInfo | None = None
         self._probe_after = 0.0
@@ -156,8 +156,20 @@ class Engine:
             self._namespaces[(info, options)] = namespace
         return namespace
 
-    async def embed(self, texts: Sequence[str], options: EmbedOptions) -> EmbedResult:
-        """Vectors for ``texts``, from the cache where possible; all or nothing."""
+    async def embed(
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        *,
+        read_cache: bool = True,
+        write_cache: bool = True,
+    ) -> EmbedResult:
+        """Vectors for ``texts``, from the cache where possible; all or nothing.
+
+        ``read_cache=False`` recomputes every text and refreshes its entry (HTTP's
+        ``no-cache``); ``write_cache=False`` keeps nothing new anywhere, memory included
+        (``no-store``).
+        """
         prepared = prepare_texts(texts, options.instruction)
         if not prepared:
             return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
@@ -168,46 +180,54 @@ class Engine:
         inverse = [positions.setdefault(text, len(positions)) for text in prepared]
         unique = list(positions)
         self.stats.duplicates += len(prepared) - len(unique)
+        keys = [point_id(text) for text in unique]
 
         vectors: list[np.ndarray | None] = [None] * len(unique)
-        waiting: dict[int, asyncio.Future[np.ndarray]] = {}
-        owned: list[tuple[str, str, asyncio.Future[np.ndarray]]] = []
-        loop = asyncio.get_running_loop()
-        memory_hits = coalesced = 0
-        for index, text in enumerate(unique):
-            key = point_id(text)
-            vector = self._from_memory(collection, key)
-            if vector is not None:
-                vectors[index] = vector
-                memory_hits += 1
-                continue
-            future = self._inflight.get((collection, key))
-            if future is None:
-                future = loop.create_future()
-                future.add_done_callback(_consume_exception)
-                self._inflight[(collection, key)] = future
-                owned.append((text, key, future))
-            else:
-                coalesced += 1
-            waiting[index] = future
+        joined: list[tuple[int, _Flight]] = []
+        own: list[int] = []
+        memory_hits = 0
+        if read_cache:
+            for index, key in enumerate(keys):
+                vector = self._from_memory(collection, key)
+                if vector is not None:
+                    vectors[index] = vector
+                    memory_hits += 1
+                    continue
+                flight = self._inflight.get((collection, key))
+                if flight is None:
+                    own.append(index)
+                else:
+                    joined.append((index, flight))
+        else:
+            own = list(range(len(unique)))
 
         store_hits = 0
-        if owned:
-            # The fill runs as its own task so that a cancelled caller never strands
-            # other calls waiting on the same texts.
-            fill = self._in_background(self._fill(namespace, collection, options, owned))
-            store_hits = await asyncio.shield(fill)
-        pending = [future for future in waiting.values() if not future.done()]
-        if pending:  # texts another call is computing; this call's own are done by now
-            await asyncio.wait(pending)
-        for index, future in waiting.items():
-            vectors[index] = future.result()
+        if own:
+            flight = _Flight([keys[index] for index in own], read_store=read_cache)
+            # Only a call that reads and writes the cache computes texts for others.
+            if read_cache and write_cache:
+                for key in flight.keys:
+                    self._inflight[(collection, key)] = flight
+            # The work runs as its own task so that a cancelled caller never strands other
+            # calls waiting on the same texts.
+            work = self._resolve(
+                namespace, collection, options, [unique[i] for i in own], flight, write_cache
+            )
+            store_hits = await asyncio.shield(self._in_background(work))
+            for index, key in zip(own, flight.keys, strict=True):
+                vectors[index] = flight.vectors[key]
+        if joined:  # texts another call is computing
+            flights = {id(flight): flight.done for _, flight in joined}
+            await asyncio.wait(flights.values())
+            for index, flight in joined:
+                flight.done.result()  # the other call's error, if it failed
+                vectors[index] = flight.vectors[keys[index]]
 
         hits = memory_hits + store_hits
         self.stats.hits += hits
         self.stats.memory_hits += memory_hits
         self.stats.misses += len(unique) - hits
-        self.stats.coalesced += coalesced
+        self.stats.coalesced += len(joined)
         matrix = np.stack(vectors)  # type: ignore[arg-type]
         if len(unique) < len(prepared):
             matrix = matrix[inverse]
@@ -237,6 +257,7 @@ class Engine:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_consume_exception)  # its caller may have been cancelled
         return task
 
     async def _guarded(
@@ -289,37 +310,46 @@ class Engine:
         if self._memory is not None:
             self._memory[(collection, key)] = vector
 
-    async def _fill(
+    async def _resolve(
         self,
         namespace: Namespace,
         collection: str,
         options: EmbedOptions,
-        owned: list[tuple[str, str, asyncio.Future[np.ndarray]]],
+        texts: list[str],
+        flight: _Flight,
+        write_cache: bool,
     ) -> int:
-        """Resolve the futures of ``owned`` texts from Qdrant, then TEI; returns store hits."""
+        """Fill ``flight`` from Qdrant, then TEI, and settle it; returns the store hits."""
         try:
-            found = await self._lookup(namespace, [key for _, key, _ in owned])
-            missing = []
-            for text, key, future in owned:
-                vector = found.get(key)
-                if vector is None:
-                    missing.append((text, key, future))
-                else:
+            found = await self._lookup(namespace, flight.keys) if flight.read_store else {}
+            flight.vectors.update(found)
+            if write_cache:
+                for key, vector in found.items():
                     self._keep_in_memory(collection, key, vector)
-                    future.set_result(vector)
+            missing = [index for index, key in enumerate(flight.keys) if key not in found]
             if missing:
-                await self._compute(namespace, collection, options, missing)
+                await self._compute(
+                    namespace,
+                    collection,
+                    options,
+                    [texts[index] for index in missing],
+                    [flight.keys[index] for index in missing],
+                    flight,
+                    write_cache,
+                )
+            flight.done.set_result(None)
             return len(found)
-        except BaseException as exc:
-            for _, _, future in owned:
-                if not future.done():
-                    future.set_exception(exc)
-            if isinstance(exc, StoreConfigurationError):
-                raise
-            return 0
+        except Exception as exc:
+            flight.done.set_exception(exc)
+            raise
+        except BaseException:  # cancelled (the engine is closing): never strand the waiters
+            flight.done.set_exception(
+                CachedTEIError("the call computing these texts was cancelled; try again")
+            )
+            raise
         finally:
-            for _, key, future in owned:
-                if self._inflight.get((collection, key)) is future:
+            for key in flight.keys:
+                if self._inflight.get((collection, key)) is flight:
                     del self._inflight[(collection, key)]
 
     async def _compute(
@@ -327,19 +357,23 @@ class Engine:
         namespace: Namespace,
         collection: str,
         options: EmbedOptions,
-        missing: list[tuple[str, str, asyncio.Future[np.ndarray]]],
+        texts: list[str],
+        keys: list[str],
+        flight: _Flight,
+        write_cache: bool,
     ) -> None:
-        async def arrived(start: int, vectors: np.ndarray) -> None:
-            part = missing[start : start + len(vectors)]
-            ids = [key for _, key, _ in part]
-            rows = [row.copy() for row in vectors]
-            for (_, key, future), row in zip(part, rows):
-                self._keep_in_memory(collection, key, row)
-                future.set_result(row)
-            texts = [text for text, _, _ in part] if self.settings.store_text else None
-            await self._save(namespace, collection, ids, vectors, texts)
+        async def arrived(start: int, batch: np.ndarray) -> None:
+            part = keys[start : start + len(batch)]
+            for key, row in zip(part, batch, strict=True):
+                row = row.copy()  # a row of its own, so the cache holds no whole batch
+                flight.vectors[key] = row
+                if write_cache:
+                    self._keep_in_memory(collection, key, row)
+            if write_cache:
+                kept = texts[start : start + len(batch)] if self.settings.store_text else None
+                await self._save(namespace, collection, part, batch, kept)
 
-        await self.tei.embed([text for text, _, _ in missing], options, on_batch=arrived)
+        await self.tei.embed(texts, options, on_batch=arrived)
 
     async def _lookup(self, namespace: Namespace, keys: list[str]) -> dict[str, np.ndarray]:
         not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
@@ -379,8 +413,21 @@ class Engine:
             self.stats.writes_dropped += len(ids)
 
 
-def _consume_exception(future: asyncio.Future[np.ndarray]) -> None:
-    # Several calls may wait on one future; mark its exception retrieved so asyncio does
-    # not log "exception was never retrieved" when the owner's caller was cancelled.
+class _Flight:
+    """Texts one call is resolving; concurrent calls that need them wait on ``done``."""
+
+    __slots__ = ("done", "keys", "read_store", "vectors")
+
+    def __init__(self, keys: list[str], *, read_store: bool = True) -> None:
+        self.keys = keys
+        self.read_store = read_store
+        self.vectors: dict[str, np.ndarray] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.done.add_done_callback(_consume_exception)
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    # Several calls may wait on one flight (or none, when its caller was cancelled); mark
+    # its exception retrieved so asyncio does not log "exception was never retrieved".
     if not future.cancelled():
         future.exception()

@@ -15,6 +15,25 @@ class StoreConfigurationError(CachedTEIError):
     """The cache store cannot be used as configured (folder locked, collection mismatch)."""
 
 
+class StoreLockedError(StoreConfigurationError):
+    """The embedded cache folder is held by another process (qdrant-edge allows one opener).
+
+    ``holder`` describes that process (its PID and command) when it can be known.
+    """
+
+    def __init__(self, folder: str, holder: str | None) -> None:
+        self.folder = folder
+        self.holder = holder
+        who = holder or "another process"
+        super().__init__(
+            f"the embedded cache at {folder} is held by {who}; an embedded folder can be opened "
+            "by one process at a time. Either share a Qdrant server between processes "
+            "(docker run -d -p 6333:6333 qdrant/qdrant:v1.19.0, or the stack's Qdrant, then set "
+            "CACHED_TEI_QDRANT_URL=http://localhost:6333), or give each process its own folder "
+            "(CACHED_TEI_QDRANT_PATH)."
+        )
+
+
 class TEIError(CachedTEIError):
     """TEI (or the nginx in front of it) refused or failed a request.
 

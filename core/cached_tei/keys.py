@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any, Literal
 
+from .errors import InputError
 from .settings import CachedTEISettings, TruncationDirection
 from .tei import TEIInfo
 
@@ -37,6 +38,8 @@ class EmbedOptions:
         cls, settings: CachedTEISettings, kind: Literal["query", "document"]
     ) -> EmbedOptions:
         """The options for queries or documents, with that kind's prompt and instruction."""
+        if kind not in ("query", "document"):
+            raise InputError(f"kind must be 'query' or 'document', got {kind!r}")
         query = kind == "query"
         return cls(
             normalize=settings.normalize,

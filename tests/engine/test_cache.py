@@ -175,7 +175,7 @@ def test_expired_entries_are_misses_and_prune_removes_them(
     assert embedder.embed(["old"]).misses == 1
     assert sent_texts(tei) == ["old"]
     embedder.flush()
-    loop, engine = embedder._runtime.start()
+    loop, engine = embedder._engine()
     assert loop.run(engine.prune()) == 1  # "older" expired; "old" was just rewritten
 
 
@@ -184,7 +184,7 @@ def test_a_collection_of_another_namespace_is_refused(make_embedder, tei, qdrant
 
     embedder = make_embedder(lru_bytes=0)
     embedder.embed_documents(["x"])
-    loop, engine = embedder._runtime.start()
+    loop, engine = embedder._engine()
     namespace = loop.run(engine.namespace(EmbedOptions()))
     embedder.close()
     description = qdrant_path / namespace.collection("cached_tei") / "namespace.json"
@@ -206,9 +206,13 @@ def test_the_server_store_path_works_in_memory(tei, tei_config) -> None:
     assert sent_texts(tei) == texts
 
 
-def test_the_embedded_store_cannot_be_opened_twice(make_embedder) -> None:
+def test_embedders_of_one_process_share_the_embedded_store(make_embedder, tei) -> None:
     first = make_embedder()
     first.embed_documents(["x"])
-    second = make_embedder()
-    with pytest.raises(StoreConfigurationError, match="already open"):
-        second.embed_documents(["y"])
+    second = make_embedder(document_instruction="passage: ")
+    third = make_embedder()
+    assert second.embed(["x", "y"]).misses == 2  # another namespace of text: "passage: x"
+    assert third.embed(["x"]).hits == 1  # the first embedder's vector, same engine
+    first.close()
+    assert second.embed(["y"]).hits == 1  # still open for the others
+    assert sent_texts(tei) == ["x", "passage: x", "passage: y"]

@@ -30,7 +30,7 @@ def test_qdrant_down_still_returns_correct_vectors(tei, tei_config) -> None:
             )
         embedder.flush()
         stats = embedder.stats
-        assert embedder._runtime.engine.breaker.state == "open"
+        assert embedder._lease.engine.breaker.state == "open"
     assert stats.cache_errors >= 2
     assert stats.cache_skipped > 0  # once open, the breaker skips Qdrant instead of waiting
     assert stats.misses == 12
@@ -38,7 +38,7 @@ def test_qdrant_down_still_returns_correct_vectors(tei, tei_config) -> None:
 
 def test_the_breaker_closes_when_qdrant_returns(make_embedder, tei) -> None:
     embedder = make_embedder(breaker_threshold=1, breaker_cooldown=0.01)
-    loop, engine = embedder._runtime.start()
+    loop, engine = embedder._engine()
     engine.breaker.record_failure()
     assert engine.breaker.state in ("open", "half-open")
     import time
@@ -71,7 +71,7 @@ def test_write_through_persists_before_returning(make_embedder, tei) -> None:
 def test_the_lru_never_exceeds_its_bytes(make_embedder, tei) -> None:
     embedder = make_embedder(lru_bytes=20_000)
     embedder.embed_documents([f"lru {i}" for i in range(100)])
-    memory = embedder._runtime.engine._memory
+    memory = embedder._lease.engine._memory
     assert 0 < memory.currsize <= 20_000
     entry_bytes = memory.getsizeof(next(iter(memory.values())))
     assert len(memory) == 20_000 // entry_bytes
@@ -87,10 +87,10 @@ def test_texts_are_not_stored_unless_asked(make_embedder, tei) -> None:
         embedder = make_embedder(store_text=store_text)
         embedder.embed_documents([text])
         embedder.flush()
-        loop, engine = embedder._runtime.start()
+        loop, engine = embedder._engine()
         namespace = loop.run(engine.namespace(EmbedOptions()))
         name = namespace.collection(engine.settings.collection_prefix)
-        shard, _ = engine.store._shards[name]
+        shard, _ = engine.store._use().shards[name]
         [point] = shard.retrieve(point_ids=[point_id(text)], with_payload=True, with_vector=False)
         assert set(point.payload) == expected_payload
         assert point.payload.get("text", text) == text
@@ -126,7 +126,7 @@ def test_a_refused_write_is_counted_and_the_queue_keeps_draining(
 
     embedder = make_embedder()
     embedder.embed_documents(["first"])
-    loop, engine = embedder._runtime.start()
+    loop, engine = embedder._engine()
     name = loop.run(engine.namespace(EmbedOptions())).collection("cached_tei")
     embedder.close()
     description = qdrant_path / name / "namespace.json"

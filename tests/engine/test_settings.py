@@ -62,7 +62,7 @@ def test_bad_values_are_refused_with_the_field_named() -> None:
 def test_construction_touches_no_network() -> None:
     # Nothing listens on port 9; construction must not notice.
     embedder = CachedEmbedder(tei_url="http://127.0.0.1:9", qdrant_url="http://127.0.0.1:9")
-    assert embedder._runtime.engine is None
+    assert embedder._lease.engine is None
 
 
 def test_the_readme_documents_every_setting() -> None:

@@ -58,7 +58,7 @@ def test_qdrant_down_then_back(tei: EmulatorServer, qdrant: FakeQdrant, tally: T
             _call(embedder, tei, tally, _texts(f"down {i}"))
         embedder.flush()
         during = embedder.stats
-        breaker = embedder._runtime.engine.breaker  # type: ignore[union-attr]
+        breaker = embedder._lease.engine.breaker  # type: ignore[union-attr]
         assert breaker.state == "open"
         calls_while_open = sum(qdrant.calls.values())
         _call(embedder, tei, tally, _texts("down again"))

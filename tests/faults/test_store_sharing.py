@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cached_tei import CachedEmbedder
-from cached_tei.errors import StoreConfigurationError
+from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorServer
 
 from .conftest import REPO, Tally, check_points, embedded_points
@@ -45,28 +45,33 @@ def _worker(
     )
 
 
-def test_second_opener_of_an_embedded_store_gets_a_clear_error(
+def test_embedders_share_an_embedded_folder_and_another_process_is_told_who_holds_it(
     tei: EmulatorServer, tmp_path: Path, tally: Tally
 ) -> None:
     store = tmp_path / "q"
     with CachedEmbedder(tei_url=tei.url, qdrant_path=store) as first:
         tally.check(tei.config, ["a", "b"], first.embed(["a", "b"]).vectors)
         first.flush()
-        with CachedEmbedder(tei_url=tei.url, qdrant_path=store) as second:
-            with pytest.raises(StoreConfigurationError) as caught:
-                second.embed(["a"])
-            tally.fail()
-        message = str(caught.value)
-        assert str(store) in message and "already open" in message
-        assert "CACHED_TEI_QDRANT_URL" in message  # says what to do
-        # the first opener is unaffected
+        # another engine (no LRU) in this process opens the same folder and reads it
+        with CachedEmbedder(tei_url=tei.url, qdrant_path=store, lru_bytes=0) as second:
+            result = second.embed(["a"])
+            assert result.hits == 1
+            tally.check(tei.config, ["a"], result.vectors)
+        # the first is unaffected by the second's close
         tally.check(tei.config, ["a", "c"], first.embed(["a", "c"]).vectors)
-    # and in another process
-    with CachedEmbedder(tei_url=tei.url, qdrant_path=store) as holder:
-        holder.embed(["a"])
+        # another process fails at its first call, before sending anything to TEI
         proc = _worker(tei.url, str(store), "other process", 1, 2)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode != 0 and "already open" in err, err[-2000:]
+        tally.fail()
+        assert proc.returncode != 0 and "StoreLockedError" in err, err[-2000:]
+        message = err.strip().splitlines()[-1]
+        assert str(store) in message and f"PID {os.getpid()}" in message  # names the holder
+        assert "CACHED_TEI_QDRANT_URL" in message and "CACHED_TEI_QDRANT_PATH" in message
+        assert not [text for text in sent_texts(tei) if text.startswith("other process")]
+    # once the holder is gone, another process opens it
+    proc = _worker(tei.url, str(store), "other process", 1, 2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "closed" in out, err[-2000:]
     assert tally.wrong == 0
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 from ..settings import CachedTEISettings
 from .base import CacheStore, CollectionInfo
 from .embedded import EmbeddedStore
-from .server import QdrantServerStore
 
 
 def open_store(settings: CachedTEISettings) -> CacheStore:
-    """The store the settings ask for: a server at ``qdrant_url``, else embedded at ``qdrant_path``."""
+    """The store the settings ask for: a server at ``qdrant_url``, else the embedded folder
+    at ``qdrant_path`` (shared with every other store of this process that points at it).
+
+    Nothing is opened or contacted until the store's first use; ``aclose()`` releases it.
+    """
     if settings.qdrant_url is not None:
+        from .server import QdrantServerStore  # imports qdrant-client (and grpc): only here
+
         return QdrantServerStore(settings)
     return EmbeddedStore(settings)
 
 
-__all__ = ["CacheStore", "CollectionInfo", "EmbeddedStore", "QdrantServerStore", "open_store"]
+__all__ = ["CacheStore", "CollectionInfo", "EmbeddedStore", "open_store"]

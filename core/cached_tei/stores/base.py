@@ -22,12 +22,13 @@ CHUNK = 1024
 
 @dataclass(frozen=True)
 class CollectionInfo:
-    """One cache collection: its name, namespace, vector size and number of entries."""
+    """One cache collection: its name, namespace, vector size and number of entries
+    (None when it cannot be counted now: another process holds the embedded folder)."""
 
     name: str
     namespace: dict[str, Any] | None
     dimension: int
-    count: int
+    count: int | None
 
 
 class CacheStore(Protocol):

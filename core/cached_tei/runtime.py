@@ -1,0 +1,144 @@
+"""What the embedders of one process share: one event loop thread, and one engine per setup.
+
+Every :class:`~cached_tei.CachedEmbedder` (and so every LangChain or LlamaIndex adapter) runs
+its I/O on one private loop. Faces whose settings differ only in what changes a vector
+(instructions, prompt names, normalisation, truncation, dimensions, cache flags) share one
+engine: its TEI connection pool, in-process memory, single flight and write-behind queue.
+Engines that point at one embedded folder share that folder (see ``stores.embedded``). An
+engine is closed when its last face is, and every engine is drained at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Hashable
+
+from .engine import Engine
+from .loop import LoopThread
+from .settings import CachedTEISettings
+
+log = logging.getLogger(__name__)
+
+# Settings that each face applies per call (EmbedOptions, cache flags): not part of the engine.
+FACE_SETTINGS = frozenset(
+    {
+        "normalize",
+        "truncate",
+        "truncation_direction",
+        "dimensions",
+        "query_prompt_name",
+        "document_prompt_name",
+        "query_instruction",
+        "document_instruction",
+        "read_cache",
+        "write_cache",
+    }
+)
+# Seconds the exit drain may take per engine before giving up on its pending writes.
+_EXIT_DRAIN_TIMEOUT = 30.0
+
+
+def engine_key(settings: CachedTEISettings) -> Hashable:
+    """What two faces must agree on to share an engine."""
+    return tuple(
+        (name, getattr(settings, name))
+        for name in sorted(type(settings).model_fields)
+        if name not in FACE_SETTINGS
+    )
+
+
+class _Shared:
+    __slots__ = ("engine", "users")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.users = 0
+
+
+class Runtime:
+    """The process's loop thread and its engines, each counted by the faces that use it."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._loop: LoopThread | None = None
+        self._engines: dict[Hashable, _Shared] = {}
+        self._exit_hook = False
+        # Loops and engines inherited through fork() are dead there: kept, never touched.
+        self._abandoned: list[object] = []
+
+    def acquire(self, settings: CachedTEISettings) -> tuple[LoopThread, Engine]:
+        """The loop and the engine for ``settings``, counting one more user of the engine."""
+        with self._mutex:
+            if self._loop is None or not self._loop.running:
+                self._loop = LoopThread()
+                if not self._exit_hook:
+                    atexit.register(self.shutdown)
+                    self._exit_hook = True
+            key = engine_key(settings)
+            shared = self._engines.get(key)
+            if shared is None:
+                shared = self._engines[key] = _Shared(Engine(settings))
+            shared.users += 1
+            return self._loop, shared.engine
+
+    def _detach(self, engine: Engine) -> bool:
+        """Count one user fewer; True when it was the last (the engine is then forgotten)."""
+        with self._mutex:
+            key = engine_key(engine.settings)
+            shared = self._engines.get(key)
+            if shared is None or shared.engine is not engine:
+                return False  # already closed by shutdown()
+            shared.users -= 1
+            if shared.users > 0:
+                return False
+            del self._engines[key]
+            return True
+
+    def release(self, loop: LoopThread, engine: Engine) -> None:
+        """A face is done: write what is pending; close the engine if it was the last."""
+        if self._detach(engine):
+            loop.run(engine.aclose())
+        else:
+            loop.run(engine.flush())
+
+    async def arelease(self, loop: LoopThread, engine: Engine) -> None:
+        """Async :meth:`release`: the caller's loop keeps running while the engine drains."""
+        if self._detach(engine):
+            await loop.run_async(engine.aclose())
+        else:
+            await loop.run_async(engine.flush())
+
+    def release_soon(self, loop: LoopThread, engine: Engine) -> None:
+        """Release for a face that was garbage-collected (on any thread): never blocks."""
+        if self._detach(engine) and loop.running:
+            loop.submit(engine.aclose())
+
+    def shutdown(self) -> None:
+        """Drain and close every engine, then stop the loop (at interpreter exit)."""
+        with self._mutex:
+            loop, self._loop = self._loop, None
+            engines = [shared.engine for shared in self._engines.values()]
+            self._engines.clear()
+        if loop is None:
+            return
+        for engine in engines:
+            try:
+                loop.submit(engine.aclose()).result(timeout=_EXIT_DRAIN_TIMEOUT)
+            except Exception:
+                log.exception("closing cached-tei failed; some cache writes may be lost")
+        loop.stop()
+
+    def forget_after_fork(self) -> None:
+        self._abandoned.extend([self._loop, *self._engines.values()])
+        self._loop = None
+        self._engines = {}
+        self._mutex = threading.Lock()
+
+
+RUNTIME = Runtime()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=RUNTIME.forget_after_fork)
