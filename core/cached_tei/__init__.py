@@ -1,18 +1,52 @@
-"""cached-tei: text embeddings from Hugging Face TEI, cached in Qdrant, batched and parallel."""
+"""cached-tei: text embeddings from Hugging Face TEI, cached in Qdrant, batched and parallel.
 
+The names below are the public API. They are imported on first use, so that ``import
+cached_tei`` (and ``cached-tei --help``) stay cheap; every other module is internal.
+"""
+
+from __future__ import annotations
+
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from .embedder import CachedEmbedder, Kind
-from .engine import EmbedResult, Engine
-from .errors import CachedTEIError, InputError, StoreConfigurationError, TEIError
-from .keys import EmbedOptions, Namespace, point_id
-from .settings import CachedTEISettings
-from .stats import Stats
-from .tei import TEIInfo
+if TYPE_CHECKING:
+    from .embedder import CachedEmbedder, Kind
+    from .engine import EmbedResult, Engine
+    from .errors import (
+        CachedTEIError,
+        InputError,
+        StoreConfigurationError,
+        StoreLockedError,
+        TEIError,
+    )
+    from .keys import EmbedOptions, Namespace, point_id
+    from .settings import CachedTEISettings
+    from .stats import Stats
+    from .tei import TEIInfo
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
+
+# Where each public name lives (the lazy imports below).
+_HOMES = {
+    "CachedEmbedder": "embedder",
+    "Kind": "embedder",
+    "EmbedResult": "engine",
+    "Engine": "engine",
+    "CachedTEIError": "errors",
+    "InputError": "errors",
+    "StoreConfigurationError": "errors",
+    "StoreLockedError": "errors",
+    "TEIError": "errors",
+    "EmbedOptions": "keys",
+    "Namespace": "keys",
+    "point_id": "keys",
+    "CachedTEISettings": "settings",
+    "Stats": "stats",
+    "TEIInfo": "tei",
+}
 __all__ = [
     "CachedEmbedder",
     "CachedTEIError",
@@ -25,7 +59,21 @@ __all__ = [
     "Namespace",
     "Stats",
     "StoreConfigurationError",
+    "StoreLockedError",
     "TEIError",
     "TEIInfo",
     "point_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'cached_tei' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
