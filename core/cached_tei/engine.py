@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from cachetools import LRUCache
+from cachetools import Cache, LRUCache, TTLCache
 
 from .breaker import CircuitBreaker
 from .errors import CachedTEIError, InputError, StoreConfigurationError, TEIError
@@ -101,17 +103,16 @@ class Engine:
             capacity=settings.write_queue_size,
             batch_size=settings.write_batch_size,
         )
-        self._memory: LRUCache[tuple[str, str], np.ndarray] | None = (
-            LRUCache(maxsize=settings.lru_bytes, getsizeof=lambda v: v.nbytes + _ENTRY_OVERHEAD)
-            if settings.lru_bytes
-            else None
-        )
+        self._memory = _memory_cache(settings)
         self._inflight: dict[tuple[str, str], _Flight] = {}
         self._namespaces: dict[tuple[TEIInfo, EmbedOptions], Namespace] = {}
         self._remembered_info: TEIInfo | None = None
         self._probe_after = 0.0
         self._remembering: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._expiry: asyncio.Task[None] | None = None
+        # Names this engine when it claims the periodic prune of a shared store.
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     # ------------------------------------------------------------------ public
     async def info(self) -> TEIInfo:
@@ -175,6 +176,8 @@ class Engine:
             return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
         namespace = await self.namespace(options)
         collection = namespace.collection(self.settings.collection_prefix)
+        if self._expiry is None and self.settings.ttl is not None:
+            self._expiry = asyncio.create_task(self._expire(), name="cached-tei-expiry")
 
         positions: dict[str, int] = {}
         inverse = [positions.setdefault(text, len(positions)) for text in prepared]
@@ -241,6 +244,10 @@ class Engine:
 
     async def aclose(self) -> None:
         """Drain pending writes, then close the TEI and Qdrant clients."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+            self._expiry = None
         await self.flush()
         await self._writer.aclose()
         await self.tei.aclose()
@@ -251,6 +258,26 @@ class Engine:
         if self.settings.ttl is None:
             return 0
         return await self.store.prune(int(time.time() - self.settings.ttl))
+
+    async def _expire(self) -> None:
+        """Delete expired entries every interval, off the request path, while the engine
+        runs; on a shared server one process at a time does it."""
+        assert self.settings.ttl is not None
+        interval = self.settings.prune_interval or min(self.settings.ttl, 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.breaker.allow():
+                continue
+            try:
+                if await self.store.claim_prune(self._owner, interval):
+                    removed = await self.prune()
+                    self.stats.expired += removed
+                    if removed:
+                        log.info("deleted %d expired cache entries", removed)
+            except StoreConfigurationError as exc:
+                log.warning("expired cache entries cannot be deleted: %s", exc)
+            except Exception as exc:
+                log.warning("deleting expired cache entries failed (%r); will try again", exc)
 
     # ------------------------------------------------------------------ internals
     def _in_background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -411,6 +438,20 @@ class Engine:
             self.stats.write_errors += len(ids)
         else:
             self.stats.writes_dropped += len(ids)
+
+
+def _memory_cache(settings: CachedTEISettings) -> Cache[tuple[str, str], np.ndarray] | None:
+    """The in-process LRU, bounded in bytes; with a TTL its entries also expire (at most one
+    TTL after they were computed or read from the store)."""
+    if not settings.lru_bytes:
+        return None
+    if settings.ttl is not None:
+        return TTLCache(settings.lru_bytes, settings.ttl, getsizeof=_entry_size)
+    return LRUCache(settings.lru_bytes, getsizeof=_entry_size)
+
+
+def _entry_size(vector: np.ndarray) -> int:
+    return int(vector.nbytes) + _ENTRY_OVERHEAD
 
 
 class _Flight:

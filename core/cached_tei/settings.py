@@ -13,7 +13,8 @@ TruncationDirection = Literal["Right", "Left"]
 
 
 def default_qdrant_path() -> Path:
-    """The embedded store's folder: ``$XDG_CACHE_HOME/cached-tei/qdrant`` (``~/.cache`` if unset)."""
+    """The embedded store's folder: ``$XDG_CACHE_HOME/cached-tei/qdrant`` (default
+    ``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cached-tei" / "qdrant"
 
@@ -79,6 +80,12 @@ class CachedTEISettings(BaseSettings):
     qdrant_replication_factor: int | None = Field(None, ge=1)
     collection_prefix: str = Field("cached_tei", pattern=r"^[A-Za-z0-9_-]+$")
     ttl: float | None = Field(None, gt=0, description="Seconds an entry is served; None = forever.")
+    prune_interval: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between deletions of expired entries (with a TTL); "
+        "None = the smaller of the TTL and 60 s.",
+    )
     store_text: bool = Field(False, description="Also store the text in the entry's payload.")
     lru_bytes: int = Field(64 * 2**20, ge=0, description="In-process LRU size in bytes; 0 = off.")
     write_through: bool = Field(False, description="Write to Qdrant before returning.")
@@ -105,7 +112,9 @@ class CachedTEISettings(BaseSettings):
     def _empty_secret_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("qdrant_url", "ttl", "truncate", "dimensions", "batch_size", mode="before")
+    @field_validator(
+        "qdrant_url", "ttl", "prune_interval", "truncate", "dimensions", "batch_size", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

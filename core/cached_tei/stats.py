@@ -36,6 +36,7 @@ class Stats:
     writes_dropped: int = 0
     bytes_written: int = 0
     pending_writes: int = 0
+    expired: int = 0
     # Requests per latency bucket (not cumulative); the last counts those above every bound.
     tei_latency_counts: list[int] = field(
         default_factory=lambda: [0] * (len(TEI_LATENCY_BUCKETS) + 1)

@@ -54,7 +54,7 @@ class FakeQdrant:
     # ------------------------------------------------------------------ fault injection
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        write = request.method == "PUT" or request.path.endswith("/index")
+        write = request.method == "PUT" or request.path.endswith(("/index", "/delete"))
         route = f"{request.method} {'write' if write else 'read'}"
         self.calls[route] += 1
         mode = self.mode
@@ -123,9 +123,22 @@ class FakeQdrant:
         return _ok([r.model_dump(mode="json") for r in records])
 
     async def _count(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        selected = models.Filter(**body["filter"]) if body.get("filter") else None
         with self._lock:
-            count = self.backend.count(request.match_info["name"], exact=True).count
+            count = self.backend.count(
+                request.match_info["name"], count_filter=selected, exact=True
+            ).count
         return _ok({"count": count})
+
+    async def _delete_points(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            self.backend.delete(
+                request.match_info["name"],
+                points_selector=models.FilterSelector(filter=models.Filter(**body["filter"])),
+            )
+        return _ok({"operation_id": 0, "status": "completed"})
 
     async def _list(self, request: web.Request) -> web.Response:
         with self._lock:
@@ -172,6 +185,7 @@ class FakeQdrant:
         r.add_put("/collections/{name}/points", self._upsert)
         r.add_post("/collections/{name}/points", self._retrieve)
         r.add_post("/collections/{name}/points/count", self._count)
+        r.add_post("/collections/{name}/points/delete", self._delete_points)
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 

@@ -70,6 +70,10 @@ class CacheStore(Protocol):
     async def prune(self, older_than: int) -> int:
         """Delete entries created before ``older_than`` (unix seconds); returns how many."""
 
+    async def claim_prune(self, owner: str, seconds: float) -> bool:
+        """Whether ``owner`` should delete expired entries now: true for at most one process
+        sharing the store per ``seconds`` (best effort: a second prune is harmless)."""
+
     async def clear(self) -> int:
         """Delete every cache collection under the prefix; returns how many entries went."""
 

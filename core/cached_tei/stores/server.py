@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +101,30 @@ class QdrantServerStore:
             self._info_collection, [url_key(tei_url)], with_payload=True
         )
         return records[0].payload["info"] if records and records[0].payload else None
+
+    async def claim_prune(self, owner: str, seconds: float) -> bool:
+        """A lease kept in the info collection: taken by a process when the last holder's
+        has run out, renewed by its holder at each of its prunes."""
+        client = self.client()
+        key = url_key("cached-tei:prune")
+        if await client.collection_exists(self._info_collection):
+            records = await client.retrieve(self._info_collection, [key], with_payload=True)
+            lease = (records[0].payload or {}) if records else {}
+            if lease.get("owner") not in (None, owner) and lease.get("until", 0) > time.time():
+                return False
+        else:
+            await client.create_collection(
+                self._info_collection,
+                vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
+            )
+        until = time.time() + 1.5 * seconds
+        await client.upsert(
+            self._info_collection,
+            points=[
+                models.PointStruct(id=key, vector=[0.0], payload={"owner": owner, "until": until})
+            ],
+        )
+        return True
 
     async def dimension(self, namespace: Namespace) -> int | None:
         """The vector size of the namespace's collection, or None if it does not exist yet.
@@ -230,7 +255,7 @@ class QdrantServerStore:
         """Delete every cache collection under this prefix; returns how many entries went."""
         removed = 0
         for collection in await self.collections():
-            removed += collection.count
+            removed += collection.count or 0
             await self.client().delete_collection(collection.name)
             self._dimensions.pop(collection.name, None)
         return removed
