@@ -166,7 +166,8 @@ def test_conf_directives(gen, example_env):
 
 @pytest.fixture
 def cluster(gen, example_env, nginx_bin, tmp_path):
-    emu = pytest.importorskip("tests.tei_emulator")
+    from tests import tei_emulator as emu
+
     config = emu.EmulatorConfig(step_ms=2.0, per_text_ms=0.1)
     replicas = [emu.EmulatorServer(config, port=0).start() for _ in range(3)]
     s = _settings(gen, example_env, NGINX_FAIL_TIMEOUT="30s")
@@ -332,12 +333,9 @@ def test_large_body_reaches_tei(cluster):
 @pytest.mark.nginx
 def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
     """cached-tei serve -> real nginx -> 3 emulators: same vectors as TEI itself, then cached."""
-    import importlib.util
     import os
     import sys
 
-    if importlib.util.find_spec("cached_tei.cli") is None:
-        pytest.skip("the proxy (cached_tei.cli) is not there yet")
     emu, config, replicas, nginx = cluster
     port = _free_port()
     env = dict(
