@@ -175,7 +175,9 @@ def _integer(minimum: int) -> Parser:
 
 def _optional_count(var: str, raw: str) -> int | None:
     """An integer >= 1, or empty / 0 for the server's default."""
-    return _integer(0)(var, raw) or None if raw else None
+    if not raw:
+        return None
+    return _integer(0)(var, raw) or None
 
 
 def _seconds(var: str, raw: str) -> str:
@@ -382,7 +384,7 @@ class Settings:
                 "QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
                 "Qdrant: leave them empty with QDRANT_URL"
             )
-        published = [port for port, _ in self.published_ports.values() if port]
+        published = [port for port in self.published_ports.values() if port]
         if len(set(published)) != len(published):
             raise ConfigError(f"published host ports collide: {published}")
 
@@ -418,17 +420,17 @@ class Settings:
         return not self.external_qdrant or self.has_qdrant_api_key
 
     @property
-    def published_ports(self) -> dict[str, tuple[int | None, int | None]]:
-        """Setting -> (host port or None, container port) for every publishable port."""
-        ports: dict[str, tuple[int | None, int | None]] = {
-            "PROXY_PORT": (self.proxy_port, PROXY_CONTAINER_PORT),
-            "NGINX_PUBLISH_PORT": (self.nginx_publish_port, NGINX_PORT),
-            "QDRANT_PUBLISH_PORT": (self.qdrant_publish_port, QDRANT_HTTP_PORT),
-            "QDRANT_GRPC_PUBLISH_PORT": (self.qdrant_grpc_publish_port, QDRANT_GRPC_PORT),
+    def published_ports(self) -> dict[str, int | None]:
+        """Setting -> host port (None: not published) of every service the stack runs."""
+        ports = {
+            "PROXY_PORT": self.proxy_port,
+            "NGINX_PUBLISH_PORT": self.nginx_publish_port,
+            "QDRANT_PUBLISH_PORT": self.qdrant_publish_port,
+            "QDRANT_GRPC_PUBLISH_PORT": self.qdrant_grpc_publish_port,
         }
         if self.monitoring:
-            ports["PROMETHEUS_PUBLISH_PORT"] = (self.prometheus_publish_port, PROMETHEUS_PORT)
-            ports["GRAFANA_PUBLISH_PORT"] = (self.grafana_publish_port, GRAFANA_PORT)
+            ports["PROMETHEUS_PUBLISH_PORT"] = self.prometheus_publish_port
+            ports["GRAFANA_PUBLISH_PORT"] = self.grafana_publish_port
         return ports
 
 
