@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Generate stack/compose.yml and stack/nginx.conf from stack/.env (or stack/.env.example).
+"""Generate stack/compose.yml, stack/nginx.conf and stack/prometheus.yml from stack/.env.
 
     python stack/generate.py [--env stack/.env] [--out stack/] [--check]
 
-Standard library + PyYAML only. The compose file is built as Python dicts and dumped with
-yaml.safe_dump; nginx.conf is rendered from the same settings. Secrets (HF_TOKEN, API keys)
-are never written into the generated files: compose reads them from stack/.env at
-`docker compose up` time through `${VAR}` interpolation.
+Standard library + PyYAML only. Every setting is declared once, as a field of `Settings`
+(its .env variable, its default as written in .env, and the parser that validates it);
+checks that involve several settings live in `Settings.__post_init__`. The compose file is
+built as Python dicts and dumped with yaml.safe_dump; nginx.conf is rendered from one
+template. Secrets (HF_TOKEN, API keys, passwords) are never written into the generated
+files: compose reads them from stack/.env at `docker compose up` time (`${VAR}`).
 
 `render_nginx_conf(settings, upstreams=..., listen=..., runtime_dir=...)` renders the same
 nginx configuration for tests (upstreams mapped to loopback, writable pid/log/temp paths).
@@ -15,11 +17,16 @@ nginx configuration for tests (upstreams mapped to loopback, writable pid/log/te
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import re
+import string
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -40,17 +47,28 @@ TEI_VARIANTS = {
     "hopper": "hopper-",  # H100, H200
 }
 
-TEI_PORT = 80  # inside the TEI image
+# Ports inside the containers (the host side is configured in .env).
+TEI_PORT = 80
+NGINX_PORT = 80
+NGINX_HEALTH_PATH = "/nginx-health"
 QDRANT_HTTP_PORT = 6333
 QDRANT_GRPC_PORT = 6334
-PROXY_PORT = 8000  # inside the proxy image
-NGINX_PORT = 80  # inside the nginx container
-NGINX_HEALTH_PATH = "/nginx-health"
+PROXY_CONTAINER_PORT = 8000
+PROMETHEUS_PORT = 9090
+GRAFANA_PORT = 3000
 
-_SEMVER = re.compile(r"^v?\d+\.\d+\.\d+$")
+# The server store writes collection metadata, which Qdrant keeps from 1.16 on (older
+# servers silently drop it); the stack's requests are checked against 1.19's API.
+QDRANT_MIN_VERSION = (1, 16, 0)
+MONITORING_PROFILE = "monitoring"
+QDRANT_SECRET = "qdrant_api_key"  # Prometheus reads Qdrant's key from /run/secrets/<this>
+# Secrets that only compose reads (as ${VAR} at `up` time); the generator never sees them.
+COMPOSE_SECRETS = ("PROXY_API_KEYS", "GRAFANA_ADMIN_PASSWORD")
+
+_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 _DURATION = re.compile(r"^(\d+(ms|s|m|h))+$")
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
-_SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(ValueError):
@@ -106,105 +124,269 @@ def parse_dotenv(text: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------
-# Settings
+# Parsers: (variable, text) -> value, raising ConfigError with the variable's name
 # --------------------------------------------------------------------------------------
 
-
-def _split_list(value: str) -> list[str]:
-    return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
+Parser = Callable[[str, str], Any]
 
 
-def _int(env: dict[str, str], key: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(key, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
-    return value
-
-
-def _bool(env: dict[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{key} must be true or false, got {raw!r}")
-
-
-def _port(env: dict[str, str], key: str, default: int | None) -> int | None:
-    raw = env.get(key, "").strip()
-    if raw == "":
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ConfigError(f"{key} must be a TCP port (1-65535), got {raw!r}")
-    return int(raw)
-
-
-def _duration(env: dict[str, str], key: str, default: str) -> str:
-    raw = env.get(key, "").strip() or default
-    if not _DURATION.match(raw):
-        raise ConfigError(f"{key} must be a duration like 30s, 10m or 1h, got {raw!r}")
+def _text(var: str, raw: str) -> str:
     return raw
 
 
-def _pinned(key: str, version: str) -> str:
-    if version.lower() in ("", "latest") or not _SEMVER.match(version):
+def _required(var: str, raw: str) -> str:
+    if not raw:
+        raise ConfigError(f"{var} is required")
+    return raw
+
+
+def _matching(pattern: str, what: str) -> Parser:
+    def parse(var: str, raw: str) -> str:
+        if not re.match(pattern, raw):
+            raise ConfigError(f"{var} {raw!r} is not {what}")
+        return raw
+
+    return parse
+
+
+def _one_of(*choices: str) -> Parser:
+    def parse(var: str, raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            shown = ", ".join(c or "(empty)" for c in choices)
+            raise ConfigError(f"{var} must be one of {shown}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _integer(minimum: int) -> Parser:
+    def parse(var: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{var} must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _optional_count(var: str, raw: str) -> int | None:
+    """An integer >= 1, or empty / 0 for the server's default."""
+    if not raw:
+        return None
+    return _integer(0)(var, raw) or None
+
+
+def _seconds(var: str, raw: str) -> str:
+    if raw and not raw.isdigit():
+        raise ConfigError(f"{var} must be seconds (an integer) or empty, got {raw!r}")
+    return raw
+
+
+def _workers(var: str, raw: str) -> str:
+    if raw.lower() == "auto":
+        return "auto"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{var} must be auto or a number of processes >= 1, got {raw!r}")
+    return str(int(raw))
+
+
+def _boolean(var: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{var} must be true or false, got {raw!r}")
+
+
+def _is_set(var: str, raw: str) -> bool:
+    """For secrets: only whether one is set is known to the generator, never its value."""
+    return bool(raw)
+
+
+def _port(var: str, raw: str) -> int | None:
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{var} must be a TCP port (1-65535), got {raw!r}")
+    return int(raw)
+
+
+def _duration(var: str, raw: str) -> str:
+    if not _DURATION.match(raw):
+        raise ConfigError(f"{var} must be a duration like 30s, 10m or 1h, got {raw!r}")
+    return raw
+
+
+def _pinned(var: str, raw: str) -> str:
+    if not _SEMVER.match(raw):
         raise ConfigError(
-            f"{key} must be a pinned x.y.z version (never 'latest' or a floating tag), "
-            f"got {version!r}"
+            f"{var} must be a pinned x.y.z version (never 'latest' or a floating tag), got {raw!r}"
         )
-    return version
+    return raw
 
 
-@dataclass
+def _qdrant_version(var: str, raw: str) -> str:
+    version = tuple(int(part) for part in re.findall(r"\d+", _pinned(var, raw)))
+    if version < QDRANT_MIN_VERSION:
+        oldest = "v" + ".".join(map(str, QDRANT_MIN_VERSION))
+        raise ConfigError(
+            f"{var} {raw} is too old: the cache stores collection metadata, which Qdrant "
+            f"keeps from {oldest} on; use v1.19.0 (the tested release)"
+        )
+    return raw
+
+
+def _gpu_ids(var: str, raw: str) -> tuple[str, ...]:
+    ids = _split_list(raw)
+    for gpu in ids:
+        if not re.match(r"^[A-Za-z0-9-]+$", gpu):
+            raise ConfigError(f"{var} entry {gpu!r} is not an index or a GPU UUID")
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{var} lists a GPU more than once: {list(ids)}")
+    return ids
+
+
+def _host_ports(var: str, raw: str) -> tuple[str, ...]:
+    entries = _split_list(raw)
+    for entry in entries:
+        m = _HOSTPORT.match(entry)
+        if not m or not 1 <= int(m.group(3)) <= 65535:
+            raise ConfigError(f"{var} entry {entry!r} must be host:port")
+    return entries
+
+
+def _http_url(var: str, raw: str) -> str:
+    url = raw.rstrip("/")
+    if url and not re.match(r"^https?://[^\s/]+", url):
+        raise ConfigError(f"{var} must be http(s)://host:port, got {url!r}")
+    return url
+
+
+def _ip_address(var: str, raw: str) -> str:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(f"{var} must be an IP address, got {raw!r}") from None
+    return raw
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.replace(" ", ",").split(",") if item.strip())
+
+
+# --------------------------------------------------------------------------------------
+# Settings: one declaration per .env variable
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """How one setting is read: its .env variable, its default as .env text, its parser."""
+
+    name: str
+    default: str
+    parse: Parser
+
+    def read(self, env: dict[str, str]) -> Any:
+        return self.parse(self.name, env.get(self.name, "").strip() or self.default)
+
+
+def setting(name: str, default: str = "", parse: Parser = _text) -> Any:
+    """A `Settings` field read from the .env variable `name` (empty or unset: `default`)."""
+    return dataclasses.field(metadata={"env": EnvVar(name, default, parse)})
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the generator needs, validated. Build with `Settings.from_env(dict)`."""
 
-    project_name: str = "cached-tei"
-    model_id: str = "BAAI/bge-small-en-v1.5"
-    model_revision: str = ""
-    tei_image: str = "ghcr.io/huggingface/text-embeddings-inference"
-    tei_variant: str = "hopper"
-    tei_version: str = "1.9.3"
-    gpu_ids: list[str] = field(default_factory=lambda: ["0"])
-    tei_replicas: int = 1  # CPU variant only
-    tei_max_client_batch_size: int = 32
-    tei_max_batch_tokens: int = 16384
-    tei_max_concurrent_requests: int = 512
-    tei_payload_limit: int = 2_000_000
-    tei_auto_truncate: bool = True
-    tei_dtype: str = ""
-    tei_start_period: str = "30m"
-    has_hf_token: bool = False
-    has_tei_api_key: bool = False
-    remote_upstreams: list[str] = field(default_factory=list)
-    nginx_image: str = "nginx"
-    nginx_version: str = "1.27.5"
-    nginx_publish_port: int | None = None
-    nginx_next_upstream_tries: int = 3
-    nginx_connect_timeout: str = "2s"
-    nginx_read_timeout: str = "300s"
-    nginx_max_fails: int = 3
-    nginx_fail_timeout: str = "10s"
-    nginx_keepalive: int = 64
-    qdrant_image: str = "qdrant/qdrant"
-    qdrant_version: str = "v1.15.1"
-    qdrant_url: str = ""  # external Qdrant: no qdrant service
-    qdrant_publish_port: int | None = None
-    qdrant_grpc_publish_port: int | None = None
-    qdrant_shards: int | None = None  # for new cache collections (Qdrant cluster)
-    qdrant_replication_factor: int | None = None
-    proxy_bind: str = "0.0.0.0"
-    proxy_port: int = 8000
-    cache_ttl: str = ""
-    proxy_log_level: str = "info"
+    project_name: str = setting(
+        "COMPOSE_PROJECT_NAME", "cached-tei", _matching(r"^[a-z0-9][a-z0-9_-]*$", "a valid name")
+    )
+    # model
+    model_id: str = setting("MODEL_ID", "", _required)
+    model_revision: str = setting("MODEL_REVISION")
+    has_hf_token: bool = setting("HF_TOKEN", "", _is_set)
+    # TEI
+    tei_image: str = setting("TEI_IMAGE", "ghcr.io/huggingface/text-embeddings-inference")
+    tei_version: str = setting("TEI_VERSION", "1.9.3", _pinned)
+    tei_variant: str = setting("TEI_VARIANT", "hopper", _one_of(*TEI_VARIANTS))
+    gpu_ids: tuple[str, ...] = setting("GPU_IDS", "", _gpu_ids)
+    tei_replicas: int = setting("TEI_REPLICAS", "1", _integer(0))  # cpu variant only
+    tei_max_client_batch_size: int = setting("TEI_MAX_CLIENT_BATCH_SIZE", "32", _integer(1))
+    tei_max_batch_tokens: int = setting("TEI_MAX_BATCH_TOKENS", "16384", _integer(1))
+    tei_max_concurrent_requests: int = setting("TEI_MAX_CONCURRENT_REQUESTS", "512", _integer(1))
+    tei_payload_limit: int = setting("TEI_PAYLOAD_LIMIT", "2000000", _integer(1))
+    tei_auto_truncate: bool = setting("TEI_AUTO_TRUNCATE", "true", _boolean)
+    tei_dtype: str = setting("TEI_DTYPE", "", _one_of("", "float16", "float32"))
+    tei_start_period: str = setting("TEI_HEALTH_START_PERIOD", "30m", _duration)
+    has_tei_api_key: bool = setting("TEI_API_KEY", "", _is_set)
+    remote_upstreams: tuple[str, ...] = setting("TEI_REMOTE_UPSTREAMS", "", _host_ports)
+    # nginx
+    nginx_image: str = setting("NGINX_IMAGE", "nginx")
+    nginx_version: str = setting("NGINX_VERSION", "1.27.5", _pinned)
+    nginx_publish_port: int | None = setting("NGINX_PUBLISH_PORT", "", _port)
+    nginx_next_upstream_tries: int = setting("NGINX_NEXT_UPSTREAM_TRIES", "3", _integer(1))
+    nginx_connect_timeout: str = setting("NGINX_CONNECT_TIMEOUT", "2s", _duration)
+    nginx_read_timeout: str = setting("NGINX_READ_TIMEOUT", "300s", _duration)
+    nginx_max_fails: int = setting("NGINX_MAX_FAILS", "3", _integer(0))
+    nginx_fail_timeout: str = setting("NGINX_FAIL_TIMEOUT", "10s", _duration)
+    nginx_keepalive: int = setting("NGINX_KEEPALIVE", "64", _integer(1))
+    # Qdrant
+    qdrant_image: str = setting("QDRANT_IMAGE", "qdrant/qdrant")
+    qdrant_version: str = setting("QDRANT_VERSION", "v1.19.0", _qdrant_version)
+    has_qdrant_api_key: bool = setting("QDRANT_API_KEY", "", _is_set)
+    qdrant_url: str = setting("QDRANT_URL", "", _http_url)  # external Qdrant: no qdrant service
+    qdrant_shards: int | None = setting("QDRANT_SHARDS", "", _optional_count)
+    qdrant_replication_factor: int | None = setting(
+        "QDRANT_REPLICATION_FACTOR", "", _optional_count
+    )
+    qdrant_publish_port: int | None = setting("QDRANT_PUBLISH_PORT", "", _port)
+    qdrant_grpc_publish_port: int | None = setting("QDRANT_GRPC_PUBLISH_PORT", "", _port)
+    # proxy
+    proxy_bind: str = setting("PROXY_BIND", "0.0.0.0", _ip_address)
+    proxy_port: int = setting("PROXY_PORT", "8000", _port)
+    proxy_workers: str = setting("PROXY_WORKERS", "auto", _workers)
+    cache_ttl: str = setting("CACHE_TTL", "", _seconds)
+    proxy_log_level: str = setting("PROXY_LOG_LEVEL", "info", _one_of(*_LOG_LEVELS))
+    # monitoring
+    monitoring: bool = setting("MONITORING", "false", _boolean)
+    prometheus_image: str = setting("PROMETHEUS_IMAGE", "prom/prometheus")
+    prometheus_version: str = setting("PROMETHEUS_VERSION", "v3.13.1", _pinned)
+    prometheus_publish_port: int | None = setting("PROMETHEUS_PUBLISH_PORT", "", _port)
+    grafana_image: str = setting("GRAFANA_IMAGE", "grafana/grafana")
+    grafana_version: str = setting("GRAFANA_VERSION", "12.4.3", _pinned)
+    grafana_publish_port: int | None = setting("GRAFANA_PUBLISH_PORT", "", _port)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Settings:
+        """Read and validate every setting from a parsed .env (`parse_dotenv`)."""
+        return cls(**{f.name: f.metadata["env"].read(env) for f in dataclasses.fields(cls)})
+
+    def __post_init__(self) -> None:
+        """The rules that involve more than one setting."""
+        if self.cpu and self.gpu_ids:
+            raise ConfigError("GPU_IDS must be empty with TEI_VARIANT=cpu (use TEI_REPLICAS)")
+        if len(set(self.upstreams)) != len(self.upstreams):
+            raise ConfigError("TEI_REMOTE_UPSTREAMS lists an upstream more than once")
+        if not self.upstreams:
+            raise ConfigError(
+                "no TEI upstream: set GPU_IDS (GPU variants), TEI_REPLICAS>=1 (cpu) "
+                "or TEI_REMOTE_UPSTREAMS"
+            )
+        if self.external_qdrant and (self.qdrant_publish_port or self.qdrant_grpc_publish_port):
+            raise ConfigError(
+                "QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
+                "Qdrant: leave them empty with QDRANT_URL"
+            )
+        published = [port for port in self.published_ports.values() if port]
+        if len(set(published)) != len(published):
+            raise ConfigError(f"published host ports collide: {published}")
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -232,120 +414,24 @@ class Settings:
     def external_qdrant(self) -> bool:
         return bool(self.qdrant_url)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> Settings:
-        d = cls()
-        s = cls(
-            project_name=env.get("COMPOSE_PROJECT_NAME", "").strip() or d.project_name,
-            model_id=env.get("MODEL_ID", "").strip(),
-            model_revision=env.get("MODEL_REVISION", "").strip(),
-            tei_image=env.get("TEI_IMAGE", "").strip() or d.tei_image,
-            tei_variant=(env.get("TEI_VARIANT", "").strip() or d.tei_variant).lower(),
-            tei_version=env.get("TEI_VERSION", "").strip() or d.tei_version,
-            gpu_ids=_split_list(env.get("GPU_IDS", "")),
-            tei_replicas=_int(env, "TEI_REPLICAS", 1),
-            tei_max_client_batch_size=_int(env, "TEI_MAX_CLIENT_BATCH_SIZE", 32, 1),
-            tei_max_batch_tokens=_int(env, "TEI_MAX_BATCH_TOKENS", 16384, 1),
-            tei_max_concurrent_requests=_int(env, "TEI_MAX_CONCURRENT_REQUESTS", 512, 1),
-            tei_payload_limit=_int(env, "TEI_PAYLOAD_LIMIT", 2_000_000, 1),
-            tei_auto_truncate=_bool(env, "TEI_AUTO_TRUNCATE", True),
-            tei_dtype=env.get("TEI_DTYPE", "").strip(),
-            tei_start_period=_duration(env, "TEI_HEALTH_START_PERIOD", d.tei_start_period),
-            has_hf_token=bool(env.get("HF_TOKEN", "").strip()),
-            has_tei_api_key=bool(env.get("TEI_API_KEY", "").strip()),
-            remote_upstreams=_split_list(env.get("TEI_REMOTE_UPSTREAMS", "")),
-            nginx_image=env.get("NGINX_IMAGE", "").strip() or d.nginx_image,
-            nginx_version=env.get("NGINX_VERSION", "").strip() or d.nginx_version,
-            nginx_publish_port=_port(env, "NGINX_PUBLISH_PORT", None),
-            nginx_next_upstream_tries=_int(env, "NGINX_NEXT_UPSTREAM_TRIES", 3, 1),
-            nginx_connect_timeout=_duration(env, "NGINX_CONNECT_TIMEOUT", d.nginx_connect_timeout),
-            nginx_read_timeout=_duration(env, "NGINX_READ_TIMEOUT", d.nginx_read_timeout),
-            nginx_max_fails=_int(env, "NGINX_MAX_FAILS", 3, 0),
-            nginx_fail_timeout=_duration(env, "NGINX_FAIL_TIMEOUT", d.nginx_fail_timeout),
-            nginx_keepalive=_int(env, "NGINX_KEEPALIVE", 64, 1),
-            qdrant_image=env.get("QDRANT_IMAGE", "").strip() or d.qdrant_image,
-            qdrant_version=env.get("QDRANT_VERSION", "").strip() or d.qdrant_version,
-            qdrant_url=env.get("QDRANT_URL", "").strip().rstrip("/"),
-            qdrant_publish_port=_port(env, "QDRANT_PUBLISH_PORT", None),
-            qdrant_grpc_publish_port=_port(env, "QDRANT_GRPC_PUBLISH_PORT", None),
-            qdrant_shards=_int(env, "QDRANT_SHARDS", 0, 0) or None,
-            qdrant_replication_factor=_int(env, "QDRANT_REPLICATION_FACTOR", 0, 0) or None,
-            proxy_bind=env.get("PROXY_BIND", "").strip() or d.proxy_bind,
-            proxy_port=_port(env, "PROXY_PORT", 8000) or 8000,
-            cache_ttl=env.get("CACHE_TTL", "").strip(),
-            proxy_log_level=(env.get("PROXY_LOG_LEVEL", "").strip() or "info").lower(),
-        )
-        s.validate()
-        return s
+    @property
+    def qdrant_needs_key(self) -> bool:
+        """The bundled Qdrant always has a key; an external one when QDRANT_API_KEY is set."""
+        return not self.external_qdrant or self.has_qdrant_api_key
 
-    def validate(self) -> None:
-        if not self.model_id:
-            raise ConfigError("MODEL_ID is required")
-        if not re.match(r"^[a-z0-9][a-z0-9_-]*$", self.project_name):
-            raise ConfigError(f"COMPOSE_PROJECT_NAME {self.project_name!r} is not a valid name")
-        if self.tei_variant not in TEI_VARIANTS:
-            raise ConfigError(
-                f"TEI_VARIANT must be one of {sorted(TEI_VARIANTS)}, got {self.tei_variant!r}"
-            )
-        _pinned("TEI_VERSION", self.tei_version)
-        _pinned("NGINX_VERSION", self.nginx_version)
-        _pinned("QDRANT_VERSION", self.qdrant_version)
-        if self.cpu and self.gpu_ids:
-            raise ConfigError("GPU_IDS must be empty with TEI_VARIANT=cpu (use TEI_REPLICAS)")
-        if len(set(self.gpu_ids)) != len(self.gpu_ids):
-            raise ConfigError(f"GPU_IDS lists a GPU more than once: {self.gpu_ids}")
-        for gpu in self.gpu_ids:
-            if not re.match(r"^[A-Za-z0-9-]+$", gpu):
-                raise ConfigError(f"GPU_IDS entry {gpu!r} is not an index or a GPU UUID")
-        for up in self.remote_upstreams:
-            m = _HOSTPORT.match(up)
-            if not m or not 1 <= int(m.group(3)) <= 65535:
-                raise ConfigError(f"TEI_REMOTE_UPSTREAMS entry {up!r} must be host:port")
-        if len(set(self.upstreams)) != len(self.upstreams):
-            raise ConfigError("TEI_REMOTE_UPSTREAMS lists an upstream more than once")
-        if not self.upstreams:
-            raise ConfigError(
-                "no TEI upstream: set GPU_IDS (GPU variants), TEI_REPLICAS>=1 (cpu) "
-                "or TEI_REMOTE_UPSTREAMS"
-            )
-        if self.external_qdrant:
-            if not re.match(r"^https?://[^\s/]+", self.qdrant_url):
-                raise ConfigError(
-                    f"QDRANT_URL must be http(s)://host:port, got {self.qdrant_url!r}"
-                )
-            if self.qdrant_publish_port or self.qdrant_grpc_publish_port:
-                raise ConfigError(
-                    "QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
-                    "Qdrant: leave them empty with QDRANT_URL"
-                )
-        try:
-            ipaddress.ip_address(self.proxy_bind)
-        except ValueError:
-            raise ConfigError(
-                f"PROXY_BIND must be an IP address, got {self.proxy_bind!r}"
-            ) from None
-        published = [
-            p
-            for p in (
-                self.proxy_port,
-                self.nginx_publish_port,
-                self.qdrant_publish_port,
-                self.qdrant_grpc_publish_port,
-            )
-            if p
-        ]
-        if len(set(published)) != len(published):
-            raise ConfigError(f"published host ports collide: {published}")
-        if self.cache_ttl and not self.cache_ttl.isdigit():
-            raise ConfigError(
-                f"CACHE_TTL must be seconds (an integer) or empty, got {self.cache_ttl!r}"
-            )
-        if self.proxy_log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"PROXY_LOG_LEVEL {self.proxy_log_level!r} is not a log level")
-        if self.tei_dtype and self.tei_dtype not in ("float16", "float32"):
-            raise ConfigError(
-                f"TEI_DTYPE must be float16, float32 or empty, got {self.tei_dtype!r}"
-            )
+    @property
+    def published_ports(self) -> dict[str, int | None]:
+        """Setting -> host port (None: not published) of every service the stack runs."""
+        ports = {
+            "PROXY_PORT": self.proxy_port,
+            "NGINX_PUBLISH_PORT": self.nginx_publish_port,
+            "QDRANT_PUBLISH_PORT": self.qdrant_publish_port,
+            "QDRANT_GRPC_PUBLISH_PORT": self.qdrant_grpc_publish_port,
+        }
+        if self.monitoring:
+            ports["PROMETHEUS_PUBLISH_PORT"] = self.prometheus_publish_port
+            ports["GRAFANA_PUBLISH_PORT"] = self.grafana_publish_port
+        return ports
 
 
 def load_settings(env_path: Path | str | None = None) -> Settings:
@@ -364,7 +450,7 @@ def load_settings(env_path: Path | str | None = None) -> Settings:
 # Qdrant's image has no curl or wget: an HTTP GET /readyz over bash's /dev/tcp, pure bash.
 # `$$` is compose's escape for a literal `$`.
 _QDRANT_HEALTH = (
-    "exec 3<>/dev/tcp/127.0.0.1/6333 && "
+    f"exec 3<>/dev/tcp/127.0.0.1/{QDRANT_HTTP_PORT} && "
     "printf 'GET /readyz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
     "read -r status_line <&3 && "
     '[[ "$$status_line" == *" 200 "* ]]'
@@ -372,9 +458,20 @@ _QDRANT_HEALTH = (
 
 _PROXY_HEALTH = (
     "import sys, urllib.request; "
-    "sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 "
-    "else 1)"
+    f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{PROXY_CONTAINER_PORT}/health', "
+    "timeout=4).status == 200 else 1)"
 )
+
+
+def _http_get(tool: str, port: int, path: str) -> list[str]:
+    """A health-check command that GETs a local URL with the image's own curl or wget."""
+    url = f"http://127.0.0.1:{port}{path}"
+    quiet = ["-fsS", "-o"] if tool == "curl" else ["-q", "-O"]
+    return ["CMD", tool, *quiet, "/dev/null", url]
+
+
+def _required_secret(var: str) -> str:
+    return "${" + var + ":?set " + var + " in stack/.env}"
 
 
 def _tei_service(s: Settings, index: int) -> dict:
@@ -406,14 +503,7 @@ def _tei_service(s: Settings, index: int) -> dict:
         "expose": [str(TEI_PORT)],
         "healthcheck": {
             # The TEI images ship curl (since 1.5); /health is 200 once the model is warm.
-            "test": [
-                "CMD",
-                "curl",
-                "-fsS",
-                "-o",
-                "/dev/null",
-                f"http://127.0.0.1:{TEI_PORT}/health",
-            ],
+            "test": _http_get("curl", TEI_PORT, "/health"),
             "interval": "15s",
             "timeout": "5s",
             "retries": 5,
@@ -450,6 +540,116 @@ def _loopback_port(published: int, target: int) -> dict:
     }
 
 
+def _proxy_service(s: Settings) -> dict:
+    environment = {
+        "CACHED_TEI_URL": f"http://nginx:{NGINX_PORT}",
+        "CACHED_TEI_QDRANT_URL": s.qdrant_url or f"http://qdrant:{QDRANT_HTTP_PORT}",
+        "CACHED_TEI_QDRANT_API_KEY": (
+            "${QDRANT_API_KEY:-}" if s.external_qdrant else _required_secret("QDRANT_API_KEY")
+        ),
+    }
+    if s.has_tei_api_key:
+        environment["CACHED_TEI_API_KEY"] = "${TEI_API_KEY}"
+    if s.qdrant_shards:
+        environment["CACHED_TEI_QDRANT_SHARDS"] = str(s.qdrant_shards)
+    if s.qdrant_replication_factor:
+        environment["CACHED_TEI_QDRANT_REPLICATION_FACTOR"] = str(s.qdrant_replication_factor)
+    environment.update(
+        {
+            "CACHED_TEI_MAX_PAYLOAD_BYTES": str(s.tei_payload_limit),
+            "CACHED_TEI_TTL": s.cache_ttl,
+            "CACHED_TEI_PROXY_API_KEYS": "${PROXY_API_KEYS:-}",
+            "CACHED_TEI_PROXY_LOG_LEVEL": s.proxy_log_level,
+            "CACHED_TEI_PROXY_WORKERS": s.proxy_workers,
+        }
+    )
+    depends_on = {"nginx": {"condition": "service_healthy"}}
+    if not s.external_qdrant:
+        depends_on["qdrant"] = {"condition": "service_healthy"}
+    return {
+        "build": {"context": "..", "dockerfile": "stack/Dockerfile"},
+        "restart": "unless-stopped",
+        "command": [
+            "cached-tei",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(PROXY_CONTAINER_PORT),
+        ],
+        "environment": environment,
+        "ports": [
+            {
+                "target": PROXY_CONTAINER_PORT,
+                "published": str(s.proxy_port),
+                "host_ip": s.proxy_bind,
+                "protocol": "tcp",
+            }
+        ],
+        "depends_on": depends_on,
+        "healthcheck": {
+            "test": ["CMD", "python", "-c", _PROXY_HEALTH],
+            "interval": "15s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "20s",
+        },
+    }
+
+
+def _monitoring_services(s: Settings) -> dict[str, dict]:
+    prometheus: dict = {
+        "image": f"{s.prometheus_image}:{s.prometheus_version}",
+        "profiles": [MONITORING_PROFILE],
+        "restart": "unless-stopped",
+        "volumes": [
+            "./prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+            "prometheus-data:/prometheus",
+        ],
+        "expose": [str(PROMETHEUS_PORT)],
+        "healthcheck": {
+            "test": _http_get("wget", PROMETHEUS_PORT, "/-/ready"),
+            "interval": "15s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "20s",
+        },
+    }
+    if s.qdrant_needs_key:
+        prometheus["secrets"] = [QDRANT_SECRET]
+    if s.prometheus_publish_port:
+        prometheus["ports"] = [_loopback_port(s.prometheus_publish_port, PROMETHEUS_PORT)]
+    grafana: dict = {
+        "image": f"{s.grafana_image}:{s.grafana_version}",
+        "profiles": [MONITORING_PROFILE],
+        "restart": "unless-stopped",
+        "environment": {
+            "GF_SECURITY_ADMIN_PASSWORD": _required_secret("GRAFANA_ADMIN_PASSWORD"),
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_ANALYTICS_REPORTING_ENABLED": "false",
+            "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+            "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/grafana/dashboards/cached-tei.json",
+        },
+        "volumes": [
+            "./grafana/provisioning:/etc/grafana/provisioning:ro",
+            "./grafana/dashboards:/etc/grafana/dashboards:ro",
+            "grafana-data:/var/lib/grafana",
+        ],
+        "expose": [str(GRAFANA_PORT)],
+        "depends_on": {"prometheus": {"condition": "service_healthy"}},
+        "healthcheck": {
+            "test": _http_get("wget", GRAFANA_PORT, "/api/health"),
+            "interval": "15s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "30s",
+        },
+    }
+    if s.grafana_publish_port:
+        grafana["ports"] = [_loopback_port(s.grafana_publish_port, GRAFANA_PORT)]
+    return {"prometheus": prometheus, "grafana": grafana}
+
+
 def build_compose(s: Settings) -> dict:
     services: dict[str, dict] = {}
     for i, name in enumerate(s.tei_services):
@@ -461,14 +661,7 @@ def build_compose(s: Settings) -> dict:
         "volumes": ["./nginx.conf:/etc/nginx/nginx.conf:ro"],
         "expose": [str(NGINX_PORT)],
         "healthcheck": {
-            "test": [
-                "CMD",
-                "wget",
-                "-q",
-                "-O",
-                "/dev/null",
-                f"http://127.0.0.1:{NGINX_PORT}{NGINX_HEALTH_PATH}",
-            ],
+            "test": _http_get("wget", NGINX_PORT, NGINX_HEALTH_PATH),
             "interval": "10s",
             "timeout": "3s",
             "retries": 3,
@@ -491,7 +684,7 @@ def build_compose(s: Settings) -> dict:
             "image": f"{s.qdrant_image}:{s.qdrant_version}",
             "restart": "unless-stopped",
             "environment": {
-                "QDRANT__SERVICE__API_KEY": "${QDRANT_API_KEY:?set QDRANT_API_KEY in stack/.env}",
+                "QDRANT__SERVICE__API_KEY": _required_secret("QDRANT_API_KEY"),
                 "QDRANT__TELEMETRY_DISABLED": "true",
                 "QDRANT__SERVICE__HTTP_PORT": str(QDRANT_HTTP_PORT),
                 "QDRANT__SERVICE__GRPC_PORT": str(QDRANT_GRPC_PORT),
@@ -515,64 +708,24 @@ def build_compose(s: Settings) -> dict:
             qdrant["ports"] = ports
         services["qdrant"] = qdrant
 
-    proxy_env = {
-        "CACHED_TEI_URL": f"http://nginx:{NGINX_PORT}",
-        "CACHED_TEI_QDRANT_URL": s.qdrant_url or f"http://qdrant:{QDRANT_HTTP_PORT}",
-        "CACHED_TEI_QDRANT_API_KEY": (
-            "${QDRANT_API_KEY:-}"
-            if s.external_qdrant
-            else "${QDRANT_API_KEY:?set QDRANT_API_KEY in stack/.env}"
-        ),
-    }
-    if s.has_tei_api_key:
-        proxy_env["CACHED_TEI_API_KEY"] = "${TEI_API_KEY}"
-    if s.qdrant_shards:
-        proxy_env["CACHED_TEI_QDRANT_SHARDS"] = str(s.qdrant_shards)
-    if s.qdrant_replication_factor:
-        proxy_env["CACHED_TEI_QDRANT_REPLICATION_FACTOR"] = str(s.qdrant_replication_factor)
-    proxy_env.update(
-        {
-            "CACHED_TEI_MAX_PAYLOAD_BYTES": str(s.tei_payload_limit),
-            "CACHED_TEI_TTL": s.cache_ttl,
-            "CACHED_TEI_PROXY_API_KEYS": "${PROXY_API_KEYS:-}",
-            "CACHED_TEI_PROXY_LOG_LEVEL": s.proxy_log_level,
-        }
-    )
-    proxy_depends = {"nginx": {"condition": "service_healthy"}}
-    if not s.external_qdrant:
-        proxy_depends["qdrant"] = {"condition": "service_healthy"}
-    services["proxy"] = {
-        "build": {"context": "..", "dockerfile": "stack/Dockerfile"},
-        "restart": "unless-stopped",
-        "command": ["cached-tei", "serve", "--host", "0.0.0.0", "--port", str(PROXY_PORT)],
-        "environment": proxy_env,
-        "ports": [
-            {
-                "target": PROXY_PORT,
-                "published": str(s.proxy_port),
-                "host_ip": s.proxy_bind,
-                "protocol": "tcp",
-            }
-        ],
-        "depends_on": proxy_depends,
-        "healthcheck": {
-            "test": ["CMD", "python", "-c", _PROXY_HEALTH],
-            "interval": "15s",
-            "timeout": "5s",
-            "retries": 3,
-            "start_period": "20s",
-        },
-    }
+    services["proxy"] = _proxy_service(s)
+    if s.monitoring:
+        services.update(_monitoring_services(s))
 
     volumes: dict[str, dict] = {}
     if s.tei_services:
         volumes["tei-models"] = {}
     if not s.external_qdrant:
         volumes["qdrant-storage"] = {}
+    if s.monitoring:
+        volumes["prometheus-data"] = {}
+        volumes["grafana-data"] = {}
 
     compose: dict = {"name": s.project_name, "services": services}
     if volumes:
         compose["volumes"] = volumes
+    if s.monitoring and s.qdrant_needs_key:
+        compose["secrets"] = {QDRANT_SECRET: {"environment": "QDRANT_API_KEY"}}
     return compose
 
 
@@ -582,8 +735,108 @@ def render_compose(s: Settings) -> str:
 
 
 # --------------------------------------------------------------------------------------
+# prometheus.yml
+# --------------------------------------------------------------------------------------
+
+
+def build_prometheus_config(s: Settings) -> dict:
+    """Scrape the proxy, every TEI (local and remote) and Qdrant, with Qdrant's key if any."""
+    qdrant: dict = {"job_name": "qdrant"}
+    if s.external_qdrant:
+        url = urlsplit(s.qdrant_url)
+        qdrant["scheme"] = url.scheme
+        qdrant["metrics_path"] = url.path.rstrip("/") + "/metrics"
+        qdrant["static_configs"] = [{"targets": [url.netloc]}]
+    else:
+        qdrant["static_configs"] = [{"targets": [f"qdrant:{QDRANT_HTTP_PORT}"]}]
+    if s.qdrant_needs_key:
+        qdrant["authorization"] = {
+            "type": "Bearer",
+            "credentials_file": f"/run/secrets/{QDRANT_SECRET}",
+        }
+    return {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "scrape_configs": [
+            {
+                "job_name": "cached-tei-proxy",
+                "static_configs": [{"targets": [f"proxy:{PROXY_CONTAINER_PORT}"]}],
+            },
+            # TEI serves /metrics on its HTTP port, without its API key.
+            {"job_name": "tei", "static_configs": [{"targets": s.upstreams}]},
+            qdrant,
+        ],
+    }
+
+
+def render_prometheus_config(s: Settings) -> str:
+    body = yaml.safe_dump(
+        build_prometheus_config(s), sort_keys=False, default_flow_style=False, width=4096
+    )
+    return GENERATED_HEADER + body
+
+
+# --------------------------------------------------------------------------------------
 # nginx.conf
 # --------------------------------------------------------------------------------------
+
+
+class _NginxTemplate(string.Template):
+    delimiter = "@"  # nginx itself uses `$`
+
+
+NGINX_TEMPLATE = _NginxTemplate(
+    """\
+# GENERATED by stack/generate.py from stack/.env (or stack/.env.example). DO NOT EDIT.
+# Internal load balancer in front of the TEI replicas; only the proxy talks to it.
+@main_paths
+worker_processes auto;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+@http_paths
+    server_tokens off;
+    keepalive_timeout 65s;
+
+    upstream tei {
+        zone tei 64k;
+        least_conn;
+@servers
+        keepalive @keepalive;
+        keepalive_timeout 60s;
+    }
+
+    server {
+        listen @listen;
+        # At least TEI's --payload-limit, so TEI (not nginx) answers oversized bodies.
+        client_max_body_size @body_limit;
+        client_body_buffer_size @body_limit;
+
+        location = @health_path {
+            access_log off;
+            return 200 "ok\\n";
+        }
+
+        location / {
+            proxy_pass http://tei;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_connect_timeout @connect_timeout;
+            proxy_send_timeout @read_timeout;
+            proxy_read_timeout @read_timeout;
+            # Embedding is a pure function: a POST may go to the next replica.
+            # 429 (TEI overloaded) is deliberately NOT retried here: the proxy backs off.
+            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+            proxy_next_upstream_tries @tries;
+            proxy_request_buffering on;
+        }
+    }
+}
+"""
+)
 
 
 def render_nginx_conf(
@@ -603,75 +856,32 @@ def render_nginx_conf(
     ups = list(upstreams) if upstreams is not None else s.upstreams
     if not ups:
         raise ConfigError("nginx needs at least one upstream")
-    tries = max(1, min(s.nginx_next_upstream_tries, len(ups)))
-    L: list[str] = []
-    add = L.append
-    add("# GENERATED by stack/generate.py from stack/.env (or stack/.env.example). DO NOT EDIT.")
-    add("# Internal load balancer in front of the TEI replicas; only the proxy talks to it.")
     if runtime_dir is None:
-        add("user nginx;")
-        add("pid /var/run/nginx.pid;")
-        add("error_log /dev/stderr warn;")
+        main_paths = ["user nginx;", "pid /var/run/nginx.pid;", "error_log /dev/stderr warn;"]
+        http_paths = ["    access_log /dev/stdout;"]
     else:
         rd = Path(runtime_dir)
-        add(f"pid {rd / 'nginx.pid'};")
-        add(f"error_log {rd / 'error.log'} warn;")
-    add("worker_processes auto;")
-    add("")
-    add("events {")
-    add("    worker_connections 4096;")
-    add("}")
-    add("")
-    add("http {")
-    if runtime_dir is None:
-        add("    access_log /dev/stdout;")
-    else:
-        rd = Path(runtime_dir)
-        add(f"    access_log {rd / 'access.log'};")
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            add(f"    {kind}_temp_path {rd / (kind + '_temp')};")
-    add("    server_tokens off;")
-    add("    keepalive_timeout 65s;")
-    add("")
-    add("    upstream tei {")
-    add("        zone tei 64k;")
-    add("        least_conn;")
-    for up in ups:
-        add(
-            f"        server {up} max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout};"
-        )
-    add(f"        keepalive {s.nginx_keepalive};")
-    add("        keepalive_timeout 60s;")
-    add("    }")
-    add("")
-    add("    server {")
-    add(f"        listen {listen};")
-    add("        # At least TEI's --payload-limit, so TEI (not nginx) answers oversized bodies.")
-    add(f"        client_max_body_size {s.tei_payload_limit};")
-    add(f"        client_body_buffer_size {s.tei_payload_limit};")
-    add("")
-    add(f"        location = {NGINX_HEALTH_PATH} {{")
-    add("            access_log off;")
-    add('            return 200 "ok\\n";')
-    add("        }")
-    add("")
-    add("        location / {")
-    add("            proxy_pass http://tei;")
-    add("            proxy_http_version 1.1;")
-    add('            proxy_set_header Connection "";')
-    add("            proxy_set_header Host $host;")
-    add(f"            proxy_connect_timeout {s.nginx_connect_timeout};")
-    add(f"            proxy_send_timeout {s.nginx_read_timeout};")
-    add(f"            proxy_read_timeout {s.nginx_read_timeout};")
-    add("            # Embedding is a pure function: a POST may go to the next replica.")
-    add("            # 429 (TEI overloaded) is deliberately NOT retried here: the proxy backs off.")
-    add("            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;")
-    add(f"            proxy_next_upstream_tries {tries};")
-    add("            proxy_request_buffering on;")
-    add("        }")
-    add("    }")
-    add("}")
-    return "\n".join(L) + "\n"
+        main_paths = [f"pid {rd / 'nginx.pid'};", f"error_log {rd / 'error.log'} warn;"]
+        http_paths = [f"    access_log {rd / 'access.log'};"] + [
+            f"    {kind}_temp_path {rd / (kind + '_temp')};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ]
+    servers = [
+        f"        server {up} max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout};"
+        for up in ups
+    ]
+    return NGINX_TEMPLATE.substitute(
+        main_paths="\n".join(main_paths),
+        http_paths="\n".join(http_paths),
+        servers="\n".join(servers),
+        keepalive=s.nginx_keepalive,
+        listen=listen,
+        body_limit=s.tei_payload_limit,
+        health_path=NGINX_HEALTH_PATH,
+        connect_timeout=s.nginx_connect_timeout,
+        read_timeout=s.nginx_read_timeout,
+        tries=max(1, min(s.nginx_next_upstream_tries, len(ups))),
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -681,11 +891,15 @@ def render_nginx_conf(
 
 def generate(settings: Settings) -> dict[str, str]:
     """File name -> content."""
-    return {"compose.yml": render_compose(settings), "nginx.conf": render_nginx_conf(settings)}
+    return {
+        "compose.yml": render_compose(settings),
+        "nginx.conf": render_nginx_conf(settings),
+        "prometheus.yml": render_prometheus_config(settings),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--env", help="env file (default: stack/.env, else stack/.env.example)")
     ap.add_argument("--out", default=str(HERE), help="output folder (default: stack/)")
     ap.add_argument("--check", action="store_true", help="exit 1 if the files in --out differ")

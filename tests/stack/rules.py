@@ -130,6 +130,12 @@ def compose_problems(compose: dict, settings) -> list[str]:
         if settings.nginx_publish_port
         else [],
         "qdrant": [],
+        "prometheus": [("127.0.0.1", str(settings.prometheus_publish_port))]
+        if settings.prometheus_publish_port
+        else [],
+        "grafana": [("127.0.0.1", str(settings.grafana_publish_port))]
+        if settings.grafana_publish_port
+        else [],
     }
     if settings.qdrant_publish_port:
         expected["qdrant"].append(("127.0.0.1", str(settings.qdrant_publish_port)))
@@ -140,7 +146,7 @@ def compose_problems(compose: dict, settings) -> list[str]:
         want = expected.get(name, [])
         if sorted(got) != sorted(want):
             problems.append(f"{name}: publishes {got}, .env asks for {want}")
-        if name in ("nginx", "qdrant"):
+        if name in ("nginx", "qdrant", "prometheus", "grafana"):
             for host_ip, port in got:
                 if host_ip not in LOOPBACK:
                     problems.append(f"{name}: port {port} published beyond loopback ({host_ip})")
@@ -165,9 +171,41 @@ def compose_problems(compose: dict, settings) -> list[str]:
     if not settings.qdrant_url and "qdrant" not in services:
         problems.append("no qdrant service")
 
+    # monitoring: Prometheus and Grafana exactly when asked, only in the monitoring profile
+    monitoring = {"prometheus", "grafana"}
+    for name in sorted(monitoring):
+        if settings.monitoring and name not in services:
+            problems.append(f"MONITORING=true but no {name} service")
+        if not settings.monitoring and name in services:
+            problems.append(f"MONITORING=false but a {name} service is generated")
+    for name, svc in services.items():
+        profiles = svc.get("profiles") or []
+        if (name in monitoring) != (profiles == ["monitoring"]):
+            problems.append(f"{name}: profiles {profiles}, expected the monitoring profile only")
+    prometheus = services.get("prometheus")
+    if prometheus is not None:
+        mounts = prometheus.get("volumes") or []
+        if "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" not in mounts:
+            problems.append("prometheus: does not mount the generated prometheus.yml")
+        declared = set((compose.get("secrets") or {}).keys())
+        for secret in prometheus.get("secrets") or []:
+            if secret not in declared:
+                problems.append(f"prometheus: secret {secret!r} not declared at top level")
+    grafana = services.get("grafana")
+    if (
+        grafana is not None
+        and (grafana.get("depends_on") or {}).get("prometheus", {}).get("condition")
+        != "service_healthy"
+    ):
+        problems.append("grafana: does not wait for prometheus healthy")
+
     # no secret value baked into the file: secrets are ${VAR} references
     for name, svc in services.items():
         for key, value in (svc.get("environment") or {}).items():
-            if re.search(r"(API_KEYS?|TOKEN)$", key) and value and not str(value).startswith("${"):
+            if (
+                re.search(r"(API_KEYS?|TOKEN|PASSWORD)$", key)
+                and value
+                and not str(value).startswith("${")
+            ):
                 problems.append(f"{name}: secret {key} is written literally")
     return problems

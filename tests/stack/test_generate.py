@@ -17,8 +17,6 @@ from .rules import compose_problems
 
 @pytest.fixture(scope="module")
 def validator():
-    if not SCHEMA.exists():
-        pytest.skip(f"compose schema not found at {SCHEMA}")
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
@@ -59,7 +57,7 @@ def test_cli_writes_and_checks(tmp_path):
     cmd = [sys.executable, str(STACK / "generate.py"), "--env", str(STACK / ".env.example")]
     out = subprocess.run(cmd + ["--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    for name in ("compose.yml", "nginx.conf"):
+    for name in ("compose.yml", "nginx.conf", "prometheus.yml"):
         assert (tmp_path / name).read_text() == (STACK / name).read_text()
     ok = subprocess.run(cmd + ["--out", str(STACK), "--check"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -82,15 +80,47 @@ def test_cli_reports_bad_env(tmp_path):
     assert not (tmp_path / "compose.yml").exists()
 
 
-def test_every_example_variable_is_documented_and_used(gen):
+def _declared(gen) -> dict[str, object]:
+    """.env variable -> its declaration (EnvVar) in generate.py's Settings."""
+    import dataclasses
+
+    return {f.metadata["env"].name: f.metadata["env"] for f in dataclasses.fields(gen.Settings)}
+
+
+def test_every_example_variable_is_documented_and_declared(gen):
     text = (STACK / ".env.example").read_text(encoding="utf-8")
     lines = text.splitlines()
-    source = (STACK / "generate.py").read_text(encoding="utf-8")
+    declared = _declared(gen)
+    in_example = []
     for i, line in enumerate(lines):
         if line and not line.startswith("#") and "=" in line:
             key = line.split("=", 1)[0]
+            in_example.append(key)
             assert lines[i - 1].startswith("#"), f"{key} has no comment above it"
-            assert re.search(rf"\b{key}\b", source), f"{key} is not used by generate.py"
+            assert key in declared or key in gen.COMPOSE_SECRETS, f"{key} is not a setting"
+    assert sorted(in_example) == sorted([*declared, *gen.COMPOSE_SECRETS])
+    compose = gen.render_compose(
+        gen.Settings.from_env(dict(gen.parse_dotenv(text), MONITORING="true"))
+    )
+    for secret in gen.COMPOSE_SECRETS:  # read by compose only, as ${VAR}
+        assert "${" + secret in compose
+
+
+def test_example_shows_the_defaults(gen, example_env):
+    """Each variable is declared once, with its default: the example writes the defaults out."""
+    declared = _declared(gen)
+    differ = {
+        name: (example_env[name], var.default)
+        for name, var in declared.items()
+        if example_env[name] != var.default
+    }
+    assert differ == {
+        "MODEL_ID": ("BAAI/bge-small-en-v1.5", ""),
+        "GPU_IDS": ("0", ""),
+        "GRAFANA_PUBLISH_PORT": ("3000", ""),
+    }
+    minimal = {name: value for name, (value, _) in differ.items()}
+    assert gen.Settings.from_env(minimal) == gen.Settings.from_env(example_env)
 
 
 # ---- variants -----------------------------------------------------------------------------
@@ -265,11 +295,106 @@ def test_tei_limits_reach_tei_nginx_and_proxy(gen, validator, example_env):
         ({"CACHE_TTL": "1d"}, "CACHE_TTL"),
         ({"TEI_AUTO_TRUNCATE": "maybe"}, "TEI_AUTO_TRUNCATE"),
         ({"NGINX_READ_TIMEOUT": "5 minutes"}, "NGINX_READ_TIMEOUT"),
+        ({"QDRANT_VERSION": "v1.15.1"}, "too old: the cache stores collection metadata"),
+        ({"PROXY_WORKERS": "0"}, "PROXY_WORKERS"),
+        ({"PROXY_WORKERS": "many"}, "PROXY_WORKERS"),
+        ({"MONITORING": "yes please"}, "MONITORING"),
+        ({"PROMETHEUS_VERSION": "latest"}, "PROMETHEUS_VERSION"),
+        ({"GRAFANA_VERSION": "12"}, "GRAFANA_VERSION"),
+        ({"MONITORING": "true", "GRAFANA_PUBLISH_PORT": "8000"}, "collide"),
+        ({"MONITORING": "true", "PROMETHEUS_PUBLISH_PORT": "99999"}, "PROMETHEUS_PUBLISH_PORT"),
     ],
 )
 def test_bad_settings_are_refused(gen, example_env, change, message):
     with pytest.raises(gen.ConfigError, match=message):
         gen.Settings.from_env(dict(example_env, **change))
+
+
+def test_qdrant_is_pinned_to_the_release_the_store_is_checked_against(gen, example_env):
+    s = gen.Settings.from_env(example_env)
+    assert gen.build_compose(s)["services"]["qdrant"]["image"] == "qdrant/qdrant:v1.19.0"
+    assert gen.Settings.from_env(dict(example_env, QDRANT_VERSION="v1.16.0")).qdrant_version
+    readme = (STACK / "README.md").read_text(encoding="utf-8")
+    assert "v1.19.0" in readme and "v1.16.0" in readme
+
+
+def test_proxy_workers(gen, validator, example_env):
+    s, c = _check(gen, validator, example_env)
+    assert c["services"]["proxy"]["environment"]["CACHED_TEI_PROXY_WORKERS"] == "auto"
+    s, c = _check(gen, validator, dict(example_env, PROXY_WORKERS=" 04 "))
+    assert c["services"]["proxy"]["environment"]["CACHED_TEI_PROXY_WORKERS"] == "4"
+    s, c = _check(gen, validator, dict(example_env, PROXY_WORKERS="AUTO"))
+    assert c["services"]["proxy"]["environment"]["CACHED_TEI_PROXY_WORKERS"] == "auto"
+
+
+def test_no_monitoring_by_default(gen, validator, example_env):
+    s, c = _check(gen, validator, example_env)
+    assert not s.monitoring
+    assert "prometheus" not in c["services"] and "grafana" not in c["services"]
+    assert "secrets" not in c and "prometheus-data" not in c["volumes"]
+
+
+def test_monitoring(gen, validator, example_env):
+    env = dict(example_env, MONITORING="true", GPU_IDS="0,1", TEI_REMOTE_UPSTREAMS="gpu-box:8080")
+    s, c = _check(gen, validator, env)
+    services = c["services"]
+    assert list(services) == ["tei-0", "tei-1", "nginx", "qdrant", "proxy", "prometheus", "grafana"]
+    prom, graf = services["prometheus"], services["grafana"]
+    assert prom["image"] == "prom/prometheus:v3.13.1" and graf["image"] == "grafana/grafana:12.4.3"
+    assert prom["profiles"] == ["monitoring"] and graf["profiles"] == ["monitoring"]
+    assert "ports" not in prom
+    assert graf["ports"] == [
+        {"target": 3000, "published": "3000", "host_ip": "127.0.0.1", "protocol": "tcp"}
+    ]
+    assert graf["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == (
+        "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in stack/.env}"
+    )
+    # Qdrant's key reaches Prometheus as a compose secret, never in a file of ours
+    assert c["secrets"] == {"qdrant_api_key": {"environment": "QDRANT_API_KEY"}}
+    assert prom["secrets"] == ["qdrant_api_key"]
+    assert {"prometheus-data", "grafana-data"} <= set(c["volumes"])
+    # the mounted files exist, and Grafana's home dashboard is the provisioned one
+    for svc in (prom, graf):
+        for mount in svc["volumes"]:
+            source = mount.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (STACK / source).exists(), source
+    home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == "/etc/grafana/dashboards/cached-tei.json"
+    assert "./grafana/dashboards:/etc/grafana/dashboards:ro" in graf["volumes"]
+
+    scrape = {job["job_name"]: job for job in gen.build_prometheus_config(s)["scrape_configs"]}
+    assert scrape["cached-tei-proxy"]["static_configs"] == [{"targets": ["proxy:8000"]}]
+    assert scrape["tei"]["static_configs"] == [
+        {"targets": ["tei-0:80", "tei-1:80", "gpu-box:8080"]}
+    ]
+    assert scrape["qdrant"]["static_configs"] == [{"targets": ["qdrant:6333"]}]
+    assert scrape["qdrant"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/qdrant_api_key",
+    }
+    assert "QDRANT_API_KEY" not in gen.render_prometheus_config(s)
+
+
+@pytest.mark.parametrize("key", ["", "q-secret"])
+def test_monitoring_with_external_qdrant(gen, validator, example_env, key):
+    env = dict(
+        example_env,
+        MONITORING="true",
+        QDRANT_URL="https://qdrant.internal:6333/base/",
+        QDRANT_API_KEY=key,
+        PROMETHEUS_PUBLISH_PORT="9090",
+        GRAFANA_PUBLISH_PORT="",  # not published
+    )
+    s, c = _check(gen, validator, env)
+    job = gen.build_prometheus_config(s)["scrape_configs"][-1]
+    assert job["scheme"] == "https" and job["metrics_path"] == "/base/metrics"
+    assert job["static_configs"] == [{"targets": ["qdrant.internal:6333"]}]
+    assert ("authorization" in job) == bool(key)
+    assert ("secrets" in c) == bool(key)
+    assert "ports" not in c["services"]["grafana"]
+    assert c["services"]["prometheus"]["ports"][0]["host_ip"] == "127.0.0.1"
+    assert key == "" or key not in gen.render_compose(s) + gen.render_prometheus_config(s)
 
 
 def test_rules_catch_violations(gen, example_env):
@@ -281,6 +406,7 @@ def test_rules_catch_violations(gen, example_env):
     c["services"]["nginx"]["ports"] = ["8080:80"]
     c["services"]["qdrant"]["image"] = "qdrant/qdrant:latest"
     c["services"]["proxy"]["depends_on"]["ghost"] = {"condition": "service_started"}
+    c["services"]["proxy"]["profiles"] = ["monitoring"]
     problems = "\n".join(compose_problems(c, s))
     for expected in (
         "count and device_ids",
@@ -288,8 +414,30 @@ def test_rules_catch_violations(gen, example_env):
         "beyond loopback",
         "not pinned",
         "ghost",
+        "proxy: profiles ['monitoring']",
     ):
         assert expected in problems
+
+
+def test_rules_catch_monitoring_violations(gen, example_env):
+    s = gen.Settings.from_env(dict(example_env, MONITORING="true"))
+    c = gen.build_compose(s)
+    del c["services"]["grafana"]["profiles"]
+    c["services"]["prometheus"]["ports"] = ["9090:9090"]
+    c["services"]["prometheus"]["volumes"] = []
+    del c["secrets"]
+    c["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] = "admin"
+    problems = "\n".join(compose_problems(c, s))
+    for expected in (
+        "grafana: profiles [], expected the monitoring profile only",
+        "prometheus: port 9090 published beyond loopback",
+        "prometheus: does not mount the generated prometheus.yml",
+        "prometheus: secret 'qdrant_api_key' not declared",
+        "grafana: secret GF_SECURITY_ADMIN_PASSWORD is written literally",
+    ):
+        assert expected in problems
+    off = gen.Settings.from_env(example_env)
+    assert "MONITORING=false but a prometheus service" in "\n".join(compose_problems(c, off))
 
 
 def test_dotenv_parser(gen):
@@ -343,9 +491,10 @@ def test_readme_covers_the_operations(gen):
 @pytest.mark.parametrize("variant", ["example", "everything"])
 def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, monkeypatch):
     """Every CACHED_TEI_* the compose file gives the proxy is a real setting and parses."""
-    settings_mod = pytest.importorskip("cached_tei.settings")
-    proxy_settings_mod = pytest.importorskip("cached_tei.proxy.settings")
-    core_cls, proxy_cls = settings_mod.CachedTEISettings, proxy_settings_mod.ProxySettings
+    from cached_tei.proxy.settings import ProxySettings
+    from cached_tei.settings import CachedTEISettings
+
+    core_cls, proxy_cls = CachedTEISettings, ProxySettings
     known = {"CACHED_TEI_URL"}
     for cls in (core_cls, proxy_cls):
         prefix = cls.model_config.get("env_prefix", "")

@@ -166,7 +166,8 @@ def test_conf_directives(gen, example_env):
 
 @pytest.fixture
 def cluster(gen, example_env, nginx_bin, tmp_path):
-    emu = pytest.importorskip("tests.tei_emulator")
+    from tests import tei_emulator as emu
+
     config = emu.EmulatorConfig(step_ms=2.0, per_text_ms=0.1)
     replicas = [emu.EmulatorServer(config, port=0).start() for _ in range(3)]
     s = _settings(gen, example_env, NGINX_FAIL_TIMEOUT="30s")
@@ -199,7 +200,7 @@ def _embed(client: httpx.Client, url: str, texts: list[str]) -> httpx.Response:
 
 def _assert_vectors(emu, config, texts, body):
     assert len(body) == len(texts)
-    for text, vec in zip(texts, body):
+    for text, vec in zip(texts, body, strict=True):
         np.testing.assert_array_equal(
             np.asarray(vec, dtype=np.float32), emu.expected_vector(config, text)
         )
@@ -233,7 +234,7 @@ def test_traffic_spreads_over_all_replicas(cluster):
     emu, config, replicas, nginx = cluster
     results = _run_load(nginx.url, 60, 8, "spread")
     assert all(status == 200 for status, _, _ in results.values()), results
-    for status, body, texts in results.values():
+    for _status, body, texts in results.values():
         _assert_vectors(emu, config, texts, body)
     counts = [len(r.requests) for r in replicas]
     assert sum(counts) == 60, counts
@@ -273,7 +274,7 @@ def test_stopping_a_replica_mid_run_loses_no_request(cluster):
     results = _run_load(nginx.url, 160, 8, "failover", on_done)
     bad = {i: (s, b) for i, (s, b, _) in results.items() if s != 200}
     assert not bad, f"lost requests: {bad}\n{nginx.error_log()[-2000:]}"
-    for status, body, texts in results.values():
+    for _status, body, texts in results.values():
         _assert_vectors(emu, config, texts, body)
     assert served_before_stop and served_before_stop[0] > 0, "the stopped replica never served"
     # nginx did meet the dead replica (refused/reset) and moved those requests on
@@ -289,7 +290,7 @@ def test_replica_answering_503_is_skipped(cluster):
     replicas[0].inject(emu.Fault(kind="status", status=503, count=1000))
     results = _run_load(nginx.url, 30, 4, "unhealthy")
     assert all(status == 200 for status, _, _ in results.values()), results
-    for status, body, texts in results.values():
+    for _status, body, texts in results.values():
         _assert_vectors(emu, config, texts, body)
     statuses = [r.status for r in replicas[0].requests]
     assert statuses and set(statuses) == {503}, "the 503 replica was never tried"
@@ -332,12 +333,9 @@ def test_large_body_reaches_tei(cluster):
 @pytest.mark.nginx
 def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
     """cached-tei serve -> real nginx -> 3 emulators: same vectors as TEI itself, then cached."""
-    import importlib.util
     import os
     import sys
 
-    if importlib.util.find_spec("cached_tei.cli") is None:
-        pytest.skip("the proxy (cached_tei.cli) is not there yet")
     emu, config, replicas, nginx = cluster
     port = _free_port()
     env = dict(
