@@ -1,10 +1,20 @@
 """A Qdrant REST server on loopback, for fault tests: real semantics, injectable failures.
 
 There is no Qdrant server on the test machines. ``FakeQdrant`` answers the REST routes that
-cached-tei's server store uses (collection exists/get/create, payload index, upsert, retrieve,
-count, list, delete) by delegating to qdrant-client's own in-process engine (``:memory:``),
-so what it stores and returns is what Qdrant's local mode stores and returns. Its ``mode``
-injects faults at any time:
+cached-tei's server store uses (collection exists/get/create/delete, payload index, upsert,
+retrieve, count, delete by filter, list) by delegating to qdrant-client's own in-process engine
+(``:memory:``), so what it stores and returns is what Qdrant's local mode stores and returns.
+
+It is also a contract test of what the store sends: every request's body and query parameters
+are checked against the pinned server's API (``tests/reference/qdrant-1.19-openapi.json``,
+Qdrant's own spec), where any field the spec does not define is refused with HTTP 400 in
+Qdrant's error shape and recorded in ``violations`` (a real server before 1.16 ignores unknown
+fields silently, which is how an ignored ``metadata`` went unnoticed). ``requests`` counts
+requests per route (``"GET /collections/{collection_name}/exists"``). As Qdrant does, it answers
+404 for a missing collection, 409 for creating an existing one, 401 without the ``api_key``
+it was given, and writes vectors as float32 in their shortest form.
+
+Its ``mode`` injects faults at any time:
 
 - ``"ok"``: answers normally;
 - ``"down"``: every route answers HTTP 500 (a Qdrant that fails);
@@ -19,27 +29,125 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import json
 import socket
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
 from aiohttp import web
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from qdrant_client import QdrantClient, models
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+SPEC = Path(__file__).parents[1] / "reference" / "qdrant-1.19-openapi.json"
+_SPEC_URI = "urn:qdrant-openapi"
+# Schema words that only describe: a schema made of these alone accepts anything.
+_ANNOTATIONS = {"description", "example", "default", "deprecated", "title", "format"}
 
 
 def _ok(result: Any) -> web.Response:
     return web.json_response({"result": result, "status": "ok", "time": 0.0})
 
 
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"status": {"error": message}, "time": 0.0}, status=status)
+
+
+def _missing(name: str) -> web.Response:
+    return _error(404, f"Not found: Collection `{name}` doesn't exist!")
+
+
+def _strict(schema: Any) -> Any:
+    """An OpenAPI 3.0 schema as strict JSON Schema: objects refuse undeclared fields, and
+    ``nullable: true`` means "or null" (alone, as in ``anyOf: [{...}, {nullable: true}]``,
+    it would otherwise accept anything)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for word in ("properties", "patternProperties"):
+        if word in out:
+            out[word] = {k: _strict(v) for k, v in out[word].items()}
+    for word in ("anyOf", "oneOf", "allOf"):
+        if word in out:
+            out[word] = [_strict(v) for v in out[word]]
+    for word in ("items", "not", "additionalProperties"):
+        if isinstance(out.get(word), dict):
+            out[word] = _strict(out[word])
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if out.pop("nullable", False):
+        if set(out) <= _ANNOTATIONS:
+            return {"type": "null"}
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+class QdrantContract:
+    """What Qdrant 1.19's REST API accepts, per operation: body schema and query parameters."""
+
+    def __init__(self, spec_path: Path = SPEC) -> None:
+        spec = json.loads(spec_path.read_text())
+        schemas = {name: _strict(schema) for name, schema in spec["components"]["schemas"].items()}
+        components = {"components": {"schemas": schemas}}
+        self._registry: Registry[Any] = Registry().with_resource(
+            _SPEC_URI, DRAFT202012.create_resource(components)
+        )
+        self._operations: dict[tuple[str, str], dict[str, Any]] = {
+            (method.upper(), path): operation
+            for path, item in spec["paths"].items()
+            for method, operation in item.items()
+        }
+
+    @functools.cache  # noqa: B019 - one contract per process, kept for its lifetime
+    def _validator(self, method: str, path: str) -> Draft202012Validator | None:
+        content = self._operations[(method, path)].get("requestBody", {}).get("content", {})
+        schema = content.get("application/json", {}).get("schema")
+        if schema is None:
+            return None
+        ref = {"$ref": _SPEC_URI + schema["$ref"]} if "$ref" in schema else _strict(schema)
+        return Draft202012Validator(ref, registry=self._registry)
+
+    def violations(
+        self, method: str, path: str, query: Mapping[str, str], body: Any | None
+    ) -> list[str]:
+        """Why Qdrant 1.19 would not accept this request as sent ([] when it would)."""
+        operation = self._operations.get((method, path))
+        if operation is None:
+            return [f"{method} {path} is not a Qdrant 1.19 route"]
+        known = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        problems = [f"unknown query parameter {name!r}" for name in query if name not in known]
+        validator = self._validator(method, path)
+        if body is not None:
+            if validator is None:
+                problems.append(f"{method} {path} takes no body")
+            else:
+                error = best_match(validator.iter_errors(body))
+                if error is not None:
+                    where = "/".join(str(p) for p in error.absolute_path) or "body"
+                    problems.append(f"{where}: {error.message}")
+        return problems
+
+
 class FakeQdrant:
     """A Qdrant REST API backed by qdrant-client's in-memory engine, in a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, validate: bool = True, api_key: str | None = None) -> None:
         self.backend = QdrantClient(":memory:")
+        self.api_key = api_key
         self.mode = "ok"
         self.delay = 0.0
         self.calls: collections.Counter[str] = collections.Counter()
+        self.requests: collections.Counter[str] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
+        self.violations: list[str] = []
+        self.contract = QdrantContract() if validate else None
         self.host = "127.0.0.1"
         self.port = 0
         self._lock = threading.Lock()  # the backend is not thread-safe; requests run one at a time
@@ -57,37 +165,53 @@ class FakeQdrant:
         write = request.method == "PUT" or request.path.endswith(("/index", "/delete"))
         route = f"{request.method} {'write' if write else 'read'}"
         self.calls[route] += 1
+        path = request.match_info.route.resource.canonical  # type: ignore[union-attr]
+        self.requests[f"{request.method} {path}"] += 1
+        if self.api_key is not None and request.headers.get("api-key") != self.api_key:
+            return _error(401, "Must provide an API key or an Authorization bearer token")
+        if self.contract is not None:
+            body = await request.json() if request.can_read_body else None
+            problems = self.contract.violations(request.method, path, request.query, body)
+            if problems:
+                self.violations.extend(f"{request.method} {path}: {p}" for p in problems)
+                return _error(400, "Format error in JSON body: " + "; ".join(problems))
         mode = self.mode
         if mode == "slow" or (mode == "slow_writes" and write):
             await asyncio.sleep(self.delay)
         if mode == "down" or (mode == "fail_writes" and write):
             self.failed[route] += 1
-            return web.json_response(
-                {"status": {"error": "injected fault"}, "time": 0.0}, status=500
-            )
+            return _error(500, "injected fault")
+        name = request.match_info.get("collection_name")
+        if name is not None and path.startswith("/collections/{collection_name}/"):
+            with self._lock:
+                exists = self.backend.collection_exists(name)
+            if not exists and not path.endswith("/exists"):
+                return _missing(name)
         return await handler(request)
 
     # ------------------------------------------------------------------ routes
     async def _exists(self, request: web.Request) -> web.Response:
         with self._lock:
-            return _ok({"exists": self.backend.collection_exists(request.match_info["name"])})
+            return _ok(
+                {"exists": self.backend.collection_exists(request.match_info["collection_name"])}
+            )
 
     async def _get(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = request.match_info["collection_name"]
         with self._lock:
             if not self.backend.collection_exists(name):
-                return web.json_response(
-                    {"status": {"error": f"Not found: Collection `{name}` doesn't exist!"}},
-                    status=404,
-                )
+                return _missing(name)
             info = self.backend.get_collection(name)
         return _ok(info.model_dump(mode="json", exclude_none=True))
 
     async def _create(self, request: web.Request) -> web.Response:
         body = models.CreateCollection(**(await request.json()))
+        name = request.match_info["collection_name"]
         with self._lock:
+            if self.backend.collection_exists(name):
+                return _error(409, f"Wrong input: Collection `{name}` already exists!")
             self.backend.create_collection(
-                request.match_info["name"],
+                name,
                 vectors_config=body.vectors,
                 hnsw_config=body.hnsw_config,
                 metadata=body.metadata,
@@ -96,7 +220,7 @@ class FakeQdrant:
 
     async def _delete(self, request: web.Request) -> web.Response:
         with self._lock:
-            return _ok(self.backend.delete_collection(request.match_info["name"]))
+            return _ok(self.backend.delete_collection(request.match_info["collection_name"]))
 
     async def _index(self, request: web.Request) -> web.Response:
         return _ok({"operation_id": 0, "status": "completed"})
@@ -108,36 +232,50 @@ class FakeQdrant:
         else:
             points = [models.PointStruct(**p) for p in body["points"]]
         with self._lock:
-            self.backend.upsert(request.match_info["name"], points=points)
+            self.backend.upsert(request.match_info["collection_name"], points=points)
         return _ok({"operation_id": 0, "status": "completed"})
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         body = await request.json()
         with self._lock:
             records = self.backend.retrieve(
-                request.match_info["name"],
+                request.match_info["collection_name"],
                 ids=body["ids"],
                 with_payload=body.get("with_payload", True),
                 with_vectors=body.get("with_vector", False),
             )
-        return _ok([r.model_dump(mode="json") for r in records])
+        # As Qdrant writes them: vectors as float32 in their shortest form ("0.34558418"),
+        # not as the 17 digits of the float64 that the local engine hands back.
+        points = []
+        for r in records:
+            point: dict[str, Any] = {"id": r.id, "payload": r.payload}
+            if r.vector is not None:
+                point["vector"] = np.asarray(r.vector, dtype=np.float32)
+            points.append(point)
+        body = {"result": points, "status": "ok", "time": 0.0}
+        return web.Response(
+            body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+            content_type="application/json",
+        )
 
     async def _count(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        selected = models.Filter(**body["filter"]) if body.get("filter") else None
+        body = await request.json()
+        only = models.Filter(**body["filter"]) if body.get("filter") else None
         with self._lock:
             count = self.backend.count(
-                request.match_info["name"], count_filter=selected, exact=True
+                request.match_info["collection_name"], count_filter=only, exact=True
             ).count
         return _ok({"count": count})
 
     async def _delete_points(self, request: web.Request) -> web.Response:
         body = await request.json()
+        selector: Any = (
+            models.FilterSelector(filter=models.Filter(**body["filter"]))
+            if "filter" in body
+            else models.PointIdsList(points=body["points"])
+        )
         with self._lock:
-            self.backend.delete(
-                request.match_info["name"],
-                points_selector=models.FilterSelector(filter=models.Filter(**body["filter"])),
-            )
+            self.backend.delete(request.match_info["collection_name"], points_selector=selector)
         return _ok({"operation_id": 0, "status": "completed"})
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -176,16 +314,18 @@ class FakeQdrant:
     def start(self) -> FakeQdrant:
         app = web.Application(middlewares=[self._faults], client_max_size=64 * 2**20)
         r = app.router
+        # The paths are the spec's own, so that a route's canonical name finds its operation.
+        one = "/collections/{collection_name}"
         r.add_get("/collections", self._list)
-        r.add_get("/collections/{name}/exists", self._exists)
-        r.add_get("/collections/{name}", self._get)
-        r.add_put("/collections/{name}", self._create)
-        r.add_delete("/collections/{name}", self._delete)
-        r.add_put("/collections/{name}/index", self._index)
-        r.add_put("/collections/{name}/points", self._upsert)
-        r.add_post("/collections/{name}/points", self._retrieve)
-        r.add_post("/collections/{name}/points/count", self._count)
-        r.add_post("/collections/{name}/points/delete", self._delete_points)
+        r.add_get(one + "/exists", self._exists)
+        r.add_get(one, self._get)
+        r.add_put(one, self._create)
+        r.add_delete(one, self._delete)
+        r.add_put(one + "/index", self._index)
+        r.add_put(one + "/points", self._upsert)
+        r.add_post(one + "/points", self._retrieve)
+        r.add_post(one + "/points/count", self._count)
+        r.add_post(one + "/points/delete", self._delete_points)
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
