@@ -1,14 +1,20 @@
-"""The cache in a Qdrant server (REST or gRPC), or in qdrant-client's in-memory mode."""
+"""The cache in a Qdrant server (REST or gRPC), or in qdrant-client's in-memory mode.
+
+Lookups over REST skip qdrant-client: the documented ``POST /collections/{name}/points``
+answer is read with orjson straight into one float32 matrix per chunk (``bench/server_reads.py``
+measures why). Everything else, and lookups over gRPC or in memory, go through qdrant-client,
+which is imported when the store is first used.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
-from qdrant_client import AsyncQdrantClient, models
 
 from ..keys import Namespace
 from ..settings import CachedTEISettings
@@ -18,14 +24,40 @@ from .base import (
     CollectionInfo,
     dimension_mismatch,
     entry_payloads,
-    fresh_vectors,
     namespace_mismatch,
     url_key,
 )
 
+if TYPE_CHECKING:
+    import httpx
+    from qdrant_client import AsyncQdrantClient
+
 log = logging.getLogger(__name__)
 
 IN_MEMORY = ":memory:"
+# Qdrant's REST port, which qdrant-client also assumes when the URL names none.
+REST_PORT = 6333
+# A collection found missing is taken as missing for this long, so that lookups before the
+# first write do not each ask Qdrant. A collection that another process creates meanwhile is
+# seen at most this late: its entries are recomputed until then, never wrong or lost.
+MISSING_RECHECK_S = 1.0
+
+
+def rest_base_url(qdrant_url: str) -> str:
+    """The REST address qdrant-client derives from ``qdrant_url`` (port 6333 when none)."""
+    parts = urlsplit(qdrant_url)
+    netloc = parts.netloc if parts.port is not None else f"{parts.netloc}:{REST_PORT}"
+    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+
+
+def fresh_rows(
+    records: Sequence[dict[str, Any]], not_before: int | None
+) -> tuple[list[str], np.ndarray]:
+    """Ids and one float32 matrix of the REST records created at or after ``not_before``."""
+    if not_before is not None:
+        records = [r for r in records if (r.get("payload") or {}).get(CREATED, 0) >= not_before]
+    ids = [str(r["id"]) for r in records]
+    return ids, np.array([r["vector"] for r in records], dtype=np.float32)
 
 
 class QdrantServerStore:
@@ -40,7 +72,10 @@ class QdrantServerStore:
     def __init__(self, settings: CachedTEISettings) -> None:
         self._settings = settings
         self._client: AsyncQdrantClient | None = None
-        self._dimensions: dict[str, int | None] = {}
+        self._http: httpx.AsyncClient | None = None
+        self._dimensions: dict[str, int] = {}
+        self._missing_until: dict[str, float] = {}
+        self._info_collection_ready = False
 
     @property
     def location(self) -> str:
@@ -50,9 +85,15 @@ class QdrantServerStore:
     def _in_memory(self) -> bool:
         return self._settings.qdrant_url == IN_MEMORY
 
+    @property
+    def _reads_rest(self) -> bool:
+        return not self._in_memory and not self._settings.qdrant_prefer_grpc
+
     def client(self) -> AsyncQdrantClient:
         """The qdrant-client instance, created on first use."""
         if self._client is None:
+            from qdrant_client import AsyncQdrantClient
+
             settings = self._settings
             if self._in_memory:
                 self._client = AsyncQdrantClient(location=IN_MEMORY)
@@ -67,10 +108,32 @@ class QdrantServerStore:
                 )
         return self._client
 
+    def _rest(self) -> httpx.AsyncClient:
+        """The HTTP client for REST lookups, created on first use."""
+        if self._http is None:
+            import httpx
+
+            settings = self._settings
+            headers = {"content-type": "application/json"}
+            if settings.qdrant_api_key is not None:
+                headers["api-key"] = settings.qdrant_api_key.get_secret_value()
+            self._http = httpx.AsyncClient(
+                base_url=rest_base_url(str(settings.qdrant_url)),
+                headers=headers,
+                timeout=settings.qdrant_timeout,
+            )
+        return self._http
+
     async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    def _name(self, namespace: Namespace) -> str:
+        return namespace.collection(self._settings.collection_prefix)
 
     @property
     def _info_collection(self) -> str:
@@ -78,12 +141,16 @@ class QdrantServerStore:
         return f"{self._settings.collection_prefix}-tei-info"
 
     async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
+        from qdrant_client import models
+
         client = self.client()
-        if not await client.collection_exists(self._info_collection):
-            await client.create_collection(
-                self._info_collection,
-                vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
-            )
+        if not self._info_collection_ready:
+            if not await client.collection_exists(self._info_collection):
+                await client.create_collection(
+                    self._info_collection,
+                    vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
+                )
+            self._info_collection_ready = True
         await client.upsert(
             self._info_collection,
             points=[
@@ -97,10 +164,13 @@ class QdrantServerStore:
         client = self.client()
         if not await client.collection_exists(self._info_collection):
             return None
+        self._info_collection_ready = True
         records = await client.retrieve(
             self._info_collection, [url_key(tei_url)], with_payload=True
         )
-        return records[0].payload["info"] if records and records[0].payload else None
+        payload = records[0].payload if records else None
+        info = (payload or {}).get("info")
+        return info if isinstance(info, dict) else None
 
     async def claim_prune(self, owner: str, seconds: float) -> bool:
         """A lease kept in the info collection: taken by a process when the last holder's
@@ -129,15 +199,26 @@ class QdrantServerStore:
     async def dimension(self, namespace: Namespace) -> int | None:
         """The vector size of the namespace's collection, or None if it does not exist yet.
 
-        Raises StoreConfigurationError when the collection holds another namespace.
+        A missing collection is remembered for ``MISSING_RECHECK_S`` seconds. Raises
+        StoreConfigurationError when the collection holds another namespace.
         """
-        name = namespace.collection(self._settings.collection_prefix)
-        if self._dimensions.get(name) is not None:
-            return self._dimensions[name]
+        name = self._name(namespace)
+        known = self._dimensions.get(name)
+        if known is not None:
+            return known
+        if self._missing_until.get(name, 0.0) > time.monotonic():
+            return None
+        return await self._describe(namespace, name)
+
+    async def _describe(self, namespace: Namespace, name: str) -> int | None:
+        """Ask Qdrant for the collection: its vector size once its namespace is checked."""
+        from qdrant_client import models
+
         client = self.client()
         if not await client.collection_exists(name):
-            self._dimensions[name] = None
+            self._missing_until[name] = time.monotonic() + MISSING_RECHECK_S
             return None
+        self._missing_until.pop(name, None)
         info = await client.get_collection(name)
         stored = (info.config.metadata or {}).get("namespace")
         if stored is not None and stored != namespace.descriptor():
@@ -149,50 +230,106 @@ class QdrantServerStore:
 
     async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
         """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
-        existing = await self.dimension(namespace)
-        name = namespace.collection(self._settings.collection_prefix)
+        name = self._name(namespace)
+        # A write always asks Qdrant rather than trusting a remembered "missing".
+        existing = self._dimensions.get(name) or await self._describe(namespace, name)
         if existing is None:
-            client = self.client()
-            await client.create_collection(
-                name,
-                vectors_config=models.VectorParams(
-                    size=dimension,
-                    distance=models.Distance.DOT,
-                    datatype=None if self._in_memory else models.Datatype.FLOAT32,
-                ),
-                hnsw_config=models.HnswConfigDiff(m=0),
-                shard_number=self._settings.qdrant_shards,
-                replication_factor=self._settings.qdrant_replication_factor,
-                metadata={"namespace": namespace.descriptor()},
-            )
-            if not self._in_memory:
-                await client.create_payload_index(
-                    name, CREATED, field_schema=models.PayloadSchemaType.INTEGER
-                )
-            log.info(
-                "created cache collection %s (%d dimensions) in %s", name, dimension, self.location
-            )
-            self._dimensions[name] = dimension
-        elif existing != dimension:
+            try:
+                await self._create(namespace, name, dimension)
+                return
+            except Exception:
+                # Another process may have created it first (many workers start cold).
+                existing = await self._describe(namespace, name)
+                if existing is None:
+                    raise
+        if existing != dimension:
             raise dimension_mismatch(name, existing, dimension)
+
+    async def _create(self, namespace: Namespace, name: str, dimension: int) -> None:
+        from qdrant_client import models
+
+        client = self.client()
+        await client.create_collection(
+            name,
+            vectors_config=models.VectorParams(
+                size=dimension,
+                distance=models.Distance.DOT,
+                datatype=None if self._in_memory else models.Datatype.FLOAT32,
+            ),
+            hnsw_config=models.HnswConfigDiff(m=0),
+            shard_number=self._settings.qdrant_shards,
+            replication_factor=self._settings.qdrant_replication_factor,
+            metadata={"namespace": namespace.descriptor()},
+        )
+        if not self._in_memory:
+            await client.create_payload_index(
+                name, CREATED, field_schema=models.PayloadSchemaType.INTEGER
+            )
+        log.info(
+            "created cache collection %s (%d dimensions) in %s", name, dimension, self.location
+        )
+        self._dimensions[name] = dimension
+        self._missing_until.pop(name, None)
 
     async def lookup(
         self, namespace: Namespace, ids: Sequence[str], not_before: int | None
     ) -> dict[str, np.ndarray]:
         """Vectors stored under ``ids``; entries created before ``not_before`` are left out."""
-        name = namespace.collection(self._settings.collection_prefix)
         if not ids or await self.dimension(namespace) is None:
             return {}
+        name = self._name(namespace)
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(ids), CHUNK):
-            records = await self.client().retrieve(
-                name,
-                ids=list(ids[start : start + CHUNK]),
-                with_vectors=True,
-                with_payload=[CREATED] if not_before is not None else False,
-            )
-            found.update(fresh_vectors(records, not_before))
+            part = list(ids[start : start + CHUNK])
+            if self._reads_rest:
+                rows = await self._read_rest(name, part, not_before)
+                if rows is None:  # deleted meanwhile (cache clear in another process)
+                    self._dimensions.pop(name, None)
+                    self._missing_until[name] = time.monotonic() + MISSING_RECHECK_S
+                    return {}
+            else:
+                rows = await self._read_client(name, part, not_before)
+            keys, matrix = rows
+            # One copy per row: a row kept in the LRU must not keep its whole chunk alive.
+            found.update(zip(keys, (row.copy() for row in matrix), strict=True))
         return found
+
+    async def _read_rest(
+        self, name: str, ids: list[str], not_before: int | None
+    ) -> tuple[list[str], np.ndarray] | None:
+        """One chunk over REST, or None when the collection does not exist."""
+        import orjson
+
+        body = {
+            "ids": ids,
+            "with_vector": True,
+            "with_payload": [CREATED] if not_before is not None else False,
+        }
+        response = await self._rest().post(
+            f"/collections/{name}/points", content=orjson.dumps(body)
+        )
+        if response.status_code == 404:
+            return None
+        if response.is_error:
+            raise RuntimeError(
+                f"Qdrant answered {response.status_code} to a lookup in {name}: {response.text}"
+            )
+        return fresh_rows(orjson.loads(response.content)["result"], not_before)
+
+    async def _read_client(
+        self, name: str, ids: list[str], not_before: int | None
+    ) -> tuple[list[str], np.ndarray]:
+        """One chunk through qdrant-client (gRPC, or the in-memory engine)."""
+        records = await self.client().retrieve(
+            name,
+            ids=ids,
+            with_vectors=True,
+            with_payload=[CREATED] if not_before is not None else False,
+        )
+        if not_before is not None:
+            records = [r for r in records if (r.payload or {}).get(CREATED, 0) >= not_before]
+        keys = [str(r.id) for r in records]
+        return keys, np.array([r.vector for r in records], dtype=np.float32)
 
     async def upsert(
         self,
@@ -202,8 +339,10 @@ class QdrantServerStore:
         texts: Sequence[str] | None = None,
     ) -> int:
         """Write entries (created now); returns the bytes of vector data written."""
+        from qdrant_client import models
+
         await self.ensure_collection(namespace, int(vectors.shape[1]))
-        name = namespace.collection(self._settings.collection_prefix)
+        name = self._name(namespace)
         payloads = entry_payloads(len(ids), texts)
         for start in range(0, len(ids), CHUNK):
             part = slice(start, start + CHUNK)
@@ -218,6 +357,8 @@ class QdrantServerStore:
 
     async def collections(self) -> list[CollectionInfo]:
         """Every cache collection under this prefix."""
+        from qdrant_client import models
+
         client = self.client()
         prefix = f"{self._settings.collection_prefix}_"
         result = []
@@ -239,6 +380,8 @@ class QdrantServerStore:
 
     async def prune(self, older_than: int) -> int:
         """Delete entries created before ``older_than`` (unix seconds); returns how many."""
+        from qdrant_client import models
+
         client = self.client()
         expired = models.Filter(
             must=[models.FieldCondition(key=CREATED, range=models.Range(lt=older_than))]

@@ -1,0 +1,218 @@
+"""The server store against the Qdrant stand-in (real HTTP, validated against Qdrant 1.19's
+API) and in qdrant-client's in-memory mode: exact vectors, TTL, missing ids, and how often it
+asks Qdrant whether a collection exists."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import pytest
+
+from cached_tei import CachedEmbedder
+from cached_tei.keys import Namespace
+from cached_tei.settings import CachedTEISettings
+from cached_tei.stores import server
+from cached_tei.stores.base import CHUNK
+from cached_tei.stores.server import QdrantServerStore, rest_base_url
+from tests.faults.fake_qdrant import FakeQdrant
+from tests.tei_emulator import EmulatorServer, expected_vector
+
+pytestmark = pytest.mark.timeout(60)
+
+NAMESPACE = Namespace("org/model", "abc123", True, False, "Right", None, None)
+EXISTS = "GET /collections/{collection_name}/exists"
+RETRIEVE = "POST /collections/{collection_name}/points"
+CREATE = "PUT /collections/{collection_name}"
+
+
+@pytest.fixture
+def qdrant() -> Iterator[FakeQdrant]:
+    with FakeQdrant() as q:
+        yield q
+        assert q.violations == []
+
+
+def make_store(location: str, **settings: object) -> QdrantServerStore:
+    return QdrantServerStore(CachedTEISettings(qdrant_url=location, **settings))
+
+
+@pytest.fixture(params=["server", "memory"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[QdrantServerStore]:
+    if request.param == "server":
+        qdrant = request.getfixturevalue("qdrant")
+        made = make_store(qdrant.url)
+    else:
+        made = make_store(":memory:")
+    yield made
+    await made.aclose()
+
+
+def ids_of(count: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [str(uuid.UUID(bytes=rng.bytes(16))) for _ in range(count)]
+
+
+def hard_vectors(count: int, dim: int) -> np.ndarray:
+    """float32 vectors from random bit patterns (every exponent, subnormals, -0.0)."""
+    bits = np.random.default_rng(dim).integers(0, 2**32, (count, dim), dtype=np.uint64)
+    vectors = bits.astype(np.uint32).view(np.float32)
+    vectors[~np.isfinite(vectors)] = 0.0  # JSON has no NaN or infinity
+    vectors[0, :3] = [-0.0, np.float32(1e-45), np.float32(3.4028235e38)]
+    return vectors
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype == np.float32 and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+async def test_lookup_round_trips_float32_exactly(store: QdrantServerStore) -> None:
+    ids = ids_of(CHUNK * 2 + 5)  # three chunks
+    vectors = hard_vectors(len(ids), 24)
+    await store.upsert(NAMESPACE, ids, vectors)
+    found = await store.lookup(NAMESPACE, ids, None)
+    assert list(found) == ids
+    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+    assert all(row.base is None for row in found.values()), "rows must not share a chunk"
+
+
+async def test_lookup_leaves_out_missing_ids_and_expired_entries(store: QdrantServerStore) -> None:
+    ids = ids_of(6)
+    vectors = hard_vectors(6, 8)
+    await store.upsert(NAMESPACE, ids[:4], vectors[:4])
+    now = int(time.time())
+    found = await store.lookup(NAMESPACE, ids, now - 60)
+    assert list(found) == ids[:4]
+    assert same_bits(np.stack(list(found.values())), vectors[:4])
+    assert await store.lookup(NAMESPACE, ids, now + 60) == {}
+    assert await store.lookup(NAMESPACE, [], None) == {}
+
+
+async def test_a_missing_collection_is_asked_about_once_per_interval(qdrant: FakeQdrant) -> None:
+    store = make_store(qdrant.url)
+    for _ in range(50):
+        assert await store.lookup(NAMESPACE, ids_of(3), None) == {}
+    await store.aclose()
+    assert qdrant.requests[EXISTS] == 1
+    assert qdrant.requests[RETRIEVE] == 0
+
+
+async def test_creating_the_collection_forgets_it_was_missing(qdrant: FakeQdrant) -> None:
+    store = make_store(qdrant.url)
+    ids, vectors = ids_of(3), hard_vectors(3, 8)
+    assert await store.lookup(NAMESPACE, ids, None) == {}
+    await store.upsert(NAMESPACE, ids, vectors)
+    found = await store.lookup(NAMESPACE, ids, None)  # within the interval
+    await store.aclose()
+    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+
+
+class Clock:
+    """Stands in for the store's ``time`` module: monotonic time moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_a_collection_created_elsewhere_is_seen_after_the_interval(
+    qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(server, "time", clock)
+    reader, writer = make_store(qdrant.url), make_store(qdrant.url)
+    ids, vectors = ids_of(3), hard_vectors(3, 8)
+    assert await reader.lookup(NAMESPACE, ids, None) == {}
+    await writer.upsert(NAMESPACE, ids, vectors)
+    clock.now += server.MISSING_RECHECK_S * 0.9
+    assert await reader.lookup(NAMESPACE, ids, None) == {}  # still remembered as missing
+    clock.now += server.MISSING_RECHECK_S * 0.2
+    found = await reader.lookup(NAMESPACE, ids, None)
+    await reader.aclose()
+    await writer.aclose()
+    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+    assert qdrant.requests[EXISTS] == 3  # reader twice, writer once
+
+
+async def test_a_collection_cleared_elsewhere_is_missing_then_recreated(
+    qdrant: FakeQdrant,
+) -> None:
+    mine, other = make_store(qdrant.url), make_store(qdrant.url)
+    ids, vectors = ids_of(3), hard_vectors(3, 8)
+    await mine.upsert(NAMESPACE, ids, vectors)
+    assert len(await mine.lookup(NAMESPACE, ids, None)) == 3
+    assert await other.clear() == 3
+    retrieves = qdrant.requests[RETRIEVE]
+    assert await mine.lookup(NAMESPACE, ids, None) == {}  # Qdrant's 404
+    assert await mine.lookup(NAMESPACE, ids, None) == {}  # remembered: not asked again
+    assert qdrant.requests[RETRIEVE] == retrieves + 1
+    await mine.upsert(NAMESPACE, ids, vectors)
+    assert len(await mine.lookup(NAMESPACE, ids, None)) == 3
+    await mine.aclose()
+    await other.aclose()
+
+
+async def test_workers_starting_cold_both_write(qdrant: FakeQdrant) -> None:
+    """Two processes find the collection missing and both create it: the loser's 409 is not
+    an error, its entries are written."""
+    first, second = make_store(qdrant.url), make_store(qdrant.url)
+    ids, vectors = ids_of(4), hard_vectors(4, 8)
+    await asyncio.gather(
+        first.upsert(NAMESPACE, ids[:2], vectors[:2]),
+        second.upsert(NAMESPACE, ids[2:], vectors[2:]),
+    )
+    found = await first.lookup(NAMESPACE, ids, None)
+    await first.aclose()
+    await second.aclose()
+    assert qdrant.requests[CREATE] == 2
+    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+async def test_the_api_key_goes_with_every_request() -> None:
+    with FakeQdrant(api_key="s3cret") as qdrant:
+        store = make_store(qdrant.url, qdrant_api_key="s3cret")
+        ids, vectors = ids_of(3), hard_vectors(3, 8)
+        await store.upsert(NAMESPACE, ids, vectors)
+        found = await store.lookup(NAMESPACE, ids, int(time.time()) - 60)
+        await store.aclose()
+        assert qdrant.violations == []
+    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://qdrant",
+        "http://qdrant:6333",
+        "https://cloud.example:443",
+        "http://127.0.0.1:7000/prefix",
+        "http://qdrant/prefix/",
+    ],
+)
+def test_lookups_go_where_qdrant_client_goes(url: str) -> None:
+    from qdrant_client import AsyncQdrantClient
+
+    client = AsyncQdrantClient(url=url, check_compatibility=False)
+    assert rest_base_url(url) == client._client.rest_uri.rstrip("/")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ttl", [None, 3600])
+def test_cached_vectors_come_back_exactly_from_a_server(
+    tei: EmulatorServer, qdrant: FakeQdrant, ttl: int | None
+) -> None:
+    texts = [f"server text {i}" for i in range(40)]
+    settings = {"tei_url": tei.url, "qdrant_url": qdrant.url, "lru_bytes": 0, "ttl": ttl}
+    with CachedEmbedder(**settings) as first:
+        first.embed(texts)
+    with CachedEmbedder(**settings) as second:
+        result = second.embed(texts)
+    assert (result.hits, result.misses) == (40, 0)
+    expected = np.stack([expected_vector(tei.config, t) for t in texts]).astype(np.float32)
+    assert same_bits(result.vectors, expected)
+    assert len(tei.requests) == 2  # /embed of the first embedder only (two batches)
