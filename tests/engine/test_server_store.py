@@ -185,6 +185,59 @@ async def test_the_api_key_goes_with_every_request() -> None:
     assert same_bits(np.stack([found[i] for i in ids]), vectors)
 
 
+def grpc_store(qdrant: FakeQdrant) -> QdrantServerStore:
+    """A store that looks up over gRPC on the stand-in's gRPC port (settings have no port: a
+    real server listens on 6334)."""
+    from qdrant_client import AsyncQdrantClient
+
+    store = make_store(qdrant.url, qdrant_prefer_grpc=True)
+    store._client = AsyncQdrantClient(
+        url=qdrant.url, grpc_port=qdrant.grpc_port, prefer_grpc=True, check_compatibility=False
+    )
+    return store
+
+
+async def test_lookups_over_grpc_read_packed_floats_exactly() -> None:
+    ids = ids_of(CHUNK + 7)
+    vectors = hard_vectors(len(ids), 16)
+    unknown = ids_of(3, seed=1)
+    with FakeQdrant(grpc=True) as qdrant:
+        writer, reader = make_store(qdrant.url), grpc_store(qdrant)
+        assert await reader.lookup(NAMESPACE, ids, None) == {}
+        await writer.upsert(NAMESPACE, ids[:-1], vectors[:-1])
+        reader._missing_until.clear()
+        now = int(time.time())
+        found = await reader.lookup(NAMESPACE, unknown + ids, now - 60)
+        assert await reader.lookup(NAMESPACE, ids, now + 60) == {}
+        assert await writer.clear() == len(ids) - 1
+        assert await reader.lookup(NAMESPACE, ids, None) == {}  # NOT_FOUND
+        await reader.aclose()
+        await writer.aclose()
+        assert qdrant.requests["grpc Points/Get"] == 2 + 2 + 1
+        assert qdrant.requests[RETRIEVE] == 0
+    assert list(found) == ids[:-1]
+    assert same_bits(np.stack(list(found.values())), vectors[:-1])
+
+
+def test_grpc_answers_with_the_deprecated_flat_field_are_read() -> None:
+    from qdrant_client import grpc
+
+    vectors = hard_vectors(3, 8)
+    points = []
+    for i, vector in enumerate(vectors):
+        point = grpc.RetrievedPoint(id=grpc.PointId(uuid=f"id-{i}"))
+        point.payload["created"].integer_value = 100 + i
+        if i == 1:
+            point.vectors.vector.dense.data.extend(vector.tolist())
+        else:
+            point.vectors.vector.data.extend(vector.tolist())
+        points.append(point)
+    keys, matrix = server.fresh_grpc_rows(points, 101)
+    assert keys == ["id-1", "id-2"]
+    assert same_bits(matrix, vectors[1:])
+    assert server.fresh_grpc_rows([], None)[1].shape == (0, 0)
+
+
 @pytest.mark.parametrize(
     "url",
     [

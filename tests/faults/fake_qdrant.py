@@ -12,7 +12,9 @@ Qdrant's error shape and recorded in ``violations`` (a real server before 1.16 i
 fields silently, which is how an ignored ``metadata`` went unnoticed). ``requests`` counts
 requests per route (``"GET /collections/{collection_name}/exists"``). As Qdrant does, it answers
 404 for a missing collection, 409 for creating an existing one, 401 without the ``api_key``
-it was given, and writes vectors as float32 in their shortest form.
+it was given, and writes vectors as float32 in their shortest form. With ``grpc=True`` it also
+answers the gRPC calls of a lookup (collection exists and info, ``Points/Get``) on
+``grpc_port``.
 
 Its ``mode`` injects faults at any time:
 
@@ -37,12 +39,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import orjson
 from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from qdrant_client import QdrantClient, models
+from qdrant_client import grpc as qgrpc
+from qdrant_client.conversions.conversion import GrpcToRest, RestToGrpc, json_to_value
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
@@ -138,9 +143,14 @@ class QdrantContract:
 class FakeQdrant:
     """A Qdrant REST API backed by qdrant-client's in-memory engine, in a daemon thread."""
 
-    def __init__(self, *, validate: bool = True, api_key: str | None = None) -> None:
+    def __init__(
+        self, *, validate: bool = True, api_key: str | None = None, grpc: bool = False
+    ) -> None:
         self.backend = QdrantClient(":memory:")
         self.api_key = api_key
+        self.serve_grpc = grpc
+        self.grpc_port = 0
+        self._grpc_server: Any = None
         self.mode = "ok"
         self.delay = 0.0
         self.calls: collections.Counter[str] = collections.Counter()
@@ -337,6 +347,12 @@ class FakeQdrant:
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
             await site.start()
             self.port = self._runner.addresses[0][1]
+            if self.serve_grpc:
+                self._grpc_server = grpc.aio.server()
+                qgrpc.add_CollectionsServicer_to_server(_GrpcCollections(self), self._grpc_server)
+                qgrpc.add_PointsServicer_to_server(_GrpcPoints(self), self._grpc_server)
+                self.grpc_port = self._grpc_server.add_insecure_port(f"{self.host}:0")
+                await self._grpc_server.start()
 
         def run() -> None:
             asyncio.set_event_loop(loop)
@@ -356,6 +372,8 @@ class FakeQdrant:
         if self._loop is None or self._thread is None:
             return
         loop = self._loop
+        if self._grpc_server is not None:
+            asyncio.run_coroutine_threadsafe(self._grpc_server.stop(0), loop).result(10)
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -367,6 +385,57 @@ class FakeQdrant:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _GrpcCollections(qgrpc.CollectionsServicer):
+    """The two collection calls a gRPC lookup makes, on the stand-in's engine."""
+
+    def __init__(self, fake: FakeQdrant) -> None:
+        self._fake = fake
+
+    async def CollectionExists(self, request: Any, context: Any) -> Any:
+        self._fake.requests["grpc Collections/CollectionExists"] += 1
+        with self._fake._lock:
+            exists = self._fake.backend.collection_exists(request.collection_name)
+        return qgrpc.CollectionExistsResponse(result=qgrpc.CollectionExists(exists=exists))
+
+    async def Get(self, request: Any, context: Any) -> Any:
+        self._fake.requests["grpc Collections/Get"] += 1
+        with self._fake._lock:
+            info = self._fake.backend.get_collection(request.collection_name)
+        return qgrpc.GetCollectionInfoResponse(result=RestToGrpc.convert_collection_info(info))
+
+
+class _GrpcPoints(qgrpc.PointsServicer):
+    """``Points/Get`` as Qdrant answers it: dense vectors as packed float32, NOT_FOUND for a
+    missing collection."""
+
+    def __init__(self, fake: FakeQdrant) -> None:
+        self._fake = fake
+
+    async def Get(self, request: Any, context: Any) -> Any:
+        self._fake.requests["grpc Points/Get"] += 1
+        name = request.collection_name
+        with self._fake._lock:
+            if not self._fake.backend.collection_exists(name):
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"Not found: Collection `{name}` doesn't exist!"
+                )
+            records = self._fake.backend.retrieve(
+                name,
+                ids=[GrpcToRest.convert_point_id(i) for i in request.ids],
+                with_payload=GrpcToRest.convert_with_payload_selector(request.with_payload),
+                with_vectors=GrpcToRest.convert_with_vectors_selector(request.with_vectors),
+            )
+        response = qgrpc.GetResponse()
+        for record in records:
+            point = response.result.add()
+            point.id.CopyFrom(RestToGrpc.convert_extended_point_id(record.id))
+            for key, value in (record.payload or {}).items():
+                point.payload[key].CopyFrom(json_to_value(value))
+            if record.vector is not None:
+                point.vectors.vector.dense.data.extend(record.vector)
+        return response
 
 
 class Blackhole:

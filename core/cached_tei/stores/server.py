@@ -1,9 +1,10 @@
 """The cache in a Qdrant server (REST or gRPC), or in qdrant-client's in-memory mode.
 
-Lookups over REST skip qdrant-client: the documented ``POST /collections/{name}/points``
-answer is read with orjson straight into one float32 matrix per chunk (``bench/server_reads.py``
-measures why). Everything else, and lookups over gRPC or in memory, go through qdrant-client,
-which is imported when the store is first used.
+Lookups skip qdrant-client's record models, which cost more than the read itself
+(``bench/server_reads.py``): over REST the documented ``POST /collections/{name}/points``
+answer is read with orjson straight into one float32 matrix per chunk; over gRPC the raw
+``Get`` answer's packed floats fill the matrix. Everything else, and lookups in memory, go
+through qdrant-client, which is imported when the store is first used.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .base import (
 
 if TYPE_CHECKING:
     import httpx
-    from qdrant_client import AsyncQdrantClient
+    from qdrant_client import AsyncQdrantClient, grpc
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,30 @@ def rest_base_url(qdrant_url: str) -> str:
     parts = urlsplit(qdrant_url)
     netloc = parts.netloc if parts.port is not None else f"{parts.netloc}:{REST_PORT}"
     return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+
+
+def fresh_grpc_rows(
+    points: Sequence[grpc.RetrievedPoint], not_before: int | None
+) -> tuple[list[str], np.ndarray]:
+    """Ids and one float32 matrix of the gRPC points created at or after ``not_before``."""
+    if not_before is not None:
+        points = [p for p in points if _created(p) >= not_before]
+    matrix = np.empty((len(points), len(_dense(points[0]) if points else ())), dtype=np.float32)
+    for row, point in enumerate(points):
+        matrix[row] = _dense(point)
+    return [point.id.uuid or str(point.id.num) for point in points], matrix
+
+
+def _created(point: grpc.RetrievedPoint) -> int:
+    value = point.payload.get(CREATED)
+    return int(value.integer_value) if value is not None else 0
+
+
+def _dense(point: grpc.RetrievedPoint) -> Sequence[float]:
+    # Servers fill the dense oneof, or only the deprecated flat field (as official clients read).
+    output = point.vectors.vector
+    data: Sequence[float] = output.dense.data if output.HasField("dense") else output.data
+    return data
 
 
 def fresh_rows(
@@ -281,14 +306,18 @@ class QdrantServerStore:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(ids), CHUNK):
             part = list(ids[start : start + CHUNK])
-            if self._reads_rest:
-                rows = await self._read_rest(name, part, not_before)
-                if rows is None:  # deleted meanwhile (cache clear in another process)
-                    self._dimensions.pop(name, None)
-                    self._missing_until[name] = time.monotonic() + MISSING_RECHECK_S
-                    return {}
+            if self._in_memory:
+                rows: tuple[list[str], np.ndarray] | None = await self._read_memory(
+                    name, part, not_before
+                )
+            elif self._settings.qdrant_prefer_grpc:
+                rows = await self._read_grpc(name, part, not_before)
             else:
-                rows = await self._read_client(name, part, not_before)
+                rows = await self._read_rest(name, part, not_before)
+            if rows is None:  # deleted meanwhile (cache clear in another process)
+                self._dimensions.pop(name, None)
+                self._missing_until[name] = time.monotonic() + MISSING_RECHECK_S
+                return {}
             keys, matrix = rows
             # One copy per row: a row kept in the LRU must not keep its whole chunk alive.
             found.update(zip(keys, (row.copy() for row in matrix), strict=True))
@@ -316,10 +345,37 @@ class QdrantServerStore:
             )
         return fresh_rows(orjson.loads(response.content)["result"], not_before)
 
-    async def _read_client(
+    async def _read_grpc(
+        self, name: str, ids: list[str], not_before: int | None
+    ) -> tuple[list[str], np.ndarray] | None:
+        """One chunk over gRPC, or None when the collection does not exist."""
+        import grpc as grpcio  # type: ignore[import-untyped]
+        from qdrant_client import grpc
+
+        request = grpc.GetPoints(
+            collection_name=name,
+            ids=[grpc.PointId(uuid=i) for i in ids],
+            with_vectors=grpc.WithVectorsSelector(enable=True),
+            with_payload=grpc.WithPayloadSelector(
+                include=grpc.PayloadIncludeSelector(fields=[CREATED])
+            )
+            if not_before is not None
+            else grpc.WithPayloadSelector(enable=False),
+        )
+        try:
+            response = await self.client().grpc_points.Get(
+                request, timeout=self._settings.qdrant_timeout
+            )
+        except grpcio.aio.AioRpcError as exc:
+            if exc.code() == grpcio.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return fresh_grpc_rows(response.result, not_before)
+
+    async def _read_memory(
         self, name: str, ids: list[str], not_before: int | None
     ) -> tuple[list[str], np.ndarray]:
-        """One chunk through qdrant-client (gRPC, or the in-memory engine)."""
+        """One chunk from qdrant-client's in-memory engine."""
         records = await self.client().retrieve(
             name,
             ids=ids,
