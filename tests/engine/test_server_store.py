@@ -119,6 +119,9 @@ class Clock:
     def monotonic(self) -> float:
         return self.now
 
+    def time(self) -> float:
+        return time.time()
+
 
 async def test_a_collection_created_elsewhere_is_seen_after_the_interval(
     qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch

@@ -111,6 +111,8 @@ async def test_the_store_lifecycle_sends_only_what_qdrant_1_19_knows() -> None:
             await store.remember_info("http://tei", {"model_id": "org/model"})
             assert await store.recall_info("http://tei") == {"model_id": "org/model"}
             assert await store.recall_info("http://other") is None
+            assert await store.claim_prune("this process", 60)
+            assert not await store.claim_prune("another process", 60)
             assert await store.clear() == 0
         finally:
             await store.aclose()

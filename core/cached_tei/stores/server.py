@@ -165,18 +165,24 @@ class QdrantServerStore:
         # A hyphen keeps it out of the "<prefix>_" cache collections.
         return f"{self._settings.collection_prefix}-tei-info"
 
+    async def _ensure_info_collection(self) -> None:
+        from qdrant_client import models
+
+        if self._info_collection_ready:
+            return
+        client = self.client()
+        if not await client.collection_exists(self._info_collection):
+            await client.create_collection(
+                self._info_collection,
+                vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
+            )
+        self._info_collection_ready = True
+
     async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
         from qdrant_client import models
 
-        client = self.client()
-        if not self._info_collection_ready:
-            if not await client.collection_exists(self._info_collection):
-                await client.create_collection(
-                    self._info_collection,
-                    vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
-                )
-            self._info_collection_ready = True
-        await client.upsert(
+        await self._ensure_info_collection()
+        await self.client().upsert(
             self._info_collection,
             points=[
                 models.PointStruct(
@@ -200,18 +206,15 @@ class QdrantServerStore:
     async def claim_prune(self, owner: str, seconds: float) -> bool:
         """A lease kept in the info collection: taken by a process when the last holder's
         has run out, renewed by its holder at each of its prunes."""
+        from qdrant_client import models
+
         client = self.client()
         key = url_key("cached-tei:prune")
-        if await client.collection_exists(self._info_collection):
-            records = await client.retrieve(self._info_collection, [key], with_payload=True)
-            lease = (records[0].payload or {}) if records else {}
-            if lease.get("owner") not in (None, owner) and lease.get("until", 0) > time.time():
-                return False
-        else:
-            await client.create_collection(
-                self._info_collection,
-                vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
-            )
+        await self._ensure_info_collection()
+        records = await client.retrieve(self._info_collection, [key], with_payload=True)
+        lease = (records[0].payload or {}) if records else {}
+        if lease.get("owner") not in (None, owner) and lease.get("until", 0) > time.time():
+            return False
         until = time.time() + 1.5 * seconds
         await client.upsert(
             self._info_collection,
