@@ -110,10 +110,6 @@ class QdrantServerStore:
     def _in_memory(self) -> bool:
         return self._settings.qdrant_url == IN_MEMORY
 
-    @property
-    def _reads_rest(self) -> bool:
-        return not self._in_memory and not self._settings.qdrant_prefer_grpc
-
     def client(self) -> AsyncQdrantClient:
         """The qdrant-client instance, created on first use."""
         if self._client is None:
