@@ -8,17 +8,24 @@ flag, which wins. ``embed`` and ``cache`` need only the base install; ``serve`` 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import CachedTEIError
+from ..logs import LogFormat, LogSettings
 from ..settings import CachedTEISettings
 from .cache import run_cache_clear, run_cache_prune, run_cache_stats
 from .embed import DEFAULT_CHUNK, run_embed
-from .options import CLIError, add_setting_flags, configure_logging
+from .options import (
+    CLIError,
+    add_setting_flags,
+    configure_logging,
+    log_settings_from_args,
+    tell,
+)
 from .serve import run_serve
 
 PROG = "cached-tei"
@@ -43,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "setting_",
         "settings (each flag overrides its CACHED_TEI_* variable; keys only from the environment)",
     )
+    add_setting_flags(common, LogSettings, "log_", "logging")
 
     parser = _Parser(
         prog=PROG,
@@ -107,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK,
         help=f"texts per engine call (default {DEFAULT_CHUNK})",
     )
-    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    embed.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
     embed.set_defaults(run=run_embed)
 
     cache = commands.add_parser(
@@ -149,13 +159,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``cached-tei`` entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "serve":
-        configure_logging("INFO" if args.verbose else "WARNING")
+    args.log_format = "text"
     try:
+        args.log_format = log_settings_from_args(args).log_format
+        configure_logging("INFO" if args.verbose else "WARNING", args.log_format)
         return int(args.run(args))
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _error(args.log_format, "interrupted")
         return 130
     except (CLIError, CachedTEIError, ValidationError, OSError) as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        _error(args.log_format, _one_line(exc))
         return 1
+
+
+def _error(log_format: LogFormat, text: str) -> None:
+    tell(log_format, text if log_format == "json" else f"{PROG}: error: {text}", logging.ERROR)
