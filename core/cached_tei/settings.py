@@ -123,7 +123,10 @@ class CachedTEISettings(BaseSettings):
         unknown = [name for name in values if name not in _argument_names(type(self))]
         if unknown:
             raise _unknown_settings(type(self), unknown, values)
-        super().__init__(**{name: value for name, value in values.items() if value is not None})
+        # None leaves a field unset; BaseSettings' own arguments keep theirs (_env_file=None).
+        super().__init__(
+            **{k: v for k, v in values.items() if v is not None or k in _BASE_ARGUMENTS}
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -175,6 +178,7 @@ class CachedTEISettings(BaseSettings):
 
 
 # ---------------------------------------------------------------------------- names
+@functools.cache
 def _argument_names(model: type[BaseSettings]) -> frozenset[str]:
     names = set(_BASE_ARGUMENTS)
     for name, field in model.model_fields.items():

@@ -89,6 +89,11 @@ def test_none_leaves_a_setting_to_the_environment_then_its_default(
     assert CachedEmbedder(**unset).settings == CachedTEISettings()
     monkeypatch.setenv("CACHED_TEI_QDRANT_PATH", str(tmp_path / "from-env"))
     assert CachedEmbedder(qdrant_path=None).settings.qdrant_path == tmp_path / "from-env"
+    # pydantic-settings' own arguments keep their meaning: _env_file=None reads no .env
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CACHED_TEI_NORMALIZE=false\n")
+    assert CachedTEISettings().normalize is False
+    assert CachedTEISettings(_env_file=None).normalize is True
 
 
 @pytest.fixture
