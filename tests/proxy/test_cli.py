@@ -180,6 +180,22 @@ def test_cache_stats_prune_clear(cli, tmp_path):
     assert json.loads(cli("cache", "stats", "--json")[1])["collections"] == []
 
 
+def test_cache_commands_on_a_qdrant_server(cli, tmp_path):
+    from tests.faults.fake_qdrant import FakeQdrant
+
+    source = tmp_path / "c.txt"
+    source.write_text("\n".join(f"served {i}" for i in range(5)))
+    with FakeQdrant() as qdrant:
+        server = ("--qdrant-url", qdrant.url)
+        assert cli("embed", str(source), "-o", str(tmp_path / "c.npy"), "-q", *server)[0] == 0
+        stats = json.loads(cli("cache", "stats", "--json", *server)[1])
+        assert (stats["store"], stats["entries"], stats["held_by"]) == (qdrant.url, 5, None)
+        assert stats["collections"][0]["namespace"]["model_id"] == FAST.model_id
+        code, stdout, _ = cli("cache", "clear", "--yes", *server)
+        assert (code, stdout) == (0, f"removed 5 entries from {qdrant.url}\n")
+        assert json.loads(cli("cache", "stats", "--json", *server)[1])["collections"] == []
+
+
 HOLDER = """
 import sys
 from cached_tei import CachedEmbedder
