@@ -41,9 +41,9 @@ def run_cache_stats(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def stats(store: CacheStore) -> tuple[list[CollectionInfo], str | None]:
-        collections = await store.collections()
+        # asked first: once collections() has read the folder, this process holds it
         holder = store.holder() if isinstance(store, EmbeddedStore) else None
-        return collections, holder
+        return await store.collections(), holder
 
     collections, holder = _with_store(settings, stats)
     counts = [c.count for c in collections]

@@ -21,8 +21,7 @@ from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
 from .options import CLIError, settings_from_args, tell
 
-# Texts per engine call while embedding a file, and calls in flight at once.
-DEFAULT_CHUNK = 1024
+# Engine calls in flight at once while embedding a file.
 WINDOW = 2
 
 
