@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+log = logging.getLogger(__name__)
 
 TruncationDirection = Literal["Right", "Left"]
+
+PREFIX = "CACHED_TEI_"
+# Read by the test suite, not by a settings class.
+TEST_VARIABLES = frozenset({"CACHED_TEI_SOAK_SECONDS", "CACHED_TEI_FAULTS_REPORT"})
+# BaseSettings' own keyword arguments (_env_file, _case_sensitive...).
+_BASE_ARGUMENTS = frozenset(
+    name for name in inspect.signature(BaseSettings.__init__).parameters if name.startswith("_")
+)
 
 
 def default_qdrant_path() -> Path:
@@ -23,11 +44,13 @@ class CachedTEISettings(BaseSettings):
     """Everything cached-tei can be configured with.
 
     Each field reads ``CACHED_TEI_<FIELD>`` (``tei_url`` reads ``CACHED_TEI_URL``) and can be
-    overridden by passing it by name. Secrets are ``SecretStr`` and never appear in reprs.
+    overridden by passing it by name; ``None`` leaves a field unset (the environment, then the
+    default decide). A name that is not a setting is an error; a ``CACHED_TEI_*`` variable that
+    no setting reads is logged as a warning. Secrets are ``SecretStr`` and never appear in reprs.
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="CACHED_TEI_",
+        env_prefix=PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -96,6 +119,29 @@ class CachedTEISettings(BaseSettings):
     read_cache: bool = Field(True, description="Serve vectors from the cache (off: no-cache).")
     write_cache: bool = Field(True, description="Keep new vectors in the cache (off: no-store).")
 
+    def __init__(self, **values: Any) -> None:
+        unknown = [name for name in values if name not in _argument_names(type(self))]
+        if unknown:
+            raise _unknown_settings(type(self), unknown, values)
+        # None leaves a field unset; BaseSettings' own arguments keep theirs (_env_file=None).
+        super().__init__(
+            **{k: v for k, v in values.items() if v is not None or k in _BASE_ARGUMENTS}
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        warn_unknown_variables(os.environ, "the environment")
+        if isinstance(dotenv_settings, DotEnvSettingsSource):
+            warn_unknown_variables(dotenv_settings.env_vars, str(dotenv_settings.env_file))
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
     @classmethod
     def from_attributes(cls, source: object) -> CachedTEISettings:
         """Settings from an object with attributes named like the fields (an adapter's
@@ -103,8 +149,7 @@ class CachedTEISettings(BaseSettings):
         given: dict[str, Any] = {}
         for name in cls.model_fields:
             value = getattr(source, name, None)
-            if value is not None:
-                given[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+            given[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
         return cls(**given)
 
     @field_validator("api_key", "qdrant_api_key", mode="before")
@@ -130,3 +175,66 @@ class CachedTEISettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"tei_url must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
+
+
+# ---------------------------------------------------------------------------- names
+@functools.cache
+def _argument_names(model: type[BaseSettings]) -> frozenset[str]:
+    names = set(_BASE_ARGUMENTS)
+    for name, field in model.model_fields.items():
+        names.add(name)
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(c for c in field.validation_alias.choices if isinstance(c, str))
+    return frozenset(names)
+
+
+def _unknown_settings(
+    model: type[BaseSettings], unknown: list[str], values: dict[str, Any]
+) -> ValidationError:
+    errors = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        error = PydanticCustomError(
+            "extra_forbidden", "{name} is not a setting{hint}", {"name": repr(name), "hint": hint}
+        )
+        errors.append(InitErrorDetails(type=error, loc=(name,), input=values[name]))
+    return ValidationError.from_exception_data(model.__name__, errors)
+
+
+def environment_variable(model: type[BaseSettings], name: str) -> str:
+    """The variable a settings field reads (``tei_url``: ``CACHED_TEI_URL``)."""
+    prefix = model.model_config.get("env_prefix", "")
+    alias = model.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        for choice in alias.choices:
+            if isinstance(choice, str) and choice.upper().startswith(prefix.upper()):
+                return choice.upper()
+    return f"{prefix}{name}".upper()
+
+
+@functools.cache
+def known_variables() -> frozenset[str]:
+    """Every ``CACHED_TEI_*`` variable something reads: the settings classes', the tests'."""
+    from .logs import LogSettings
+    from .proxy.settings import ProxySettings
+
+    models: tuple[type[BaseSettings], ...] = (CachedTEISettings, ProxySettings, LogSettings)
+    return TEST_VARIABLES | {
+        environment_variable(model, name) for model in models for name in model.model_fields
+    }
+
+
+_warned: set[str] = set()
+
+
+def warn_unknown_variables(names: Iterable[str], where: str) -> None:
+    """Log one warning per ``CACHED_TEI_*`` name that no setting reads (a likely typo)."""
+    for name in sorted({name.upper() for name in names if name.upper().startswith(PREFIX)}):
+        if name in _warned or name in known_variables():
+            continue
+        _warned.add(name)
+        suffixes = [known[len(PREFIX) :] for known in known_variables()]
+        close = difflib.get_close_matches(name[len(PREFIX) :], suffixes, n=1)
+        hint = f"; did you mean {PREFIX}{close[0]}?" if close else ""
+        log.warning("%s (in %s) is not a cached-tei setting%s", name, where, hint)

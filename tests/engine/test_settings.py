@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
+import cached_tei.settings
 from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei.proxy import ProxySettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -57,6 +60,88 @@ def test_bad_values_are_refused_with_the_field_named() -> None:
         CachedTEISettings(tei_url="localhost:8080")
     with pytest.raises(ValidationError, match="max_concurrency"):
         CachedTEISettings(max_concurrency=0)
+
+
+def test_a_misspelled_argument_is_refused_with_the_closest_setting() -> None:
+    with pytest.raises(ValidationError) as refused:
+        CachedEmbedder(tei_ulr="http://127.0.0.1:9", normalise=False)
+    assert [(error["loc"], error["type"], error["msg"]) for error in refused.value.errors()] == [
+        (("tei_ulr",), "extra_forbidden", "'tei_ulr' is not a setting; did you mean 'tei_url'?"),
+        (
+            ("normalise",),
+            "extra_forbidden",
+            "'normalise' is not a setting; did you mean 'normalize'?",
+        ),
+    ]
+    with pytest.raises(ValidationError, match="'qdrant_pth' is not a setting; did you mean"):
+        CachedTEISettings(qdrant_pth="/tmp/x")
+    with pytest.raises(ValidationError, match="'batchsize' is not a setting; did you mean"):
+        CachedEmbedder(CachedTEISettings(), batchsize=8)
+    with pytest.raises(ValidationError) as refused:
+        CachedTEISettings(colour="blue")
+    assert refused.value.errors()[0]["msg"] == "'colour' is not a setting"
+
+
+def test_none_leaves_a_setting_to_the_environment_then_its_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    unset = dict.fromkeys(("qdrant_path", "ttl", "api_key", "batch_size", "truncate"))
+    assert CachedEmbedder(**unset).settings == CachedTEISettings()
+    monkeypatch.setenv("CACHED_TEI_QDRANT_PATH", str(tmp_path / "from-env"))
+    assert CachedEmbedder(qdrant_path=None).settings.qdrant_path == tmp_path / "from-env"
+    # pydantic-settings' own arguments keep their meaning: _env_file=None reads no .env
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CACHED_TEI_NORMALIZE=false\n")
+    assert CachedTEISettings().normalize is False
+    assert CachedTEISettings(_env_file=None).normalize is True
+
+
+@pytest.fixture
+def warnings_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unknown variable is reported once per process: forget the ones reported so far."""
+    monkeypatch.setattr(cached_tei.settings, "_warned", set())
+
+
+def test_unknown_variables_are_reported_once_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    warnings_again: None,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "CACHED_TEI_QDRANT_PTH=/elsewhere\n"
+        "CACHED_TEI_NORMALIZE=false\n"
+        "CACHED_TEI_PROXY_PORT=9000\n"
+        "UNRELATED_VARIABLE=1\n"
+    )
+    monkeypatch.setenv("CACHED_TEI_TIMEOUTT", "3")
+    monkeypatch.setenv("CACHED_TEI_LOG_FORMAT", "json")
+    monkeypatch.setenv("CACHED_TEI_SOAK_SECONDS", "1")
+    monkeypatch.setenv("CACHED_TEI_FAULTS_REPORT", "report.json")
+    for name in ProxySettings.model_fields:  # the proxy's variables are known too
+        monkeypatch.setenv(f"CACHED_TEI_PROXY_{name.upper()}", "1")
+    caplog.set_level(logging.WARNING, logger="cached_tei")
+
+    settings = CachedTEISettings()
+    CachedTEISettings()
+    CachedEmbedder(tei_url="http://127.0.0.1:9")
+
+    assert settings.normalize is False  # .env is read
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "cached_tei.settings",
+            "WARNING",
+            "CACHED_TEI_TIMEOUTT (in the environment) is not a cached-tei setting; "
+            "did you mean CACHED_TEI_TIMEOUT?",
+        ),
+        (
+            "cached_tei.settings",
+            "WARNING",
+            "CACHED_TEI_QDRANT_PTH (in .env) is not a cached-tei setting; "
+            "did you mean CACHED_TEI_QDRANT_PATH?",
+        ),
+    ]
 
 
 def test_construction_touches_no_network() -> None:

@@ -1,9 +1,12 @@
-"""The ``cached-tei`` command line end to end: embed files, cache stats|prune|clear, help, errors."""
+"""The ``cached-tei`` command line end to end: embed files, cache stats|prune|clear, help,
+errors."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import subprocess
 import sys
 import time
 
@@ -11,9 +14,23 @@ import numpy as np
 import pytest
 
 from cached_tei.cli import main
-from tests.tei_emulator import expected_vector
+from cached_tei.logs import OWN_LOGGERS
+from tests.tei_emulator import Fault, expected_vector
 
 from .support import FAST, REPO, run_cli, texts_sent
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """``main`` configures logging for its process; in-process runs undo it afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, own in levels.items():
+        logging.getLogger(name).setLevel(own)
 
 
 @pytest.fixture
@@ -70,11 +87,13 @@ def test_text_file_to_jsonl_then_from_the_cache(cli, emu, tmp_path):
     assert sorted(texts_sent(emu)) == sorted(set(texts))
 
     emu.reset_log()
-    code, _, stderr = cli("embed", str(source), "-o", str(out), "--quiet")
+    code, _, stderr = cli("embed", str(source), "-o", str(out))
     assert code == 0
     assert "4 cache hits, 0 computed by TEI, 1 repeated" in summary(stderr)
-    assert "embedding:" not in stderr  # --quiet: no progress bar
     assert texts_sent(emu) == []
+
+    code, _, stderr = cli("embed", str(source), "-o", str(out), "--quiet")
+    assert (code, stderr) == (0, "")  # no progress bar, no summary
 
 
 def test_jsonl_to_npy_exact_vectors(cli, emu, tmp_path):
@@ -131,7 +150,7 @@ def test_embed_stdin_to_stdout_through_the_entry_point(emu, store):
     assert np.array_equal(
         np.asarray(row["embedding"], np.float32), expected_vector(FAST, "piped text")
     )
-    assert result.stderr.strip().startswith("embedded 1 texts")
+    assert result.stderr == ""
 
 
 def test_cache_stats_prune_clear(cli, tmp_path):
@@ -159,6 +178,70 @@ def test_cache_stats_prune_clear(cli, tmp_path):
     code, stdout, _ = cli("cache", "clear", "--yes")
     assert code == 0 and stdout.startswith("removed 12 entries")
     assert json.loads(cli("cache", "stats", "--json")[1])["collections"] == []
+
+
+def test_cache_commands_on_a_qdrant_server(cli, tmp_path):
+    from tests.faults.fake_qdrant import FakeQdrant
+
+    source = tmp_path / "c.txt"
+    source.write_text("\n".join(f"served {i}" for i in range(5)))
+    with FakeQdrant() as qdrant:
+        server = ("--qdrant-url", qdrant.url)
+        assert cli("embed", str(source), "-o", str(tmp_path / "c.npy"), "-q", *server)[0] == 0
+        stats = json.loads(cli("cache", "stats", "--json", *server)[1])
+        assert (stats["store"], stats["entries"], stats["held_by"]) == (qdrant.url, 5, None)
+        assert stats["collections"][0]["namespace"]["model_id"] == FAST.model_id
+        code, stdout, _ = cli("cache", "clear", "--yes", *server)
+        assert (code, stdout) == (0, f"removed 5 entries from {qdrant.url}\n")
+        assert json.loads(cli("cache", "stats", "--json", *server)[1])["collections"] == []
+
+
+HOLDER = """
+import sys
+from cached_tei import CachedEmbedder
+embedder = CachedEmbedder(tei_url=sys.argv[1], qdrant_path=sys.argv[2])
+embedder.embed(["held one", "held two"])
+embedder.flush()
+print("ready", flush=True)
+sys.stdin.readline()
+embedder.close()
+"""
+
+
+def test_cache_stats_while_another_process_holds_the_folder(emu, store):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, emu.url, str(store)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        stats = run_cli("cache", "stats", "--qdrant-path", str(store))
+        assert stats.returncode == 0, stats.stderr
+        collection, total, held = stats.stdout.splitlines()
+        assert FAST.model_id in collection and collection.endswith("? entries")
+        assert total.startswith("1 collections, ? entries under prefix 'cached_tei'")
+        assert held.startswith(f"{store} is held by ") and str(holder.pid) in held
+
+        stats = run_cli("cache", "stats", "--json", "--qdrant-path", str(store))
+        body = json.loads(stats.stdout)
+        assert body["entries"] is None and str(holder.pid) in body["held_by"]
+        [info] = body["collections"]
+        assert info["count"] is None and info["dimension"] == FAST.dim
+        assert info["namespace"]["model_id"] == FAST.model_id
+
+        pruned = run_cli("cache", "prune", "--ttl", "60", "--qdrant-path", str(store))
+        assert pruned.returncode == 1
+        [line] = pruned.stderr.splitlines()
+        assert line.startswith("cached-tei: error: ") and str(holder.pid) in line
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+
+    body = json.loads(run_cli("cache", "stats", "--json", "--qdrant-path", str(store)).stdout)
+    assert (body["entries"], body["held_by"]) == (2, None)
 
 
 @pytest.mark.parametrize(
@@ -208,25 +291,77 @@ def test_errors_are_one_line_and_fail(cli, tmp_path, monkeypatch, args, message)
     assert not (tmp_path / "o.npy").exists() and not list(tmp_path.glob("*.partial"))
 
 
-def test_upstream_down_is_one_line(store):
+def test_tei_down_is_one_line_with_retries_and_quiet(store):
     result = run_cli(
-        "embed",
-        "-",
-        "--tei-url",
-        "http://127.0.0.1:1",
-        "--qdrant-path",
-        str(store),
-        "--retry-deadline",
-        "0.3",
-        "--max-retries",
-        "0",
-        "-q",
+        *("embed", "-", "--tei-url", "http://127.0.0.1:1", "--qdrant-path", str(store)),
+        *("--retry-deadline", "5", "--max-retries", "3", "-q"),
         stdin=b"x\n",
     )
     assert result.returncode == 1
-    lines = [line for line in result.stderr.splitlines() if "cached-tei: error:" in line]
-    assert len(lines) == 1
-    assert "TEI at http://127.0.0.1:1 failed (no response, Unavailable)" in lines[0]
+    [line] = result.stderr.splitlines()  # the retries log at debug level
+    assert line.startswith(
+        "cached-tei: error: TEI at http://127.0.0.1:1 failed (no response, Unavailable)"
+    )
+    assert "Gave up after 4 attempts" in line
+
+
+def test_tei_failing_is_one_line_with_retries_and_quiet(emu, store, tmp_path):
+    emu.inject(Fault("status", status=503, count=10))
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        *("embed", "-", "-o", str(out), "--tei-url", emu.url, "--qdrant-path", str(store)),
+        *("--retry-deadline", "5", "--max-retries", "2", "-q"),
+        stdin=b"x\n",
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"cached-tei: error: TEI at {emu.url} failed (HTTP 503"), line
+    assert [r.status for r in emu.requests if r.texts] == [503, 503, 503]
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_the_final_progress_bar_is_drawn_once(emu, store, tmp_path):
+    # Each chunk slower than tqdm's refresh interval (0.1 s): every update draws the bar.
+    emu.inject(Fault("delay", seconds=0.15, count=3))
+    source = tmp_path / "c.txt"
+    source.write_text("\n".join(f"line {i}" for i in range(12)) + "\n")
+    result = run_cli(
+        *("embed", str(source), "-o", str(tmp_path / "c.npy"), "--chunk-size", "4"),
+        *("--tei-url", emu.url, "--qdrant-path", str(store)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("4/12") == 1, result.stderr
+    assert result.stderr.count("12/12") == 1, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("embedded 12 texts in ")
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.npy"])
+def test_a_missing_output_folder_is_named(cli, emu, tmp_path, name):
+    source = tmp_path / "a.txt"
+    source.write_text("fine\n")
+    code, _, err = cli("embed", str(source), "-o", str(tmp_path / "missing" / name))
+    assert code == 1
+    missing = tmp_path / "missing"
+    assert err == f"cached-tei: error: no such folder: {missing} (for {missing / name})\n"
+    assert texts_sent(emu) == []  # found out before any work
+
+
+@pytest.mark.parametrize(
+    ("lines", "chunk_size"),
+    [
+        (['{"text": "ok"}', '{"other": "x"}'], "1"),  # the first chunk is written, then a failure
+        (['{"text": "ok"}', "not json"], "10"),
+    ],
+)
+def test_a_failed_run_leaves_the_existing_output_untouched(cli, tmp_path, lines, chunk_size):
+    source = tmp_path / "docs.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"precious": "output of an earlier run"}\n')
+    code, _, err = cli("embed", str(source), "-o", str(out), "--chunk-size", chunk_size, "-q")
+    assert code == 1 and "line 2" in err
+    assert out.read_text() == '{"precious": "output of an earlier run"}\n'
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_usage_errors_exit_2_with_one_line():
@@ -287,8 +422,6 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
-    import subprocess
-
     source = tmp_path / "t.txt"
     source.write_text("no extra needed\n")
 

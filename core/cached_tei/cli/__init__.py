@@ -8,20 +8,37 @@ flag, which wins. ``embed`` and ``cache`` need only the base install; ``serve`` 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
+import importlib
+import logging
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import CachedTEIError
+from ..logs import LogFormat, LogSettings
 from ..settings import CachedTEISettings
-from .cache import run_cache_clear, run_cache_prune, run_cache_stats
-from .embed import DEFAULT_CHUNK, run_embed
-from .options import CLIError, add_setting_flags, configure_logging
-from .serve import run_serve
+from .options import (
+    CLIError,
+    add_setting_flags,
+    configure_logging,
+    log_settings_from_args,
+    tell,
+)
 
 PROG = "cached-tei"
+# Texts per engine call while embedding a file.
+DEFAULT_CHUNK = 1024
+
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command whose module (and so the engine) is imported only when it runs: --help and
+    wrong command lines stay fast."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(f".{module}", __name__), name)(args))
+
+    return run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "setting_",
         "settings (each flag overrides its CACHED_TEI_* variable; keys only from the environment)",
     )
+    add_setting_flags(common, LogSettings, "log_", "logging")
 
     parser = _Parser(
         prog=PROG,
@@ -66,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy_",
         "proxy (each flag overrides its CACHED_TEI_PROXY_* variable)",
     )
-    serve.set_defaults(run=run_serve)
+    serve.set_defaults(run=_command("serve", "run_serve"))
 
     embed = commands.add_parser(
         "embed",
@@ -107,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK,
         help=f"texts per engine call (default {DEFAULT_CHUNK})",
     )
-    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    embed.set_defaults(run=run_embed)
+    embed.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
+    embed.set_defaults(run=_command("embed", "run_embed"))
 
     cache = commands.add_parser(
         "cache", help="inspect or clean the cache", description="Inspect or clean the Qdrant cache."
@@ -118,16 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", parents=[common], help="collections and entry counts"
     )
     stats.add_argument("--json", action="store_true", help="print JSON")
-    stats.set_defaults(run=run_cache_stats)
+    stats.set_defaults(run=_command("cache", "run_cache_stats"))
     prune = cache_commands.add_parser(
         "prune", parents=[common], help="delete entries older than the TTL (--ttl)"
     )
-    prune.set_defaults(run=run_cache_prune)
+    prune.set_defaults(run=_command("cache", "run_cache_prune"))
     clear = cache_commands.add_parser(
         "clear", parents=[common], help="delete every cache collection under the prefix"
     )
     clear.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    clear.set_defaults(run=run_cache_clear)
+    clear.set_defaults(run=_command("cache", "run_cache_clear"))
     return parser
 
 
@@ -149,13 +169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``cached-tei`` entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "serve":
-        configure_logging("INFO" if args.verbose else "WARNING")
+    args.log_format = "text"
     try:
+        args.log_format = log_settings_from_args(args).log_format
+        configure_logging("INFO" if args.verbose else "WARNING", args.log_format)
         return int(args.run(args))
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _error(args.log_format, "interrupted")
         return 130
     except (CLIError, CachedTEIError, ValidationError, OSError) as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        _error(args.log_format, _one_line(exc))
         return 1
+
+
+def _error(log_format: LogFormat, text: str) -> None:
+    tell(log_format, text if log_format == "json" else f"{PROG}: error: {text}", logging.ERROR)

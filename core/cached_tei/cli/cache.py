@@ -1,15 +1,22 @@
-"""``cached-tei cache stats|prune|clear``: inspect and clean the cache."""
+"""``cached-tei cache stats|prune|clear``: inspect and clean the cache through its store."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from ..engine import Engine
 from ..settings import CachedTEISettings
+from ..stores import CacheStore, CollectionInfo, EmbeddedStore, open_store
 from .options import CLIError, settings_from_args
+
+T = TypeVar("T")
+
+# The namespace fields shown by ``cache stats``, after the model.
+_OPTIONS = ("normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
 
 
 # ---------------------------------------------------------------------------- cache
@@ -19,29 +26,36 @@ def _store_name(settings: CachedTEISettings) -> str:
     return redact_url(settings.qdrant_url) if settings.qdrant_url else str(settings.qdrant_path)
 
 
-async def _with_engine(settings: CachedTEISettings, action: Any) -> Any:
-    engine = Engine(settings)
-    try:
-        return await action(engine)
-    finally:
-        await engine.aclose()
+def _with_store(settings: CachedTEISettings, action: Callable[[CacheStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(settings)
+        try:
+            return await action(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
 
 
 def run_cache_stats(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
-    async def stats(engine: Engine) -> Any:
-        return await engine.store.collections()
+    async def stats(store: CacheStore) -> tuple[list[CollectionInfo], str | None]:
+        # asked first: once collections() has read the folder, this process holds it
+        holder = store.holder() if isinstance(store, EmbeddedStore) else None
+        return await store.collections(), holder
 
-    collections = asyncio.run(_with_engine(settings, stats))
-    entries = sum(c.count for c in collections)
+    collections, holder = _with_store(settings, stats)
+    counts = [c.count for c in collections]
+    entries = None if None in counts else sum(c for c in counts if c is not None)
     if args.json:
         from ..proxy.jsonio import dumps
 
-        body = {
+        body: dict[str, Any] = {
             "store": _store_name(settings),
             "prefix": settings.collection_prefix,
             "entries": entries,
+            "held_by": holder,
             "collections": [
                 {
                     "name": c.name,
@@ -57,38 +71,33 @@ def run_cache_stats(args: argparse.Namespace) -> int:
     for c in collections:
         ns = c.namespace or {}
         model = ns.get("model_id", "?") + (f"@{ns['model_sha']}" if ns.get("model_sha") else "")
-        options = " ".join(
-            f"{key}={ns[key]}"
-            for key in (
-                "normalize",
-                "truncate",
-                "truncation_direction",
-                "prompt_name",
-                "dimensions",
-            )
-            if ns.get(key) is not None
-        )
-        print(f"{c.name}  {model}  {c.dimension} dims  {options}  {c.count} entries")
+        options = " ".join(f"{key}={ns[key]}" for key in _OPTIONS if ns.get(key) is not None)
+        count = "?" if c.count is None else str(c.count)
+        print(f"{c.name}  {model}  {c.dimension} dims  {options}  {count} entries")
+    total = "? entries" if entries is None else f"{entries} entries"
     print(
-        f"{len(collections)} collections, {entries} entries under prefix "
+        f"{len(collections)} collections, {total} under prefix "
         f"{settings.collection_prefix!r} in {_store_name(settings)}"
     )
+    if holder is not None:
+        print(f"{_store_name(settings)} is held by {holder}: entry counts unknown until it closes")
     return 0
 
 
 def run_cache_prune(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if settings.ttl is None:
+    ttl = settings.ttl
+    if ttl is None:
         raise CLIError(
             "cache prune removes entries older than the TTL: "
             "pass --ttl SECONDS or set CACHED_TEI_TTL"
         )
 
-    async def prune(engine: Engine) -> int:
-        return await engine.prune()
+    async def prune(store: CacheStore) -> int:
+        return await store.prune(int(time.time() - ttl))
 
-    removed = asyncio.run(_with_engine(settings, prune))
-    print(f"removed {removed} entries older than {settings.ttl:g} s from {_store_name(settings)}")
+    removed = _with_store(settings, prune)
+    print(f"removed {removed} entries older than {ttl:g} s from {_store_name(settings)}")
     return 0
 
 
@@ -108,9 +117,6 @@ def run_cache_clear(args: argparse.Namespace) -> int:
             print("nothing deleted")
             return 1
 
-    async def clear(engine: Engine) -> int:
-        return await engine.store.clear()
-
-    removed = asyncio.run(_with_engine(settings, clear))
+    removed = _with_store(settings, lambda store: store.clear())
     print(f"removed {removed} entries from {_store_name(settings)}")
     return 0

@@ -19,10 +19,9 @@ import numpy as np
 from ..engine import EmbedResult, Engine
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
-from .options import CLIError, settings_from_args
+from .options import CLIError, settings_from_args, tell
 
-# Texts per engine call while embedding a file, and calls in flight at once.
-DEFAULT_CHUNK = 1024
+# Engine calls in flight at once while embedding a file.
 WINDOW = 2
 
 
@@ -94,6 +93,25 @@ class _Source:
             yield record, value
 
 
+class _Partial:
+    """An output file written as ``OUTPUT.partial`` and renamed into place when complete, so
+    that a failed run leaves an existing output untouched."""
+
+    def __init__(self, target: str) -> None:
+        self.target = Path(target)
+        if not self.target.parent.is_dir():
+            raise CLIError(f"no such folder: {self.target.parent} (for {target})")
+        if self.target.is_dir():
+            raise CLIError(f"{target} is a folder: name an output file")
+        self.path = self.target.with_name(self.target.name + ".partial")
+
+    def close(self, ok: bool) -> None:
+        if ok:
+            os.replace(self.path, self.target)
+        else:
+            self.path.unlink(missing_ok=True)
+
+
 class _JSONLWriter:
     """One object per line: the input object (or ``{"text": ...}``) plus ``embedding``."""
 
@@ -101,25 +119,28 @@ class _JSONLWriter:
         from ..proxy.jsonio import dumps
 
         self._dumps = dumps
-        self._stdout = target == "-"
+        self._partial = None if target == "-" else _Partial(target)
         # open until close(): the file is written chunk by chunk
-        self._handle: IO[bytes] = sys.stdout.buffer if self._stdout else open(target, "wb")
+        self._handle: IO[bytes] = (
+            sys.stdout.buffer if self._partial is None else open(self._partial.path, "wb")
+        )
 
     def write(
         self, records: Sequence[tuple[dict[str, Any] | None, str]], vectors: np.ndarray
     ) -> None:
         lines = []
-        for (record, text), vector in zip(records, vectors):
+        for (record, text), vector in zip(records, vectors, strict=True):
             item = dict(record) if record is not None else {"text": text}
             item["embedding"] = vector
             lines.append(self._dumps(item))
         self._handle.write(b"\n".join(lines) + b"\n")
 
     def close(self, ok: bool) -> None:
-        if self._stdout:
+        if self._partial is None:
             self._handle.flush()
-        else:
-            self._handle.close()
+            return
+        self._handle.close()
+        self._partial.close(ok)
 
 
 class _NpyWriter:
@@ -127,10 +148,9 @@ class _NpyWriter:
     (or gathered in memory when the count is unknown), renamed into place on success."""
 
     def __init__(self, target: str, total: int | None) -> None:
-        self._target = Path(target)
-        self._partial = self._target.with_name(self._target.name + ".partial")
+        self._partial = _Partial(target)
         self._total = total
-        self._array: np.ndarray | None = None
+        self._array: np.memmap[Any, np.dtype[np.float32]] | None = None
         self._blocks: list[np.ndarray] = []
         self._row = 0
 
@@ -140,24 +160,23 @@ class _NpyWriter:
             return
         if self._array is None:
             self._array = np.lib.format.open_memmap(
-                self._partial, mode="w+", dtype=np.float32, shape=(self._total, vectors.shape[1])
+                self._partial.path,
+                mode="w+",
+                dtype=np.float32,
+                shape=(self._total, vectors.shape[1]),
             )
         self._array[self._row : self._row + len(vectors)] = vectors
         self._row += len(vectors)
 
     def close(self, ok: bool) -> None:
-        if not ok:
-            self._array = None
-            self._partial.unlink(missing_ok=True)
-            return
-        if self._array is not None:
+        if ok and self._array is not None:
             self._array.flush()
-            self._array = None
-        else:
+        elif ok:
             blocks = self._blocks or [np.zeros((0, 0), dtype=np.float32)]
-            with open(self._partial, "wb") as handle:
+            with open(self._partial.path, "wb") as handle:
                 np.save(handle, np.concatenate(blocks), allow_pickle=False)
-        os.replace(self._partial, self._target)
+        self._array = None
+        self._partial.close(ok)
 
 
 def _chunks(
@@ -191,23 +210,29 @@ def run_embed(args: argparse.Namespace) -> int:
         _NpyWriter(args.output, total) if output_format == "npy" else _JSONLWriter(args.output)
     )
     options = EmbedOptions.from_settings(settings, args.kind)
+    # The bar is for a person at a terminal; JSON logs are for a machine.
+    progress = not args.quiet and args.log_format != "json"
     started = time.perf_counter()
     ok = False
     try:
         engine_stats = asyncio.run(
-            _embed_file(settings, options, source, writer, total, args.chunk_size, args.quiet)
+            _embed_file(
+                settings, options, source, writer, total, args.chunk_size, progress=progress
+            )
         )
         ok = True
     finally:
         writer.close(ok)
+    if args.quiet:
+        return 0
     elapsed = time.perf_counter() - started
     count = engine_stats.hits + engine_stats.misses + engine_stats.duplicates
     rate = count / elapsed if elapsed > 0 else 0.0
-    print(
+    tell(
+        args.log_format,
         f"embedded {count} texts in {elapsed:.2f} s ({rate:.0f} texts/s): "
         f"{engine_stats.hits} cache hits, {engine_stats.misses} computed by TEI, "
         f"{engine_stats.duplicates} repeated; wrote {args.output}",
-        file=sys.stderr,
     )
     return 0
 
@@ -219,19 +244,23 @@ async def _embed_file(
     writer: _JSONLWriter | _NpyWriter,
     total: int | None,
     chunk_size: int,
-    quiet: bool,
+    *,
+    progress: bool,
 ) -> Any:
     from tqdm import tqdm
 
     engine = Engine(settings)
-    bar = tqdm(total=total, unit=" texts", desc="embedding", disable=quiet, file=sys.stderr)
+    bar = tqdm(total=total, unit=" texts", desc="embedding", disable=not progress, file=sys.stderr)
     pending: deque[tuple[list[Any], asyncio.Task[EmbedResult]]] = deque()
 
-    async def write_oldest() -> None:
+    async def write_oldest(last: bool = False) -> None:
         records, task = pending.popleft()
         result = await task
         writer.write(records, result.vectors)
-        bar.update(len(records))
+        if last:
+            bar.n += len(records)  # drawn once, by close()
+        else:
+            bar.update(len(records))
 
     failed = True
     try:
@@ -241,7 +270,7 @@ async def _embed_file(
             if len(pending) >= WINDOW:
                 await write_oldest()
         while pending:
-            await write_oldest()
+            await write_oldest(last=len(pending) == 1)
         failed = False
     finally:
         for _, task in pending:

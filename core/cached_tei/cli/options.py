@@ -7,9 +7,11 @@ import logging
 import sys
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic_settings import BaseSettings
 
-from ..settings import CachedTEISettings
+from ..logs import LogFormat, LogSettings, json_line
+from ..logs import configure_logging as configure_logging
+from ..settings import CachedTEISettings, environment_variable
 
 
 class CLIError(Exception):
@@ -20,15 +22,8 @@ class CLIError(Exception):
 _SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys"})
 
 
-def _env_name(model: type[BaseModel], name: str) -> str:
-    if model is CachedTEISettings and name == "tei_url":
-        return "CACHED_TEI_URL"
-    prefix = model.model_config.get("env_prefix", "")
-    return f"{prefix}{name}".upper()
-
-
 def add_setting_flags(
-    parser: argparse.ArgumentParser, model: type[BaseModel], dest_prefix: str, title: str
+    parser: argparse.ArgumentParser, model: type[BaseSettings], dest_prefix: str, title: str
 ) -> None:
     """One ``--flag VALUE`` per field of a settings class (secrets stay in the environment)."""
     group = parser.add_argument_group(title)
@@ -43,7 +38,9 @@ def add_setting_flags(
             dest=f"{dest_prefix}{name}",
             metavar="VALUE",
             default=None,
-            help=f"{description}{shown} [env {_env_name(model, name)}]".strip().replace("%", "%%"),
+            help=f"{description}{shown} [env {environment_variable(model, name)}]".strip().replace(
+                "%", "%%"
+            ),
         )
 
 
@@ -65,7 +62,11 @@ def proxy_settings_from_args(args: argparse.Namespace) -> Any:
     return ProxySettings(**_overrides(args, "proxy_"))
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def log_settings_from_args(args: argparse.Namespace) -> LogSettings:
+    return LogSettings(**_overrides(args, "log_"))
+
+
+def tell(log_format: LogFormat, message: str, level: int = logging.INFO) -> None:
+    """A line for the user on stderr: as it is, or a JSON log line when logs are JSON."""
+    line = json_line("cached_tei.cli", level, message) if log_format == "json" else message
+    print(line, file=sys.stderr)
