@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import schemathesis
 
 from cached_tei import CachedTEISettings
 from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
 
-from .conftest import _TALLIES, SPEC, InThreadProxy, Tally, needs_proxy
+from .conftest import _TALLIES, SPEC, InThreadProxy, Tally
 
-pytestmark = [needs_proxy, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 CONFIG = EmulatorConfig(
     step_ms=1.0, per_text_ms=0.01, max_input_length=64, prompts={"query": "query: "}
@@ -74,7 +75,6 @@ _TALLIES.append(FUZZ)
 
 
 def _operations() -> list[Any]:
-    schemathesis = pytest.importorskip("schemathesis")
     schema = schemathesis.openapi.from_path(str(SPEC))
     return [result.ok() for result in schema.get_all_operations()]
 
@@ -91,6 +91,7 @@ def _expected_for(body: dict[str, Any], text: str) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], mode: str) -> None:
     """Every route of TEI's spec (the proxy serves all: cached, own, or forwarded), with
@@ -278,6 +279,7 @@ def test_too_long_without_truncation_says_to_truncate(
 
 
 # ---------------------------------------------------------------------------- flood
+@pytest.mark.slow
 async def test_flood_of_concurrent_connections(
     stack: tuple[EmulatorServer, InThreadProxy], tally: Tally
 ) -> None:

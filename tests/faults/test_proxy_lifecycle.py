@@ -16,10 +16,10 @@ import pytest
 
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .conftest import Tally, check_points, embedded_points, needs_proxy
+from .conftest import Tally, check_points, embedded_points
 from .fake_qdrant import FakeQdrant
 
-pytestmark = [needs_proxy, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 SLOW_TEI = EmulatorConfig(step_ms=300.0, per_text_ms=1.0)
 

@@ -23,12 +23,12 @@ import pytest
 
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .conftest import Tally, needs_proxy
+from .conftest import Tally
 
 SOAK_SECONDS = float(os.environ.get("CACHED_TEI_SOAK_SECONDS", "30"))
 CONFIG = EmulatorConfig(step_ms=2.0, per_text_ms=0.05)
 
-pytestmark = [needs_proxy, pytest.mark.timeout(int(SOAK_SECONDS * 2 + 120))]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(SOAK_SECONDS * 2 + 120))]
 
 
 def _sample(proc: psutil.Process) -> dict[str, float]:

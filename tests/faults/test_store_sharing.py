@@ -103,6 +103,7 @@ def test_one_embedded_store_many_threads(tei: EmulatorServer, tmp_path: Path, ta
     assert tei.embed_texts_computed == len(every), "a text was computed twice"
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_qdrant_server(tei: EmulatorServer, tally: Tally) -> None:
     """Two processes embed overlapping texts into one Qdrant server at once: no corruption;
     a third engine then gets every text from the cache."""
@@ -126,6 +127,7 @@ def test_two_processes_share_one_qdrant_server(tei: EmulatorServer, tally: Tally
     assert tally.wrong == 0
 
 
+@pytest.mark.slow
 def test_process_killed_mid_write_leaves_a_consistent_store(
     tei: EmulatorServer, tmp_path: Path, tally: Tally
 ) -> None:

@@ -93,6 +93,7 @@ def test_replica_killed_mid_run_then_restarted(
     assert served_after_restart > 0, "traffic never returned to the restarted replica"
 
 
+@pytest.mark.slow
 def test_every_replica_overloaded_for_a_while(
     cluster: Cluster, tmp_path: Path, tally: Tally
 ) -> None:
@@ -120,6 +121,7 @@ def test_every_replica_overloaded_for_a_while(
     assert statuses.count(429) == tally.retried
 
 
+@pytest.mark.slow
 def test_overload_that_never_clears_ends_in_tei_error(
     cluster: Cluster, tmp_path: Path, tally: Tally
 ) -> None:
