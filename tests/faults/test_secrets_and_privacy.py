@@ -18,9 +18,12 @@ import pytest
 
 from cached_tei import CachedEmbedder, CachedTEISettings
 from cached_tei.errors import TEIError
+from cached_tei.proxy import ProxySettings
+from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
+from llama_index_cached_tei import CachedTEIEmbeddings as LlamaEmbeddings
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .conftest import InThreadProxy, Tally, embedded_points, needs_proxy
+from .conftest import InThreadProxy, Tally, embedded_points
 from .fake_qdrant import FakeQdrant
 
 TEI_KEY = "tei-key-SECRET-0f9e8d"
@@ -85,7 +88,8 @@ def test_server_cache_stores_no_text_by_default(tei: EmulatorServer, tally: Tall
 def test_engine_keys_absent_from_reprs_errors_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, tally: Tally
 ) -> None:
-    """TEI refuses the key (401) and Qdrant is down: the errors and every log line are free of keys."""
+    """TEI refuses the key (401) and Qdrant is down: the errors and every log line are free of
+    keys."""
     caplog.set_level(logging.DEBUG)
     config = EmulatorConfig(step_ms=1.0, per_text_ms=0.01, api_key="the-real-tei-key")
     with EmulatorServer(config) as tei, FakeQdrant() as qdrant:
@@ -118,44 +122,27 @@ def test_engine_keys_absent_from_reprs_errors_and_logs(
 
 
 def test_adapter_keys_absent_from_reprs_and_serialisations(tmp_path: Path) -> None:
-    checked = 0
-    try:
-        from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
-    except ImportError:
-        LangChainEmbeddings = None  # type: ignore[assignment]
-    if LangChainEmbeddings is not None:
-        lc = LangChainEmbeddings(
-            tei_url="http://127.0.0.1:9",
-            api_key=TEI_KEY,
-            qdrant_api_key=QDRANT_KEY,
-            qdrant_path=str(tmp_path / "lc"),
-        )
-        for text in (repr(lc), str(lc), lc.model_dump_json(), str(lc.model_dump())):
-            _assert_no_secret("the LangChain adapter", text)
-        checked += 1
-    try:
-        from llama_index_cached_tei import CachedTEIEmbeddings as LlamaEmbeddings
-    except ImportError:
-        LlamaEmbeddings = None  # type: ignore[assignment]
-    if LlamaEmbeddings is not None:
-        li = LlamaEmbeddings(
-            tei_url="http://127.0.0.1:9",
-            api_key=TEI_KEY,
-            qdrant_api_key=QDRANT_KEY,
-            qdrant_path=str(tmp_path / "li"),
-        )
-        for text in (repr(li), str(li), str(li.to_dict()), li.to_json(), li.model_dump_json()):
-            _assert_no_secret("the LlamaIndex adapter", text)
-        checked += 1
-    if not checked:
-        pytest.skip("no adapter is installed")
+    lc = LangChainEmbeddings(
+        tei_url="http://127.0.0.1:9",
+        api_key=TEI_KEY,
+        qdrant_api_key=QDRANT_KEY,
+        qdrant_path=str(tmp_path / "lc"),
+    )
+    for text in (repr(lc), str(lc), lc.model_dump_json(), str(lc.model_dump())):
+        _assert_no_secret("the LangChain adapter", text)
+    li = LlamaEmbeddings(
+        tei_url="http://127.0.0.1:9",
+        api_key=TEI_KEY,
+        qdrant_api_key=QDRANT_KEY,
+        qdrant_path=str(tmp_path / "li"),
+    )
+    for text in (repr(li), str(li), str(li.to_dict()), li.to_json(), li.model_dump_json()):
+        _assert_no_secret("the LlamaIndex adapter", text)
 
 
 # ---------------------------------------------------------------------------- the proxy's keys
 @pytest.fixture
 def keyed_proxy(tei: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    from cached_tei.proxy import ProxySettings
-
     caplog.set_level(logging.DEBUG)
     settings = CachedTEISettings(tei_url=tei.url, qdrant_path=tmp_path / "q", api_key=TEI_KEY)
     proxy = ProxySettings(api_keys=",".join(PROXY_KEYS), log_level="debug")
@@ -163,7 +150,6 @@ def keyed_proxy(tei: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFi
         yield server
 
 
-@needs_proxy
 def test_proxy_refuses_missing_wrong_and_recased_keys(
     keyed_proxy: InThreadProxy, tei: EmulatorServer, caplog: pytest.LogCaptureFixture, tally: Tally
 ) -> None:
@@ -219,7 +205,6 @@ def test_proxy_refuses_missing_wrong_and_recased_keys(
     _assert_no_secret("the proxy's logs", _log_text(caplog))
 
 
-@needs_proxy
 def test_proxy_key_comparison_is_constant_time(
     keyed_proxy: InThreadProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,13 +239,10 @@ def test_proxy_key_comparison_is_constant_time(
     assert per_request == [len(PROXY_KEYS)] * 5, per_request
 
 
-@needs_proxy
 def test_upstream_key_absent_from_proxy_errors(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, tally: Tally
 ) -> None:
     """TEI refuses the proxy's upstream key: the client's error and the logs do not show it."""
-    from cached_tei.proxy import ProxySettings
-
     caplog.set_level(logging.DEBUG)
     config = EmulatorConfig(step_ms=1.0, per_text_ms=0.01, api_key="the-real-tei-key")
     with EmulatorServer(config) as tei:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from cached_tei import CachedEmbedder
+from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei.proxy import ProxySettings
 from tests.tei_emulator import EmulatorServer
 
-from .conftest import Tally
+from .conftest import InThreadProxy, Tally
 from .fake_qdrant import Blackhole, FakeQdrant
 
 pytestmark = pytest.mark.timeout(90)
@@ -216,15 +218,6 @@ def test_proxy_metrics_and_health_show_a_failing_cache(
 ) -> None:
     """Through the proxy: Qdrant down -> answers stay right, /metrics shows the errors and the
     open breaker, /health says degraded; Qdrant back -> the breaker closes and writes resume."""
-    from .conftest import InThreadProxy, needs_proxy
-
-    if needs_proxy.args[0]:
-        pytest.skip("the proxy is not there yet")
-    import httpx
-
-    from cached_tei import CachedTEISettings
-    from cached_tei.proxy import ProxySettings
-
     qdrant.mode = "down"
     settings = CachedTEISettings(
         tei_url=tei.url,
