@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cached_tei import CachedEmbedder, StoreConfigurationError
+from cached_tei import CachedEmbedder, EmbedOptions, StoreConfigurationError
 from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
 
@@ -56,7 +56,7 @@ def test_duplicates_are_sent_once_and_returned_everywhere(make_embedder, tei, te
     texts = ["same", "other", "same", "same", "other"]
     vectors = as_f32(make_embedder().embed_documents(texts))
     assert sorted(sent_texts(tei)) == ["other", "same"]
-    for text, vector in zip(texts, vectors):
+    for text, vector in zip(texts, vectors, strict=True):
         assert np.array_equal(vector, expected_vector(tei_config, text))
 
 
@@ -180,8 +180,6 @@ def test_expired_entries_are_misses_and_prune_removes_them(
 
 
 def test_a_collection_of_another_namespace_is_refused(make_embedder, tei, qdrant_path) -> None:
-    from cached_tei import EmbedOptions
-
     embedder = make_embedder(lru_bytes=0)
     embedder.embed_documents(["x"])
     loop, engine = embedder._engine()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 
-from cached_tei import CachedEmbedder
+from cached_tei import CachedEmbedder, EmbedOptions, point_id
 from tests.conftest import sent_texts
 from tests.tei_emulator import expected_vector
 
@@ -41,8 +45,6 @@ def test_the_breaker_closes_when_qdrant_returns(make_embedder, tei) -> None:
     loop, engine = embedder._engine()
     engine.breaker.record_failure()
     assert engine.breaker.state in ("open", "half-open")
-    import time
-
     time.sleep(0.02)
     embedder.embed_documents(["back again"])
     embedder.flush()
@@ -78,8 +80,6 @@ def test_the_lru_never_exceeds_its_bytes(make_embedder, tei) -> None:
 
 
 def test_texts_are_not_stored_unless_asked(make_embedder, tei) -> None:
-    from cached_tei import EmbedOptions, point_id
-
     for store_text, text, expected_payload in (
         (False, "private words", {"created"}),
         (True, "shareable words", {"created", "text"}),
@@ -99,9 +99,6 @@ def test_texts_are_not_stored_unless_asked(make_embedder, tei) -> None:
 
 
 def test_interpreter_exit_drains_pending_writes(tei, qdrant_path) -> None:
-    import subprocess
-    import sys
-
     texts = [f"written at exit {i}" for i in range(200)]
     script = (
         "from cached_tei import CachedEmbedder\n"
@@ -120,10 +117,6 @@ def test_interpreter_exit_drains_pending_writes(tei, qdrant_path) -> None:
 def test_a_refused_write_is_counted_and_the_queue_keeps_draining(
     make_embedder, tei, qdrant_path
 ) -> None:
-    import json
-
-    from cached_tei import EmbedOptions
-
     embedder = make_embedder()
     embedder.embed_documents(["first"])
     loop, engine = embedder._engine()

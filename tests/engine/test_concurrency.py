@@ -91,8 +91,6 @@ def test_an_embedder_pickles_and_works_in_the_copy(make_embedder, tei, qdrant_pa
 
 
 async def test_concurrent_first_calls_remember_teis_info_once(tei) -> None:
-    from cached_tei import CachedEmbedder
-
     async with CachedEmbedder(tei_url=tei.url, qdrant_url=":memory:") as embedder:
         await asyncio.gather(*(embedder.aembed_query(f"first {i}") for i in range(20)))
         await embedder.aflush()

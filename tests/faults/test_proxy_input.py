@@ -19,8 +19,13 @@ import httpx
 import numpy as np
 import pytest
 import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
 from cached_tei import CachedTEISettings
+from cached_tei.proxy import ProxySettings
 from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
 
 from .conftest import _TALLIES, SPEC, InThreadProxy, Tally
@@ -38,8 +43,6 @@ TEI_PLAIN_STATUSES = {400, 401, 404, 405, 413, 415, 422}  # TEI's own non-JSON e
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[EmulatorServer, InThreadProxy]]:
-    from cached_tei.proxy import ProxySettings
-
     tmp = tmp_path_factory.mktemp("proxy-input")
     with EmulatorServer(CONFIG) as tei:
         settings = CachedTEISettings(
@@ -97,17 +100,13 @@ def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], m
     """Every route of TEI's spec (the proxy serves all: cached, own, or forwarded), with
     schemathesis-generated bodies: no 500, no hang, every error in TEI's shape, and every
     /embed answer equal to the oracle."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis.errors import Unsatisfiable
-    from schemathesis import GenerationMode
-
     tei, proxy = stack
     problems: list[str] = []
     outcomes = FUZZ.extra.setdefault("outcomes", collections.Counter())
     generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
     for operation in _operations():
 
-        @settings(
+        @hypothesis_settings(
             max_examples=FUZZ_EXAMPLES,
             deadline=None,
             database=None,
@@ -139,7 +138,11 @@ def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], m
                 texts = [inputs] if isinstance(inputs, str) else inputs
                 if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
                     got = response.json()
-                    for text, row in zip(texts, got):
+                    if len(got) != len(texts):
+                        FUZZ.wrong += 1
+                        problems.append(f"{len(got)} vectors for {case.body!r:.150}")
+                        return
+                    for text, row in zip(texts, got, strict=True):
                         try:
                             good = np.array_equal(
                                 np.asarray(row, dtype=np.float32), _expected_for(case.body, text)
@@ -149,14 +152,11 @@ def test_fuzz_against_tei_openapi(stack: tuple[EmulatorServer, InThreadProxy], m
                         if not good:
                             FUZZ.wrong += 1
                             problems.append(f"wrong vector for {case.body!r:.150}")
-                    if len(got) != len(texts):
-                        FUZZ.wrong += 1
 
         try:
             run()
-        except (
-            Unsatisfiable
-        ):  # no invalid input exists for a route without parameters (GET /health)
+        except Unsatisfiable:
+            # No invalid input exists for a route without parameters (GET /health).
             outcomes[f"{mode} {operation.path} (no such input)"] += 1
     assert not problems, "\n".join(problems[:20])
 
@@ -289,8 +289,9 @@ async def test_flood_of_concurrent_connections(
     idle = []
     for _ in range(200):
         s = socket.create_connection(("127.0.0.1", proxy.port))
-        s.sendall(
-            b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        s.sendall(  # a body that never arrives
+            b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
         )
         idle.append(s)
     statuses: collections.Counter[int] = collections.Counter()

@@ -15,7 +15,7 @@ import pytest
 
 from cached_tei import CachedEmbedder
 from cached_tei.errors import TEIError
-from tests.tei_emulator import Fault
+from tests.tei_emulator import EmulatorServer, Fault
 
 from .conftest import FAST_TEI, Cluster, Tally, free_port
 
@@ -197,8 +197,6 @@ def test_fully_cached_request_served_by_a_fresh_engine_while_tei_is_down(
     tmp_path: Path, tally: Tally
 ) -> None:
     """A process (re)started during a TEI outage: its cached texts should still be served."""
-    from tests.tei_emulator import EmulatorServer
-
     store = tmp_path / "q"
     cached = [f"cached before the outage {i}" for i in range(10)]
     with EmulatorServer(FAST_TEI) as tei:
@@ -236,8 +234,6 @@ def test_tei_unreachable_without_nginx(tmp_path: Path, tally: Tally) -> None:
 def test_all_or_nothing_when_one_batch_fails(tmp_path: Path, tally: Tally) -> None:
     """A call split into several TEI batches, one of which fails for good: the call raises
     TEI's error, never a shorter list; the batches that succeeded are cached."""
-    from tests.tei_emulator import EmulatorServer
-
     with EmulatorServer(FAST_TEI) as tei:
         texts = [f"batch text {i}" for i in range(100)]  # 4 batches of <= 32
         tei.inject(Fault(kind="status", status=424, count=1))  # Backend: not transient
