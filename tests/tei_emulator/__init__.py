@@ -1,6 +1,8 @@
 """A TEI 1.9.3 emulator for tests and benchmarks (no GPU, no Docker, no network).
 
-from tests.tei_emulator import EmulatorConfig, EmulatorServer, EmulatorProcess, Fault, RecordedRequest, expected_vector
+from tests.tei_emulator import (
+    EmulatorConfig, EmulatorServer, EmulatorProcess, Fault, RecordedRequest, expected_vector
+)
 """
 
 from ._core import EmulatorConfig, Fault, RecordedRequest, TEIError, expected_vector

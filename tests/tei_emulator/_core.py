@@ -82,8 +82,9 @@ def resolve_prompt(config: EmulatorConfig, prompt_name: str | None) -> str | Non
     if name not in config.prompts:
         raise TEIError(
             "Validation",
-            f"Input validation error: `default-prompt-name` is set to `{name}` but it was not found "
-            f"in the Sentence Transformers prompts. Available prompts: {_rust_debug_keys(config.prompts.keys())}",
+            f"Input validation error: `default-prompt-name` is set to `{name}` "
+            "but it was not found in the Sentence Transformers prompts. "
+            f"Available prompts: {_rust_debug_keys(config.prompts.keys())}",
         )
     return config.prompts[name]
 
@@ -115,7 +116,8 @@ def prepare_text(
         if not effective:
             raise TEIError(
                 "Validation",
-                f"Input validation error: `inputs` must have less than {limit} characters. Given: {n_chars}",
+                f"Input validation error: `inputs` must have less than {limit} characters. "
+                f"Given: {n_chars}",
             )
         text = text[:limit]
     if prefix:
@@ -140,7 +142,8 @@ def check_dimensions(config: EmulatorConfig, dimensions: int | None) -> None:
     if dimensions < 1 or dimensions > config.dim:
         raise TEIError(
             "Validation",
-            f"Input validation error: `dimensions` must be between 1 and {config.dim}. Given: {dimensions}",
+            f"Input validation error: `dimensions` must be between 1 and {config.dim}. "
+            f"Given: {dimensions}",
         )
 
 

@@ -27,8 +27,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmulatorProcess:
     """`python -m tests.tei_emulator` as a child process; control through /_emulator/*."""
 
-    def __init__(self, config: EmulatorConfig = EmulatorConfig(), port: int = 0) -> None:
-        self.config = config
+    def __init__(self, config: EmulatorConfig | None = None, port: int = 0) -> None:
+        self.config = config if config is not None else EmulatorConfig()
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self.proc: subprocess.Popen | None = None
@@ -119,7 +119,8 @@ class EmulatorProcess:
         return [RecordedRequest(**d) for d in self._call("GET", "/_emulator/log")]
 
     def stats(self) -> dict[str, Any]:
-        """{"steps", "step_sizes", "embed_texts_computed", "permits_in_use", "pending_faults", "healthy"}"""
+        """{"steps", "step_sizes", "embed_texts_computed", "permits_in_use", "pending_faults",
+        "healthy"}"""
         return self._call("GET", "/_emulator/stats")
 
     @property

@@ -253,7 +253,7 @@ class EmulatorState:
                     self.steps += 1
                     self.step_sizes.append(n_texts)
                     self.embed_texts_computed += n_texts
-                for e, r in zip(batch, results):
+                for e, r in zip(batch, results, strict=True):
                     if not e.future.done():
                         e.future.set_result((r, t0, inference))
 
@@ -562,7 +562,8 @@ class _App:
         if len(texts) > self.cfg.max_client_batch_size:
             raise TEIError(
                 "Validation",
-                f"batch size {len(texts)} > maximum allowed batch size {self.cfg.max_client_batch_size}",
+                f"batch size {len(texts)} > maximum allowed batch size "
+                f"{self.cfg.max_client_batch_size}",
             )
 
     def _tokenize(self, body: dict) -> Any:
@@ -767,11 +768,11 @@ async def serve(state: EmulatorState, host: str, port: int) -> tuple[web.AppRunn
 class EmulatorServer:
     """The emulator in-process: an aiohttp app on its own event loop in a daemon thread."""
 
-    def __init__(self, config: EmulatorConfig = EmulatorConfig(), port: int = 0) -> None:
-        self.config = config
+    def __init__(self, config: EmulatorConfig | None = None, port: int = 0) -> None:
+        self.config = config if config is not None else EmulatorConfig()
         self.port = port
         self.host = "127.0.0.1"
-        self._state = EmulatorState(config)
+        self._state = EmulatorState(self.config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
