@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
@@ -26,6 +27,16 @@ SLOW_TEI = EmulatorConfig(step_ms=300.0, per_text_ms=1.0)
 
 def _post(client: httpx.Client, url: str, texts: list[str]) -> httpx.Response:
     return client.post(f"{url}/embed", json={"inputs": texts}, timeout=60)
+
+
+def _accepted(pid: int, port: int) -> int:
+    """Client connections the proxy has accepted (one still in the listen backlog has no fd in
+    the process, and a graceful shutdown rightly resets it)."""
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
 
 
 @pytest.mark.parametrize("store_kind", ["embedded", "slow_qdrant_server"])
@@ -54,9 +65,11 @@ def test_sigterm_under_load_completes_in_flight_requests_and_drains(
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(batches))]
         for t in threads:
             t.start()
-        # wait until TEI holds requests (in flight at the proxy), then stop it
+        # wait until the proxy has accepted every request and TEI holds some, then stop it
         deadline = time.monotonic() + 10
-        while not tei.requests and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+            tei.requests and _accepted(proxy.pid, proxy.port) == len(batches)
+        ):
             time.sleep(0.01)
         time.sleep(0.05)
         in_tei_at_signal = len(tei.requests)
