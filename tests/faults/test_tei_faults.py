@@ -56,6 +56,7 @@ def _load(
             f.result()
 
 
+@pytest.mark.slow
 def test_replica_killed_mid_run_then_restarted(
     cluster: Cluster, tmp_path: Path, tally: Tally
 ) -> None:
