@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -144,10 +145,26 @@ def test_unknown_variables_are_reported_once_with_the_closest_name(
     ]
 
 
-def test_construction_touches_no_network() -> None:
-    # Nothing listens on port 9; construction must not notice.
-    embedder = CachedEmbedder(tei_url="http://127.0.0.1:9", qdrant_url="http://127.0.0.1:9")
-    assert embedder._lease.engine is None
+def test_construction_touches_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args[1:] or kwargs)
+        raise OSError("network used at construction")
+
+    for owner, name in (
+        (socket.socket, "connect"),
+        (socket.socket, "connect_ex"),
+        (socket, "create_connection"),
+        (socket, "getaddrinfo"),
+    ):
+        monkeypatch.setattr(owner, name, refuse)
+    embedder = CachedEmbedder(
+        tei_url="http://tei.invalid:8080", qdrant_url="http://qdrant.invalid:6333"
+    )
+    repr(embedder)
+    embedder.close()
+    assert attempts == []
 
 
 def test_the_readme_documents_every_setting() -> None:

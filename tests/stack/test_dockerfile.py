@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
 from .conftest import REPO, STACK
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 DOCKERFILE = STACK / "Dockerfile"
 
@@ -92,7 +98,6 @@ def test_copied_paths_exist_and_ignore_file_keeps_them(instructions):
 
 
 def test_pyproject_has_proxy_extra_and_script():
-    tomllib = pytest.importorskip("tomllib")
     data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert data["project"]["name"] == "cached-tei"
     assert "proxy" in data["project"]["optional-dependencies"]

@@ -343,7 +343,7 @@ def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
         CACHED_TEI_URL=nginx.url,
         XDG_CACHE_HOME=str(tmp_path / "cache"),
         CACHED_TEI_QDRANT_PATH=str(tmp_path / "qdrant"),
-        CACHED_TEI_LOG_LEVEL="warning",
+        CACHED_TEI_PROXY_LOG_LEVEL="warning",
     )
     for key in ("CACHED_TEI_QDRANT_URL", "CACHED_TEI_API_KEY", "CACHED_TEI_PROXY_API_KEYS"):
         env.pop(key, None)
