@@ -23,6 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from .batcher import BatchCallback, BatchLimits, RequestBatcher
 from .errors import InputError, TEIError
 from .settings import CachedTEISettings
 from .stats import Stats
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BatchCallback = Callable[[int, np.ndarray], Awaitable[None]]
 # Seconds one /info probe may take when a remembered /info can stand in.
 _PROBE_TIMEOUT = 5.0
 # Bytes of a TEI body besides the texts: {"inputs":[...], and the option fields.
@@ -158,6 +158,7 @@ class TEIClient:
         self._info: TEIInfo | None = None
         self._info_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._batcher: RequestBatcher | None = None
 
     @property
     def url(self) -> str:
@@ -186,6 +187,9 @@ class TEIClient:
         return self._http
 
     async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose()
+            self._batcher = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -233,69 +237,51 @@ class TEIClient:
         """Send one request as is (for routes forwarded untouched); errors are not raised."""
         return await self._client().request(method, path, content=content, headers=headers)
 
-    async def plan_batches(self, texts: Sequence[str]) -> list[slice]:
-        """Split texts into slices within TEI's batch size and payload limits."""
-        info = await self.info()
-        max_texts = min(
-            info.max_client_batch_size, self._settings.batch_size or info.max_client_batch_size
-        )
+    async def embed(
+        self, texts: Sequence[str], options: EmbedOptions, on_batch: BatchCallback
+    ) -> None:
+        """Embed texts, awaiting ``on_batch(start, vectors)`` as each batch of them arrives
+        (``vectors``: the float32 rows of ``texts[start:start + len(vectors)]``).
+
+        Concurrent calls with the same request fields whose texts arrive within
+        ``batch_window`` share TEI requests. If any batch fails, the others still finish
+        (and reach ``on_batch``), then the first error is raised: never a partial result.
+        """
+        sizes = self._body_sizes(texts)
+        batcher = self._batcher
+        if batcher is None:
+            info = await self.info()
+            max_texts = min(
+                info.max_client_batch_size, self._settings.batch_size or info.max_client_batch_size
+            )
+            limits = BatchLimits(max_texts, self._settings.max_payload_bytes - _BODY_OVERHEAD)
+            batcher = self._batcher = RequestBatcher(
+                self.embed_batch, limits, self._settings.batch_window
+            )
+        await batcher.embed(texts, sizes, options.request_fields(), on_batch)
+
+    def _body_sizes(self, texts: Sequence[str]) -> list[int]:
+        """Bytes each text takes in a request body; refuses a text no request can hold."""
         max_bytes = self._settings.max_payload_bytes - _BODY_OVERHEAD
-        batches: list[slice] = []
-        start, size = 0, 0
-        for index, text in enumerate(texts):
-            text_bytes = len(orjson.dumps(text)) + 1
-            if text_bytes > max_bytes:
+        sizes = [len(orjson.dumps(text)) + 1 for text in texts]
+        for text, size in zip(texts, sizes, strict=True):
+            if size > max_bytes:
                 raise InputError(
-                    f"a text of {text_bytes} bytes (starting {text[:40]!r}) does not fit in one "
+                    f"a text of {size} bytes (starting {text[:40]!r}) does not fit in one "
                     f"TEI request of at most {self._settings.max_payload_bytes} bytes; split it, "
                     "or raise TEI's --payload-limit and CACHED_TEI_MAX_PAYLOAD_BYTES"
                 )
-            if index > start and (index - start >= max_texts or size + text_bytes > max_bytes):
-                batches.append(slice(start, index))
-                start, size = index, 0
-            size += text_bytes
-        if start < len(texts):
-            batches.append(slice(start, len(texts)))
-        return batches
-
-    async def embed(
-        self,
-        texts: Sequence[str],
-        options: EmbedOptions,
-        on_batch: BatchCallback | None = None,
-    ) -> np.ndarray:
-        """Embed texts in concurrent batches; returns a float32 matrix in input order.
-
-        ``on_batch(start, vectors)`` runs as each batch arrives. If any batch fails, the
-        others still finish (and reach ``on_batch``), then the first error is raised:
-        never a partial result.
-        """
-        batches = await self.plan_batches(texts)
-        fields = options.request_fields()
-        results: list[np.ndarray | None] = [None] * len(batches)
-
-        async def run(position: int, part: slice) -> None:
-            vectors = await self.embed_batch(list(texts[part]), fields)
-            results[position] = vectors
-            if on_batch is not None:
-                await on_batch(part.start, vectors)
-
-        outcomes = await asyncio.gather(
-            *(run(position, part) for position, part in enumerate(batches)), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return np.concatenate([r for r in results if r is not None])
+        return sizes
 
     async def embed_batch(self, texts: list[str], fields: dict[str, Any]) -> np.ndarray:
         """One ``POST /embed`` within TEI's limits, retried while TEI is transiently unable."""
         body = orjson.dumps({"inputs": texts, **fields})
         self._client()
-        assert self._slots is not None
+        slots = self._slots
+        assert slots is not None
 
         async def attempt() -> httpx.Response:
-            async with self._slots:
+            async with slots:
                 started = time.perf_counter()
                 try:
                     return await self._send("POST", "/embed", content=body)
