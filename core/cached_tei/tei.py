@@ -354,6 +354,7 @@ class TEIClient:
     def _count_retry(self, state: RetryCallState) -> None:
         self._stats.retries += 1
         error = state.outcome.exception() if state.outcome else None
-        log.warning(
+        # Debug only: the final error says how many attempts were made.
+        log.debug(
             "TEI at %s: attempt %d failed (%s); retrying", self._url, state.attempt_number, error
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 
@@ -68,15 +69,19 @@ def test_an_over_long_input_says_to_enable_truncation(qdrant_path) -> None:
     assert np.array_equal(vector, expected_vector(config, long_text, truncate=True))
 
 
-def test_a_429_storm_is_ridden_out(make_embedder, tei, tei_config) -> None:
+def test_a_429_storm_is_ridden_out(make_embedder, tei, tei_config, caplog) -> None:
     tei.inject(Fault(kind="status", status=429, count=5))
     embedder = make_embedder()
-    vectors = embedder.embed_documents(["survives the storm"])
+    with caplog.at_level(logging.DEBUG, logger="cached_tei"):
+        vectors = embedder.embed_documents(["survives the storm"])
     assert np.array_equal(
         np.asarray(vectors[0], dtype=np.float32), expected_vector(tei_config, "survives the storm")
     )
     assert embedder.stats.retries == 5
     assert [r.status for r in tei.requests] == [429] * 5 + [200]
+    # Retries are counted, and logged at debug level only: a CLI run stays quiet.
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert [r.levelno for r in retries] == [logging.DEBUG] * 5
 
 
 @pytest.mark.parametrize("fault", [Fault(kind="status", status=503), Fault(kind="drop")])
@@ -107,14 +112,19 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_tei_down_ends_in_a_clear_error_within_the_deadline(qdrant_path) -> None:
+def test_tei_down_ends_in_a_clear_error_within_the_deadline(qdrant_path, caplog) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     with CachedEmbedder(tei_url=url, qdrant_path=qdrant_path, retry_deadline=1.5) as embedder:
         started = time.monotonic()
-        with pytest.raises(TEIError) as caught:
+        with pytest.raises(TEIError) as caught, caplog.at_level(logging.DEBUG, "cached_tei"):
             embedder.embed_documents(["anyone there?"])
         elapsed = time.monotonic() - started
+        retries = embedder.stats.retries
     error = caught.value
+    assert retries >= 1 and f"Gave up after {retries + 1} attempts" in str(error)
+    assert [
+        r for r in caplog.records if r.name == "cached_tei.tei" and r.levelno > logging.DEBUG
+    ] == []
     assert error.status is None and error.error_type == "Unavailable"
     assert url in str(error) and "CACHED_TEI_URL" in str(error) and "Gave up after" in str(error)
     assert elapsed < 6
