@@ -248,17 +248,22 @@ class TEIClient:
         (and reach ``on_batch``), then the first error is raised: never a partial result.
         """
         sizes = self._body_sizes(texts)
-        batcher = self._batcher
-        if batcher is None:
-            info = await self.info()
-            max_texts = min(
-                info.max_client_batch_size, self._settings.batch_size or info.max_client_batch_size
-            )
-            limits = BatchLimits(max_texts, self._settings.max_payload_bytes - _BODY_OVERHEAD)
-            batcher = self._batcher = RequestBatcher(
-                self.embed_batch, limits, self._settings.batch_window
-            )
+        batcher = await self._request_batcher()
         await batcher.embed(texts, sizes, options.request_fields(), on_batch)
+
+    async def _request_batcher(self) -> RequestBatcher:
+        if self._batcher is None:
+            info = await self.info()
+            if self._batcher is None:  # unless a concurrent first call made it meanwhile
+                max_texts = min(
+                    info.max_client_batch_size,
+                    self._settings.batch_size or info.max_client_batch_size,
+                )
+                limits = BatchLimits(max_texts, self._settings.max_payload_bytes - _BODY_OVERHEAD)
+                self._batcher = RequestBatcher(
+                    self.embed_batch, limits, self._settings.batch_window
+                )
+        return self._batcher
 
     def _body_sizes(self, texts: Sequence[str]) -> list[int]:
         """Bytes each text takes in a request body; refuses a text no request can hold."""

@@ -67,10 +67,11 @@ def server(request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
 async def make_client(server: EmulatorServer) -> AsyncIterator[Any]:
     made: list[TEIClient] = []
 
-    async def make(**overrides: Any) -> TEIClient:
+    async def make(*, read_info: bool = True, **overrides: Any) -> TEIClient:
         client = TEIClient(CachedTEISettings(tei_url=server.url, **overrides), Stats())
         made.append(client)
-        await client.info()  # so that every call below reaches the batcher in the same turn
+        if read_info:  # so that every call reaches the batcher in the same loop turn
+            await client.info()
         return client
 
     yield make
@@ -95,6 +96,16 @@ async def test_concurrent_single_text_calls_share_requests(server, make_client) 
     for caller in callers:
         caller.check(server.config)
     assert client._stats.tei_requests == 3 and client._stats.tei_texts == 70
+
+
+async def test_the_first_calls_share_requests_while_info_is_read(server, make_client) -> None:
+    # Ten calls wait for /info together; the tenth text fills the request before the window.
+    client = await make_client(read_info=False, batch_size=10, batch_window=60.0)
+    callers = singles(10)
+    assert await asyncio.wait_for(run_all(client, callers), timeout=30) == [None] * 10
+    assert request_sizes(server) == [10]
+    for caller in callers:
+        caller.check(server.config)
 
 
 async def test_calls_with_other_request_fields_never_share(server, make_client) -> None:
