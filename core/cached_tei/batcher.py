@@ -178,7 +178,7 @@ class RequestBatcher:
     def start(self, request: _Request, fields: dict[str, Any]) -> None:
         request.task = asyncio.create_task(self._run(request, fields))
         self._running.add(request.task)
-        request.task.add_done_callback(self._running.discard)
+        request.task.add_done_callback(lambda task: self._finished(request, task))
         for part in request.parts:
             part.call.requests.append(request)
 
@@ -189,15 +189,17 @@ class RequestBatcher:
             for part in request.parts:
                 part.call.arrivals.put_nowait(exc)
             return
-        except asyncio.CancelledError:
-            for part in request.parts:
-                part.call.arrivals.put_nowait(_closed())
-            raise
         offset = 0
         for part in request.parts:
             rows = len(part.texts)
             part.call.arrivals.put_nowait((part.start, vectors[offset : offset + rows]))
             offset += rows
+
+    def _finished(self, request: _Request, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if task.cancelled():  # by aclose (or its callers are gone), perhaps before it started
+            for part in request.parts:
+                part.call.arrivals.put_nowait(_closed())
 
     async def aclose(self) -> None:
         """Fail the calls still waiting, and stop the requests in flight."""

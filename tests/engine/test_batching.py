@@ -336,3 +336,16 @@ async def test_closing_fails_the_calls_still_waiting() -> None:
     assert send.cancelled == [["a", "b"]]
     for outcome in outcomes:
         assert type(outcome) is CachedTEIError and "closed" in str(outcome)
+
+
+async def test_closing_before_a_request_starts_still_answers_its_calls() -> None:
+    from cached_tei.batcher import BatchLimits, RequestBatcher
+
+    send = HeldSend()
+    batcher = RequestBatcher(send, BatchLimits(texts=2, bytes=1000), window=0)
+    caller = Caller("a")
+    task = asyncio.create_task(batcher.embed(caller.texts, [2], {}, caller.on_batch))
+    await asyncio.sleep(0)  # the call has made its request, which has not run yet
+    await batcher.aclose()
+    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    assert type(outcome) is CachedTEIError and send.sent == []
