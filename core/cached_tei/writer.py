@@ -75,7 +75,7 @@ class WriteBehind:
             return
         self._queued += count
         self._stats.pending_writes = self._queued
-        for point_id, vector in zip(ids, vectors):
+        for point_id, vector in zip(ids, vectors, strict=True):
             self._waiting[(collection, point_id)] = vector
         self._queue.put_nowait(
             _Pending(
