@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Literal
+
+from typing_extensions import TypedDict, Unpack
 
 from .engine import EmbedResult, Engine
 from .errors import InputError
@@ -19,6 +21,13 @@ from .tei import TEIInfo
 
 Kind = Literal["query", "document"]
 KINDS: tuple[Kind, ...] = ("query", "document")
+
+
+class CacheControl(TypedDict, total=False):
+    """Per-call cache control; a key left out takes the settings' default."""
+
+    read_cache: bool  # False: recompute the texts and refresh their entries (no-cache)
+    write_cache: bool  # False: keep no new vector anywhere, memory included (no-store)
 
 
 class _Lease:
@@ -84,8 +93,8 @@ class CachedEmbedder:
             return lease.loop, lease.engine
 
     def _call(
-        self, texts: Sequence[str], kind: Kind, read_cache: bool | None, write_cache: bool | None
-    ) -> tuple[LoopThread, Any]:
+        self, texts: Sequence[str], kind: Kind, cache: CacheControl
+    ) -> tuple[LoopThread, Coroutine[Any, Any, EmbedResult]]:
         options = self._options.get(kind)
         if options is None:
             raise InputError(f"kind must be 'query' or 'document', got {kind!r}")
@@ -93,8 +102,8 @@ class CachedEmbedder:
         work = engine.embed(
             texts,
             options,
-            read_cache=self.settings.read_cache if read_cache is None else read_cache,
-            write_cache=self.settings.write_cache if write_cache is None else write_cache,
+            read_cache=cache.get("read_cache", self.settings.read_cache),
+            write_cache=cache.get("write_cache", self.settings.write_cache),
         )
         return loop, work
 
@@ -110,21 +119,15 @@ class CachedEmbedder:
         return vector
 
     def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: Kind = "document",
-        read_cache: bool | None = None,
-        write_cache: bool | None = None,
+        self, texts: Sequence[str], *, kind: Kind = "document", **cache: Unpack[CacheControl]
     ) -> EmbedResult:
         """Embed texts as queries or documents; the result keeps float32 vectors and counts.
 
         ``read_cache=False`` recomputes the texts and refreshes their entries;
-        ``write_cache=False`` keeps no new vector anywhere. None: the settings' default.
+        ``write_cache=False`` keeps no new vector anywhere (default: the settings').
         """
-        loop, work = self._call(texts, kind, read_cache, write_cache)
-        result: EmbedResult = loop.run(work)
-        return result
+        loop, work = self._call(texts, kind, cache)
+        return loop.run(work)
 
     def info(self) -> TEIInfo:
         """TEI's ``/info`` (fetched once)."""
@@ -167,17 +170,11 @@ class CachedEmbedder:
         return vector
 
     async def aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: Kind = "document",
-        read_cache: bool | None = None,
-        write_cache: bool | None = None,
+        self, texts: Sequence[str], *, kind: Kind = "document", **cache: Unpack[CacheControl]
     ) -> EmbedResult:
         """Async :meth:`embed`, from any event loop."""
-        loop, work = self._call(texts, kind, read_cache, write_cache)
-        result: EmbedResult = await loop.run_async(work)
-        return result
+        loop, work = self._call(texts, kind, cache)
+        return await loop.run_async(work)
 
     async def ainfo(self) -> TEIInfo:
         """Async :meth:`info`."""

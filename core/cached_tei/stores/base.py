@@ -16,6 +16,8 @@ from ..keys import Namespace
 
 CREATED = "created"
 TEXT = "text"
+# The texts of new entries, kept in their payloads when ``store_text`` asks for it.
+Texts = Sequence[str] | None
 # Lookups and writes go to the store in chunks of this many points.
 CHUNK = 1024
 
@@ -56,11 +58,7 @@ class CacheStore(Protocol):
         """Vectors stored under ``ids``; entries created before ``not_before`` are left out."""
 
     async def upsert(
-        self,
-        namespace: Namespace,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        texts: Sequence[str] | None = None,
+        self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
         """Write entries (created now); returns the bytes of vector data written."""
 

@@ -31,6 +31,7 @@ from .base import (
     CHUNK,
     CREATED,
     CollectionInfo,
+    Texts,
     dimension_mismatch,
     entry_payloads,
     fresh_vectors,
@@ -273,11 +274,7 @@ class EmbeddedStore:
             return found
 
     async def upsert(
-        self,
-        namespace: Namespace,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        texts: Sequence[str] | None = None,
+        self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
         rows = vectors.tolist()
         payloads = entry_payloads(len(ids), texts)

@@ -23,6 +23,7 @@ from .base import (
     CHUNK,
     CREATED,
     CollectionInfo,
+    Texts,
     dimension_mismatch,
     entry_payloads,
     namespace_mismatch,
@@ -387,11 +388,7 @@ class QdrantServerStore:
         return keys, np.array([r.vector for r in records], dtype=np.float32)
 
     async def upsert(
-        self,
-        namespace: Namespace,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        texts: Sequence[str] | None = None,
+        self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
         """Write entries (created now); returns the bytes of vector data written."""
         from qdrant_client import models
