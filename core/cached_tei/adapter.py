@@ -94,6 +94,7 @@ class CachedTEIAdapter(BaseModel):
     qdrant_replication_factor: int | None = setting("qdrant_replication_factor")
     collection_prefix: str | None = setting("collection_prefix")
     ttl: float | None = setting("ttl")
+    prune_interval: float | None = setting("prune_interval")
     store_text: bool | None = setting("store_text")
     lru_bytes: int | None = setting("lru_bytes")
     write_through: bool | None = setting("write_through")
