@@ -17,13 +17,13 @@ from llama_index.core import Document
 from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.schema import BaseNode, MetadataMode
 
-from cached_tei import CachedEmbedder, CachedTEISettings
+from cached_tei import CachedEmbedder, CachedTEISettings, TEIError
 from cached_tei.errors import StoreLockedError
 from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
 from llama_index_cached_tei import CachedTEIEmbeddings as LlamaIndexEmbeddings
 from tests.adapters.conftest import expected, sent_texts
 from tests.faults.fake_qdrant import FakeQdrant
-from tests.tei_emulator import EmulatorServer
+from tests.tei_emulator import EmulatorServer, Fault
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -206,6 +206,23 @@ def test_ingestion_workers_share_a_qdrant_server(
         assert sorted(n.embedding for n in again) == sorted(n.embedding for n in nodes)
 
 
+@pytest.mark.timeout(90)  # an error a worker cannot send back hangs multiprocessing's pool
+def test_ingestion_workers_report_tei_errors(
+    new: Callable[..., Any], emulator: EmulatorServer
+) -> None:
+    """A TEI error in a worker reaches the caller as the same TEIError."""
+    with FakeQdrant() as qdrant:
+        embed_model = new(LlamaIndexEmbeddings, qdrant_url=qdrant.url)
+        emulator.inject(Fault(kind="status", status=422, count=100))
+        try:
+            with pytest.raises(TEIError, match="injected fault") as caught:
+                _pipeline(embed_model).run(documents=DOCUMENTS, num_workers=2)
+        finally:
+            emulator.clear_faults()
+    assert (caught.value.status, caught.value.error_type) == (422, "Validation")
+
+
+@pytest.mark.timeout(90)
 def test_ingestion_workers_on_a_held_embedded_folder_fail_up_front(
     new: Callable[..., Any], emulator: EmulatorServer
 ) -> None:
