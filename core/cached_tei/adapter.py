@@ -1,17 +1,139 @@
-"""What the framework adapters share: one ``CachedEmbedder`` held privately, and its lifecycle."""
+"""What the framework adapters share: the settings fields, declared once, and the engine.
+
+Each field of :class:`CachedTEISettings` is a field of every adapter, declared here once. Its
+default is ``None`` (unset: the ``CACHED_TEI_*`` environment variable, then the default); once
+built, the adapter's fields hold the effective values, so attributes and ``repr`` show what
+runs. Secrets are never serialised. An adapter adds only its framework's aliases, with
+:func:`setting`; a field that drifts from :class:`CachedTEISettings` fails at import.
+"""
 
 from __future__ import annotations
 
+import os
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+from typing import Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
 from .embedder import CachedEmbedder
-from .settings import CachedTEISettings
+from .engine import prepare_texts
+from .settings import CachedTEISettings, TruncationDirection
 from .stats import Stats
 
 
-class EmbedderHolder:
-    """Mixed into an adapter model that keeps its engine in the private ``_client``."""
+def _is_secret(annotation: Any) -> bool:
+    return SecretStr in _optional(annotation)
 
-    _client: CachedEmbedder
 
+def _optional(annotation: Any) -> frozenset[Any]:
+    """The members of ``annotation | None``, a path counted as a ``str``."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    return frozenset(str if member is Path else member for member in (*members, type(None)))
+
+
+def setting(name: str, *aliases: str) -> Any:
+    """The adapter field for the setting ``name`` (unset by default, immutable once built),
+    described as in :class:`CachedTEISettings`; ``aliases`` are extra names the framework's
+    users know it by (``base_url`` for ``tei_url``...)."""
+    source = CachedTEISettings.model_fields[name]
+    return Field(
+        None,
+        validation_alias=AliasChoices(name, *aliases) if aliases else None,
+        description=source.description,
+        exclude=_is_secret(source.annotation),
+        frozen=True,
+    )
+
+
+class CachedTEIAdapter(BaseModel):
+    """The configuration and lifecycle of an adapter: mixed in before the framework's base."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- TEI ---------------------------------------------------------------------------------
+    tei_url: str | None = setting("tei_url")
+    api_key: SecretStr | None = setting("api_key")
+    timeout: float | None = setting("timeout")
+    retry_deadline: float | None = setting("retry_deadline")
+    max_retries: int | None = setting("max_retries")
+    max_concurrency: int | None = setting("max_concurrency")
+    batch_size: int | None = setting("batch_size")
+    max_payload_bytes: int | None = setting("max_payload_bytes")
+    batch_window: float | None = setting("batch_window")
+
+    # --- what changes the vector ---------------------------------------------------------------
+    normalize: bool | None = setting("normalize")
+    truncate: bool | None = setting("truncate")
+    truncation_direction: TruncationDirection | None = setting("truncation_direction")
+    dimensions: int | None = setting("dimensions")
+    query_prompt_name: str | None = setting("query_prompt_name")
+    document_prompt_name: str | None = setting("document_prompt_name")
+    query_instruction: str | None = setting("query_instruction")
+    document_instruction: str | None = setting("document_instruction")
+
+    # --- the cache ------------------------------------------------------------------------------
+    qdrant_url: str | None = setting("qdrant_url")
+    qdrant_path: str | None = setting("qdrant_path")  # a str, so frameworks can JSON it
+    qdrant_api_key: SecretStr | None = setting("qdrant_api_key")
+    qdrant_prefer_grpc: bool | None = setting("qdrant_prefer_grpc")
+    qdrant_timeout: float | None = setting("qdrant_timeout")
+    qdrant_shards: int | None = setting("qdrant_shards")
+    qdrant_replication_factor: int | None = setting("qdrant_replication_factor")
+    collection_prefix: str | None = setting("collection_prefix")
+    ttl: float | None = setting("ttl")
+    prune_interval: float | None = setting("prune_interval")
+    store_text: bool | None = setting("store_text")
+    lru_bytes: int | None = setting("lru_bytes")
+    write_through: bool | None = setting("write_through")
+    write_queue_size: int | None = setting("write_queue_size")
+    write_batch_size: int | None = setting("write_batch_size")
+    breaker_threshold: int | None = setting("breaker_threshold")
+    breaker_cooldown: float | None = setting("breaker_cooldown")
+    read_cache: bool | None = setting("read_cache")
+    write_cache: bool | None = setting("write_cache")
+
+    _client: CachedEmbedder = PrivateAttr()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        check_fields(cls)
+
+    @field_validator("qdrant_path", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("truncation_direction", mode="before")
+    @classmethod
+    def _direction_as_settings_take_it(cls, value: Any) -> Any:
+        return CachedTEISettings._capitalise_direction(value)  # "left" -> "Left"
+
+    @model_validator(mode="after")
+    def _build_client(self) -> CachedTEIAdapter:
+        """Validate the whole configuration now and show its effective values; the engine
+        itself starts on first use."""
+        settings = CachedTEISettings.from_attributes(self)
+        self._client = CachedEmbedder(settings)
+        for name in CachedTEISettings.model_fields:
+            value = getattr(settings, name)
+            self.__dict__[name] = str(value) if isinstance(value, PurePath) else value
+        return self
+
+    # --- the engine -----------------------------------------------------------------------------
     @property
     def settings(self) -> CachedTEISettings:
         """The effective settings: the fields given, then ``CACHED_TEI_*``, then defaults."""
@@ -28,13 +150,44 @@ class EmbedderHolder:
         return self._client.stats
 
     def flush(self) -> None:
-        """Block until every computed vector is written to the cache."""
+        """Block until every vector this object computed is written to the cache."""
         self._client.flush()
 
     def close(self) -> None:
-        """Write pending vectors and release connections and the embedded store's folder."""
+        """Write pending vectors and release this object's share of connections and store;
+        other objects on the same cache keep working."""
         self._client.close()
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
         await self._client.aclose()
+
+
+def check_texts(texts: Sequence[str]) -> None:
+    """Raise :class:`cached_tei.InputError` unless ``texts`` is a list of non-empty strings
+    (a bare string is one text, not a list of characters)."""
+    prepare_texts(texts)
+
+
+def check_fields(adapter: type[BaseModel]) -> None:
+    """Raise TypeError unless ``adapter`` has every setting as a field made by
+    :func:`setting`: of the setting's type, optional (a path is a ``str``), secrets excluded."""
+    for name, source in CachedTEISettings.model_fields.items():
+        field = adapter.model_fields.get(name)
+        if field is None:
+            raise TypeError(
+                f"{adapter.__name__} lacks the setting {name!r}: declare it in "
+                "cached_tei.adapter.CachedTEIAdapter"
+            )
+        same_type = _optional(field.annotation) == _optional(source.annotation)
+        as_setting = field.default is None and field.frozen and not field.default_factory
+        if not same_type or not as_setting or bool(field.exclude) != _is_secret(field.annotation):
+            raise TypeError(
+                f"{adapter.__name__}.{name} must be declared `= setting({name!r})` with the type "
+                f"of CachedTEISettings.{name} ({source.annotation}), optional"
+            )
+
+
+check_fields(CachedTEIAdapter)
+
+__all__ = ["CachedTEIAdapter", "check_fields", "check_texts", "setting"]

@@ -1,10 +1,16 @@
-"""Each adapter imports without the other framework installed."""
+"""Each adapter imports without the other framework; the LlamaIndex one also where LlamaIndex
+users look for it, in the wheel too."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
 import pytest
 
-from tests.adapters.conftest import run_python
+from tests.adapters.conftest import REPO_ROOT, run_python
 
 BLOCK = (
     "import sys\nfor name in {names!r}:\n    sys.modules[name] = None  # makes 'import name' fail\n"
@@ -28,3 +34,32 @@ def test_adapter_never_imports_the_other_framework(adapter: str, blocked: list[s
     loaded = run_python(code).split()
     assert adapter in loaded
     assert not {name.split(".")[0] for name in blocked} & set(loaded)
+
+
+def test_importable_where_llama_index_users_look() -> None:
+    """``llama_index.embeddings.cached_tei`` is a module inside llama-index-core's namespace
+    packages: both import in one fresh process, and it is the same class."""
+    out = run_python(
+        "from llama_index.embeddings.cached_tei import CachedTEIEmbeddings\n"
+        "import llama_index.core, llama_index.embeddings.text_embeddings_inference\n"
+        "import llama_index_cached_tei\n"
+        "print(CachedTEIEmbeddings is llama_index_cached_tei.CachedTEIEmbeddings)\n"
+        "print(CachedTEIEmbeddings(base_url='http://127.0.0.1:9').class_name())\n"
+    )
+    assert out.split() == ["True", "CachedTEIEmbeddings"]
+
+
+def test_the_wheel_ships_the_llama_index_module(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)]
+        + [str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("cached_tei-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "llama_index/embeddings/cached_tei/__init__.py" in names
+    # Never a package __init__ above it: that would shadow llama-index-core's namespace.
+    assert not {"llama_index/__init__.py", "llama_index/embeddings/__init__.py"} & set(names)
+    assert "llama_index_cached_tei/embeddings.py" in names

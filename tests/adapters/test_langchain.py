@@ -15,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ValidationError
 
-from cached_tei import CachedTEISettings, InputError
+from cached_tei import InputError
 from langchain_cached_tei import CachedTEIEmbeddings
 from tests.adapters.conftest import expected, run_python, sent_texts
 from tests.tei_emulator import EmulatorServer
@@ -39,10 +39,6 @@ def _rows(vectors: list[list[float]]) -> np.ndarray:
 
 
 # --- configuration ---------------------------------------------------------------------------
-def test_every_engine_setting_is_a_field() -> None:
-    assert set(CachedTEISettings.model_fields) <= set(CachedTEIEmbeddings.model_fields)
-
-
 def test_fields_reach_the_engine_settings(tmp_path: Path) -> None:
     embeddings = CachedTEIEmbeddings(
         tei_url="http://tei:80/",

@@ -1,0 +1,214 @@
+"""What both adapters share: one declaration of the settings, effective values in the repr,
+bare strings refused by every batch method, async methods that never block, cache control."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from cached_tei import CachedEmbedder, CachedTEISettings, InputError
+from cached_tei.adapter import CachedTEIAdapter, check_fields, setting
+from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
+from llama_index_cached_tei import CachedTEIEmbeddings as LlamaIndexEmbeddings
+from tests.adapters.conftest import ADAPTER_TEI_CONFIG, expected, sent_texts
+from tests.tei_emulator import EmulatorServer
+
+ADAPTERS = [
+    pytest.param(LangChainEmbeddings, id="langchain"),
+    pytest.param(LlamaIndexEmbeddings, id="llama_index"),
+]
+Adapter = type[LangChainEmbeddings] | type[LlamaIndexEmbeddings]
+
+
+def embed_batch(adapter: Any, texts: Any) -> list[list[float]]:
+    if isinstance(adapter, LangChainEmbeddings):
+        return adapter.embed_documents(texts)
+    return adapter.get_text_embedding_batch(texts)
+
+
+async def aembed_batch(adapter: Any, texts: Any) -> list[list[float]]:
+    if isinstance(adapter, LangChainEmbeddings):
+        return await adapter.aembed_documents(texts)
+    return await adapter.aget_text_embedding_batch(texts)
+
+
+# --- one declaration of the settings ----------------------------------------------------------
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_every_setting_is_a_field_of_its_type(cls: Adapter) -> None:
+    assert set(CachedTEISettings.model_fields) <= set(cls.model_fields)
+    check_fields(cls)
+    assert cls.model_fields["truncation_direction"].annotation == (
+        CachedTEISettings.model_fields["truncation_direction"].annotation | None
+    )
+    assert cls.model_fields["api_key"].exclude and cls.model_fields["qdrant_api_key"].exclude
+
+
+def test_a_drifting_field_fails_at_import() -> None:
+    with pytest.raises(TypeError, match=r"Drifted\.truncation_direction.*setting"):
+
+        class Drifted(CachedTEIAdapter):
+            truncation_direction: str | None = setting("truncation_direction")  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"Unexcluded\.api_key"):
+
+        class Unexcluded(CachedTEIAdapter):
+            api_key: SecretStr | None = None
+
+    class Partial(BaseModel):
+        tei_url: str | None = setting("tei_url")
+
+    with pytest.raises(TypeError, match="Partial lacks the setting 'api_key'"):
+        check_fields(Partial)
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_fields_are_the_effective_settings(
+    cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("CACHED_TEI_URL", "http://from-env:8080")
+    monkeypatch.setenv("CACHED_TEI_API_KEY", "env-secret")
+    adapter = cls(qdrant_path=tmp_path, normalize=False, truncation_direction="left")
+    for name in CachedTEISettings.model_fields:
+        value = getattr(adapter.settings, name)
+        assert getattr(adapter, name) == (str(value) if name == "qdrant_path" else value), name
+    assert adapter.tei_url == "http://from-env:8080" and adapter.truncation_direction == "Left"
+    assert adapter.api_key is not None and adapter.api_key.get_secret_value() == "env-secret"
+    with pytest.raises(ValidationError, match="frozen"):
+        adapter.normalize = True  # would not reach the engine: refused
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_repr_shows_effective_values_and_hides_secrets(
+    cls: Adapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CACHED_TEI_URL", "http://from-env:8080")
+    monkeypatch.setenv("CACHED_TEI_QDRANT_API_KEY", "qdrant-secret")
+    text = repr(cls(api_key="tei-secret", dimensions=64))
+    for shown in (
+        "tei_url='http://from-env:8080'",
+        "normalize=True",
+        "dimensions=64",
+        "truncation_direction='Right'",
+        "lru_bytes=67108864",
+        "read_cache=True",
+        f"qdrant_path='{CachedTEISettings().qdrant_path}'",
+    ):
+        assert shown in text
+    assert "secret" not in text and "api_key=SecretStr('**********')" in text
+    assert "=None, normalize=None" not in text
+
+
+# --- a bare string is one text, never a list of characters --------------------------------------
+@pytest.mark.parametrize("cls", ADAPTERS)
+async def test_a_bare_string_to_a_batch_method_is_an_input_error(
+    cls: Adapter, make_adapter: Callable[..., Any], emulator: EmulatorServer
+) -> None:
+    adapter = make_adapter(cls)
+    emulator.reset_log()
+    with pytest.raises(InputError, match="single string"):
+        embed_batch(adapter, "hello")
+    with pytest.raises(InputError, match="single string"):
+        await aembed_batch(adapter, "hello")
+    assert emulator.requests == []
+
+
+async def test_llama_index_checks_the_whole_batch_before_embedding(
+    make_adapter: Callable[..., Any], emulator: EmulatorServer
+) -> None:
+    """An empty text in the second chunk of 32 is named by its index in the call, and
+    nothing is sent to TEI first."""
+    adapter = make_adapter(LlamaIndexEmbeddings)
+    texts = [f"text {i}" for i in range(40)] + [""]
+    emulator.reset_log()
+    with pytest.raises(InputError, match="index 40 is empty"):
+        adapter.get_text_embedding_batch(texts)
+    with pytest.raises(InputError, match="index 40 is empty"):
+        await adapter.aget_text_embedding_batch(texts)
+    assert emulator.requests == []
+
+
+# --- async methods never block the caller's loop ------------------------------------------------
+BLOCKING = ("embed", "embed_documents", "embed_query", "info", "flush", "close")
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+async def test_async_methods_make_no_blocking_call(
+    cls: Adapter,
+    make_adapter: Callable[..., Any],
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A blocking engine call (``info()`` included) would hold the caller's event loop while
+    the engine's loop works: every one of them fails this test."""
+    adapter = make_adapter(cls, query_instruction="query: ")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    with monkeypatch.context() as patch:
+        for name in BLOCKING:
+
+            def refuse(*args: Any, _name: str = name, **kwargs: Any) -> Any:
+                raise AssertionError(f"blocking CachedEmbedder.{_name}() called from async code")
+
+            patch.setattr(CachedEmbedder, name, refuse)
+        running = asyncio.create_task(ticker())
+        try:
+            if isinstance(adapter, LangChainEmbeddings):
+                query = await adapter.aembed_query("q")
+                docs = await adapter.aembed_documents(["d", "e"])
+            else:
+                assert adapter.model_name == "unknown"
+                query = await adapter.aget_query_embedding("q")
+                docs = [await adapter.aget_text_embedding("d")]
+                docs += await adapter.aget_text_embedding_batch(["e"])
+                assert adapter.model_name == ADAPTER_TEI_CONFIG.model_id
+        finally:
+            running.cancel()
+    np.testing.assert_array_equal(np.float32(query), expected("query: q"))
+    np.testing.assert_array_equal(np.float32(docs), np.stack([expected("d"), expected("e")]))
+    assert ticks > 0
+
+
+# --- per-instance cache control -----------------------------------------------------------------
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_write_cache_false_keeps_nothing(
+    cls: Adapter, make_adapter: Callable[..., Any], emulator: EmulatorServer
+) -> None:
+    no_store = make_adapter(cls, write_cache=False)
+    emulator.reset_log()
+    first = embed_batch(no_store, ["not kept"])
+    again = embed_batch(no_store, ["not kept"])
+    assert first == again
+    np.testing.assert_array_equal(np.float32(first[0]), expected("not kept"))
+    assert sent_texts(emulator) == ["not kept", "not kept"]
+    no_store.flush()
+    emulator.reset_log()
+    embed_batch(make_adapter(cls), ["not kept"])  # nothing was written for another face either
+    assert sent_texts(emulator) == ["not kept"]
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_read_cache_false_recomputes_a_cached_text(
+    cls: Adapter, make_adapter: Callable[..., Any], emulator: EmulatorServer
+) -> None:
+    cached = make_adapter(cls)
+    embed_batch(cached, ["cached"])
+    cached.flush()
+    no_cache = make_adapter(cls, read_cache=False)
+    emulator.reset_log()
+    (vector,) = embed_batch(no_cache, ["cached"])
+    np.testing.assert_array_equal(np.float32(vector), expected("cached"))
+    assert sent_texts(emulator) == ["cached"]
+    emulator.reset_log()
+    assert embed_batch(cached, ["cached"]) == [vector]  # the refreshed entry serves the others
+    assert emulator.requests == []
