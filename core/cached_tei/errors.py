@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CachedTEIError(Exception):
     """Base class of every error cached-tei raises."""
@@ -33,6 +35,10 @@ class StoreLockedError(StoreConfigurationError):
             "(CACHED_TEI_QDRANT_PATH)."
         )
 
+    def __reduce__(self) -> tuple[type[StoreLockedError], tuple[str, str | None]]:
+        # Raised in worker processes (IngestionPipeline(num_workers=...)): must pickle.
+        return type(self), (self.folder, self.holder)
+
 
 class TEIError(CachedTEIError):
     """TEI (or the nginx in front of it) refused or failed a request.
@@ -61,6 +67,16 @@ class TEIError(CachedTEIError):
         text = f"TEI at {url} failed ({status_text}, {error_type}): {message}"
         super().__init__(f"{text}. {hint}" if hint else text)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Raised in worker processes: rebuilt from its fields, not from ``args``.
+        return _rebuild_tei_error, (
+            self.message,
+            self.status,
+            self.error_type,
+            self.url,
+            self.hint,
+        )
+
     @property
     def transient(self) -> bool:
         """Whether trying again later can succeed (overload, restart, network)."""
@@ -68,3 +84,9 @@ class TEIError(CachedTEIError):
 
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def _rebuild_tei_error(
+    message: str, status: int | None, error_type: str, url: str, hint: str
+) -> TEIError:
+    return TEIError(message, status=status, error_type=error_type, url=url, hint=hint)

@@ -49,12 +49,23 @@ def metadata(wheel: zipfile.ZipFile) -> Message:
     return email.message_from_bytes(wheel.read(name))
 
 
-def test_the_wheel_holds_only_the_three_packages(wheel: zipfile.ZipFile) -> None:
+def test_the_wheel_holds_the_three_packages_and_the_llama_index_shim(
+    wheel: zipfile.ZipFile,
+) -> None:
     names = wheel.namelist()
     top_level = {
         name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")
     }
-    assert top_level == {"cached_tei", "langchain_cached_tei", "llama_index_cached_tei"}
+    assert top_level == {
+        "cached_tei",
+        "langchain_cached_tei",
+        "llama_index_cached_tei",
+        "llama_index",
+    }
+    # llama_index and llama_index.embeddings are namespace packages shared with llama-index
+    assert [name for name in names if name.startswith("llama_index/")] == [
+        "llama_index/embeddings/cached_tei/__init__.py"
+    ]
     assert "cached_tei/__init__.py" in names
     assert not any(name.startswith("core/") for name in names)
     assert not any(name.startswith("tests/") for name in names)
