@@ -21,7 +21,7 @@ _OPTIONS = ("normalize", "truncate", "truncation_direction", "prompt_name", "dim
 
 # ---------------------------------------------------------------------------- cache
 def _store_name(settings: CachedTEISettings) -> str:
-    from ..proxy.redact import redact_url
+    from ..redact import redact_url
 
     return redact_url(settings.qdrant_url) if settings.qdrant_url else str(settings.qdrant_path)
 
@@ -49,7 +49,7 @@ def run_cache_stats(args: argparse.Namespace) -> int:
     counts = [c.count for c in collections]
     entries = None if None in counts else sum(c for c in counts if c is not None)
     if args.json:
-        from ..proxy.jsonio import dumps
+        from ..jsonio import dumps
 
         body: dict[str, Any] = {
             "store": _store_name(settings),

@@ -70,7 +70,7 @@ class _Source:
         return None if self.path is None else sum(1 for _ in self._lines())
 
     def records(self) -> Iterator[tuple[dict[str, Any] | None, str]]:
-        from ..proxy.jsonio import loads
+        from ..jsonio import loads
 
         for number, line in self._lines():
             try:
@@ -116,7 +116,7 @@ class _JSONLWriter:
     """One object per line: the input object (or ``{"text": ...}``) plus ``embedding``."""
 
     def __init__(self, target: str) -> None:
-        from ..proxy.jsonio import dumps
+        from ..jsonio import dumps
 
         self._dumps = dumps
         self._partial = None if target == "-" else _Partial(target)

@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ..engine import Engine
+from ..redact import redact_url
 from ..settings import CachedTEISettings
 from .auth import APIKeyMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware, ProxyMetrics
-from .redact import redact_url
 from .routes import EMBED_ROUTES, FORWARDED_ROUTES, OWN_ROUTES, Handlers, not_found
 from .settings import ProxySettings
 

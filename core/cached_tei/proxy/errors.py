@@ -12,7 +12,7 @@ import logging
 from starlette.responses import Response
 
 from ..errors import InputError, StoreConfigurationError, TEIError
-from .jsonio import dumps
+from ..jsonio import dumps
 from .schemas import BadRequest
 
 log = logging.getLogger(__name__)

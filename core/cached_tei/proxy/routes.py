@@ -18,10 +18,10 @@ from starlette.responses import Response
 
 from ..engine import EmbedResult, Engine
 from ..errors import CachedTEIError
+from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
 from .errors import APIError, error_response, from_engine, plain_response
-from .jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
 from .schemas import BadRequest, parse_embed, parse_openai
 from .settings import ProxySettings
