@@ -1,6 +1,6 @@
 """The TEI-compatible caching proxy (``cached-tei serve``; needs ``cached-tei[proxy]``).
 
-``create_app`` and ``serve`` import FastAPI and uvicorn when first used, so that
+``create_app`` and ``serve`` import Starlette and uvicorn when first used, so that
 ``ProxySettings`` stays importable without the extra.
 """
 

@@ -6,15 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from ..engine import Engine
 from ..redact import redact_url
 from ..settings import CachedTEISettings
-from .auth import APIKeyMiddleware
+from .auth import APIKeyMiddleware, tenant_id
 from .limits import BodyLimitMiddleware
-from .metrics import MetricsMiddleware, ProxyMetrics
-from .routes import EMBED_ROUTES, FORWARDED_ROUTES, OWN_ROUTES, Handlers, not_found
+from .metrics import MetricsMiddleware
+from .routes import ROUTES, Handlers, not_found
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
@@ -22,24 +24,27 @@ log = logging.getLogger(__name__)
 
 def create_app(
     settings: CachedTEISettings | None = None, proxy: ProxySettings | None = None
-) -> FastAPI:
+) -> Starlette:
     """A TEI-compatible app over a new engine. The engine starts and stops with the app's
     lifespan, on the server's event loop; stopping drains the cache's write-behind queue."""
     settings = settings if settings is not None else CachedTEISettings()
     proxy = proxy if proxy is not None else ProxySettings()
     handlers = Handlers(settings, proxy)
-    metrics = ProxyMetrics(lambda: handlers.engine)
-    handlers.metrics = metrics
+    metrics = handlers.metrics
+    keys = proxy.keys()
+    separate = len(keys) > 1 and not proxy.share_cache
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         handlers.engine = Engine(settings)
         store = redact_url(settings.qdrant_url) if settings.qdrant_url else settings.qdrant_path
         log.info(
             "cached-tei proxy: upstream %s, cache %s, %s",
             redact_url(settings.tei_url),
             store,
-            "API keys required" if proxy.keys() else "no API keys",
+            f"{len(keys)} API keys, {'a cache namespace each' if separate else 'one cache'}"
+            if keys
+            else "no API keys",
         )
         try:
             yield
@@ -53,30 +58,18 @@ def create_app(
             else:
                 log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
 
-    app = FastAPI(
-        title="cached-tei",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        exception_handlers={404: not_found, 405: not_found},
-    )
-    app.add_route("/embed", handlers.embed, methods=["POST"])
-    app.add_route("/", handlers.embed, methods=["POST"])
-    app.add_route("/v1/embeddings", handlers.openai, methods=["POST"])
-    app.add_route("/info", handlers.info, methods=["GET"])
-    app.add_route("/health", handlers.health, methods=["GET"])
-    app.add_route("/metrics", handlers.metrics_route, methods=["GET"])
-    for path in FORWARDED_ROUTES:
-        app.add_route(path, handlers.forward, methods=["POST"])
-
-    # Added innermost first: metrics see every answer, keys are checked before the body is read.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=proxy.max_body_bytes)
-    keys = proxy.keys()
+    # Outermost first: metrics see every answer, keys are checked before the body is read.
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=[r.path for r in ROUTES])]
     if keys:
-        app.add_middleware(APIKeyMiddleware, keys=keys)
-    app.add_middleware(
-        MetricsMiddleware, metrics=metrics, routes=(*EMBED_ROUTES, *OWN_ROUTES, *FORWARDED_ROUTES)
+        tenants = {key: tenant_id(key) if separate else None for key in keys}
+        public = frozenset(r.path for r in ROUTES if r.public)
+        middleware.append(Middleware(APIKeyMiddleware, tenants=tenants, public=public))
+    middleware.append(Middleware(BodyLimitMiddleware, max_bytes=proxy.max_body_bytes))
+    app = Starlette(
+        routes=[Route(r.path, getattr(handlers, r.handler), methods=[r.method]) for r in ROUTES],
+        middleware=middleware,
+        exception_handlers={404: not_found, 405: not_found},
+        lifespan=lifespan,
     )
     app.state.handlers = handlers
     app.state.metrics = metrics

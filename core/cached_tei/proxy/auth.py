@@ -1,16 +1,34 @@
-"""Optional API keys: ``Authorization: Bearer <key>``, compared in constant time, like TEI."""
+"""Optional API keys: ``Authorization: Bearer <key>``, compared in constant time, like TEI.
+
+With several keys, each key is a tenant with its own cache namespace (unless the operator
+shares the cache): the middleware puts the caller's tenant id in the ASGI scope under
+:data:`TENANT`, and the routes embed into that namespace.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+TENANT = "cached_tei.tenant"
+"""The ASGI scope key holding the caller's tenant id (absent: the shared namespace)."""
+
+
+def tenant_id(key: bytes) -> str:
+    """The name of a key's cache namespace: 64 bits of a domain-separated SHA-256 of the key.
+
+    One-way, so the id (stored with the collection, shown by ``/info`` to the key's holder)
+    does not reveal the key; stable across restarts, workers and hosts without another
+    secret to keep in step (an HMAC secret that changed would silently empty every cache).
+    Keys are bearer secrets and must be random: a guessable key is guessable from its id.
+    """
+    return hashlib.sha256(b"cached-tei tenant\x00" + key).hexdigest()[:16]
 
 
 class APIKeyMiddleware:
@@ -20,16 +38,13 @@ class APIKeyMiddleware:
     so the time taken says nothing about which key or how much of it matched.
     """
 
-    def __init__(self, app: ASGIApp, keys: Iterable[bytes], public: frozenset[str] = PUBLIC_PATHS):
+    def __init__(
+        self, app: ASGIApp, tenants: Mapping[bytes, str | None], public: frozenset[str]
+    ) -> None:
+        """``tenants`` maps each key to its tenant id (None: the shared namespace)."""
         self.app = app
-        self._expected = [b"Bearer " + key for key in keys]
+        self._expected = [(b"Bearer " + key, tenant) for key, tenant in tenants.items()]
         self._public = public
-
-    def _allowed(self, header: bytes) -> bool:
-        allowed = False
-        for expected in self._expected:
-            allowed |= hmac.compare_digest(header, expected)
-        return allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self._public:
@@ -40,7 +55,13 @@ class APIKeyMiddleware:
             if name == b"authorization":
                 header = value
                 break
-        if not self._allowed(header):
+        allowed = False
+        for expected, tenant in self._expected:
+            if hmac.compare_digest(header, expected):
+                allowed = True
+                if tenant is not None:
+                    scope[TENANT] = tenant
+        if not allowed:
             log.debug("refused %s %s: missing or wrong API key", scope["method"], scope["path"])
             await send(
                 {

@@ -11,18 +11,21 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine import Engine
+from ..stats import TEI_LATENCY_BUCKETS
 
 __all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "ProxyMetrics"]
 
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A request answered from the cache takes well under a millisecond, a miss about TEI's time.
+_BUCKETS = (0.0005, 0.001, 0.0025, *TEI_LATENCY_BUCKETS)
+_DIRECTIVES = ("no-cache", "no-store")
 _BREAKER_STATES = ("closed", "half-open", "open")
 
 
@@ -60,12 +63,7 @@ class EngineCollector(Collector):
         yield CounterMetricFamily(
             "cached_tei_duplicates", "Texts repeated within one request.", s.duplicates
         )
-        yield SummaryMetricFamily(
-            "cached_tei_tei_request_duration_seconds",
-            "TEI embed requests and their time.",
-            count_value=s.tei_requests,
-            sum_value=s.tei_seconds,
-        )
+        yield _tei_latency(s.tei_latency_counts, s.tei_seconds)
         yield CounterMetricFamily("cached_tei_tei_texts", "Texts sent to TEI.", s.tei_texts)
         yield CounterMetricFamily(
             "cached_tei_tei_retries", "TEI requests retried after a transient failure.", s.retries
@@ -104,6 +102,21 @@ class EngineCollector(Collector):
         yield breaker
 
 
+def _tei_latency(counts: list[int], seconds: float) -> HistogramMetricFamily:
+    """``Stats.tei_latency_counts`` (per bucket) as Prometheus' cumulative buckets."""
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip((*map(str, TEI_LATENCY_BUCKETS), "+Inf"), counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    return HistogramMetricFamily(
+        "cached_tei_tei_request_duration_seconds",
+        "TEI embed requests by duration.",
+        buckets=buckets,
+        sum_value=seconds,
+    )
+
+
 class ProxyMetrics:
     """The registry of one app, its request metrics, and the engine's."""
 
@@ -122,7 +135,18 @@ class ProxyMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        control = Counter(
+            "cached_tei_cache_control",
+            "Requests with a Cache-Control directive the proxy honours, by directive.",
+            ["directive"],
+            registry=self.registry,
+        )
+        self._directives = {directive: control.labels(directive) for directive in _DIRECTIVES}
         self.registry.register(EngineCollector(engine))
+
+    def cache_control(self, directive: str) -> None:
+        """Count a request carrying ``no-cache`` or ``no-store``."""
+        self._directives[directive].inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,8 @@
 """The HTTP routes: translate between TEI's HTTP API and the engine, nothing more.
 
-Handlers take a plain Starlette ``Request`` and return bytes built with orjson: no FastAPI
-parameter parsing or pydantic models on the request path.
+``ROUTES`` is the one list of what the proxy serves: the app, the metrics' route labels and
+the API key rules are derived from it. Handlers take a plain Starlette ``Request`` and return
+bytes built with orjson: no parameter parsing framework or pydantic models on the request path.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import asyncio
 import base64
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 from starlette.requests import Request
@@ -21,17 +23,30 @@ from ..errors import CachedTEIError
 from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
+from .auth import TENANT
 from .errors import APIError, error_response, from_engine, plain_response
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
-from .schemas import BadRequest, parse_embed, parse_openai
+from .schemas import BadRequest, OpenAICall, parse_embed, parse_openai
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-EMBED_ROUTES = ("/embed", "/", "/v1/embeddings")
-OWN_ROUTES = ("/info", "/health", "/metrics")
-FORWARDED_ROUTES = (
+HandlerName = Literal["embed", "openai", "info", "health", "prometheus", "forward"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One route: its path and method, the ``Handlers`` method serving it, and whether it
+    is served without an API key."""
+
+    path: str
+    method: Literal["GET", "POST"]
+    handler: HandlerName
+    public: bool = False
+
+
+_FORWARDED = (
     "/embed_all",
     "/embed_sparse",
     "/predict",
@@ -40,6 +55,16 @@ FORWARDED_ROUTES = (
     "/tokenize",
     "/decode",
 )
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/embed", "POST", "embed"),
+    RouteSpec("/", "POST", "embed"),
+    RouteSpec("/v1/embeddings", "POST", "openai"),
+    RouteSpec("/info", "GET", "info"),
+    RouteSpec("/health", "GET", "health", public=True),
+    RouteSpec("/metrics", "GET", "prometheus", public=True),
+    *(RouteSpec(path, "POST", "forward") for path in _FORWARDED),
+)
+
 # Request headers a forwarded request keeps; the client's Authorization is the proxy's key.
 _FORWARD_HEADERS = ("content-type", "accept", "traceparent", "tracestate")
 # Response headers of the upstream that are not passed back.
@@ -70,13 +95,11 @@ def _ms(seconds: float) -> str:
 class Handlers:
     """The proxy's routes over one engine (created by the app's lifespan, on uvicorn's loop)."""
 
-    def __init__(
-        self, settings: CachedTEISettings, proxy: ProxySettings, metrics: ProxyMetrics | None = None
-    ) -> None:
+    def __init__(self, settings: CachedTEISettings, proxy: ProxySettings) -> None:
         self.settings = settings
         self.proxy = proxy
-        self.metrics = metrics
         self.engine: Engine | None = None
+        self.metrics = ProxyMetrics(lambda: self.engine)
 
     @property
     def _engine(self) -> Engine:
@@ -87,40 +110,40 @@ class Handlers:
     # ------------------------------------------------------------------ embeddings
     async def embed(self, request: Request) -> Response:
         """``POST /embed`` and ``POST /``: TEI's 2-D list, from the cache where possible."""
-        started = time.perf_counter()
-        try:
-            call = parse_embed(await self._read_json(request))
-            if call.texts is None:
-                return await self.forward(request)
-            texts = self._checked(call.texts, call.is_batch)
-            result = await self._engine.embed(texts, call.options)
-        except BadRequest as exc:
-            return plain_response(exc)
-        except APIError as exc:
-            return error_response(exc, openai=False)
-        except CachedTEIError as exc:
-            return error_response(from_engine(exc), openai=False)
-        return Response(
-            dumps_matrix(result.vectors), media_type=JSON, headers=_headers(started, texts, result)
-        )
+        return await self._embedding(request, openai=False)
 
     async def openai(self, request: Request) -> Response:
         """``POST /v1/embeddings``: the OpenAI shape, floats or base64 of little-endian f32."""
+        return await self._embedding(request, openai=True)
+
+    async def _embedding(self, request: Request, openai: bool) -> Response:
+        """Both embed routes: one path from the body to the vectors, one for errors."""
         started = time.perf_counter()
         try:
-            call = parse_openai(await self._read_json(request))
+            body = await self._read_json(request)
+            tenant: str | None = request.scope.get(TENANT)
+            call = parse_openai(body, tenant) if openai else parse_embed(body, tenant)
             if call.texts is None:
                 return await self.forward(request)
             texts = self._checked(call.texts, call.is_batch)
-            engine = self._engine
-            result = await engine.embed(texts, call.options)
-            info = await engine.info()
+            read_cache, write_cache = self._cache_control(request)
+            result = await self._engine.embed(
+                texts, call.options, read_cache=read_cache, write_cache=write_cache
+            )
+            if isinstance(call, OpenAICall):
+                content = await self._openai_body(call, texts, result)
+            else:
+                content = dumps_matrix(result.vectors)
         except BadRequest as exc:
             return plain_response(exc)
         except APIError as exc:
-            return error_response(exc, openai=True)
+            return error_response(exc, openai=openai)
         except CachedTEIError as exc:
-            return error_response(from_engine(exc), openai=True)
+            return error_response(from_engine(exc), openai=openai)
+        return Response(content, media_type=JSON, headers=_headers(started, texts, result))
+
+    async def _openai_body(self, call: OpenAICall, texts: list[str], result: EmbedResult) -> bytes:
+        info = await self._engine.info()
         vectors = result.vectors
         if call.base64:
             little = vectors.astype("<f4", copy=False)
@@ -129,16 +152,17 @@ class Handlers:
             rows = list(vectors)
         # Cache hits never reach a tokenizer: usage counts whitespace-separated words.
         tokens = sum(len(text.split()) for text in texts)
-        body = {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "embedding": row, "index": index}
-                for index, row in enumerate(rows)
-            ],
-            "model": info.raw.get("served_model_name") or info.model_id,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-        return Response(dumps(body), media_type=JSON, headers=_headers(started, texts, result))
+        return dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "embedding": row, "index": index}
+                    for index, row in enumerate(rows)
+                ],
+                "model": info.raw.get("served_model_name") or info.model_id,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def _read_json(self, request: Request) -> Any:
         if not _is_json(request):
@@ -162,13 +186,27 @@ class Handlers:
             raise APIError("Empty", "Input validation error: `inputs` cannot be empty")
         return texts
 
+    def _cache_control(self, request: Request) -> tuple[bool, bool]:
+        """(read the cache, write the cache) from ``Cache-Control: no-cache`` / ``no-store``."""
+        header = request.headers.get("cache-control")
+        if header is None:
+            return True, True
+        directives = {part.split("=", 1)[0].strip().lower() for part in header.split(",")}
+        no_cache, no_store = "no-cache" in directives, "no-store" in directives
+        if no_cache:
+            self.metrics.cache_control("no-cache")
+        if no_store:
+            self.metrics.cache_control("no-store")
+        return not no_cache, not no_store
+
     # ------------------------------------------------------------------ the proxy's own
     async def info(self, request: Request) -> Response:
-        """The upstream's ``/info``, with the proxy's batch limit, the cache's namespace and size."""
+        """The upstream's ``/info`` with the proxy's batch limit, and the caller's own cache
+        namespace and size (never another tenant's)."""
         engine = self._engine
         try:
             info = await engine.info()
-            namespace = await engine.namespace(EmbedOptions())
+            namespace = await engine.namespace(EmbedOptions(tenant=request.scope.get(TENANT)))
         except CachedTEIError as exc:
             return error_response(from_engine(exc), openai=False)
         body = dict(info.raw)
@@ -184,7 +222,7 @@ class Handlers:
         return Response(dumps(body), media_type=JSON)
 
     async def _entries(self, collection: str) -> int | None:
-        """Entries in the default namespace's collection; None when the store cannot say."""
+        """Entries in the caller's collection; None when the store cannot say."""
         engine = self._engine
         if engine.breaker.state == "open":
             return None
@@ -212,8 +250,8 @@ class Handlers:
         store = "ok" if self._engine.breaker.state == "closed" else "degraded"
         return Response(b"", headers={"x-cache-store": store})
 
-    async def metrics_route(self, request: Request) -> Response:
-        assert self.metrics is not None
+    async def prometheus(self, request: Request) -> Response:
+        """The metrics in Prometheus' text format."""
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ forwarded
@@ -258,4 +296,4 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return Response(b"", status_code=getattr(exc, "status_code", 404))
 
 
-__all__ = ["EMBED_ROUTES", "FORWARDED_ROUTES", "OWN_ROUTES", "Handlers", "not_found"]
+__all__ = ["ROUTES", "Handlers", "RouteSpec", "not_found"]

@@ -113,9 +113,10 @@ def _struct(body: Any) -> dict[str, Any]:
     return body
 
 
-def parse_embed(body: Any) -> EmbedCall:
+def parse_embed(body: Any, tenant: str | None = None) -> EmbedCall:
     """``POST /embed`` and ``POST /``: inputs, normalize, truncate, truncation_direction,
-    prompt_name, dimensions; other fields are ignored, as TEI does."""
+    prompt_name, dimensions; other fields are ignored, as TEI does. ``tenant`` is the
+    caller's cache namespace (see :mod:`cached_tei.proxy.auth`)."""
     body = _struct(body)
     texts, is_batch = _inputs(body, "inputs")
     options = EmbedOptions(
@@ -124,11 +125,12 @@ def parse_embed(body: Any) -> EmbedCall:
         truncation_direction=_direction(body),  # type: ignore[arg-type]
         prompt_name=_str(body, "prompt_name"),
         dimensions=_uint(body, "dimensions"),
+        tenant=tenant,
     )
     return EmbedCall(texts, is_batch, options)
 
 
-def parse_openai(body: Any) -> OpenAICall:
+def parse_openai(body: Any, tenant: str | None = None) -> OpenAICall:
     """``POST /v1/embeddings``: input, model (ignored), encoding_format, dimensions, user."""
     body = _struct(body)
     texts, is_batch = _inputs(body, "input")
@@ -140,4 +142,5 @@ def parse_openai(body: Any) -> OpenAICall:
     dimensions = _uint(body, "dimensions")
     _str(body, "model")
     _str(body, "user")
-    return OpenAICall(texts, is_batch, EmbedOptions(dimensions=dimensions), encoding == "base64")
+    options = EmbedOptions(dimensions=dimensions, tenant=tenant)
+    return OpenAICall(texts, is_batch, options, encoding == "base64")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,16 @@ class ProxySettings(BaseSettings):
         description="Comma-separated keys; when set, every route but /health and /metrics "
         "needs 'Authorization: Bearer <key>'.",
     )
+    share_cache: bool = Field(
+        False,
+        description="With several API keys, share one cache across them; by default each key "
+        "has its own namespace, so that no client learns what another embedded.",
+    )
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="Worker processes; 'auto' is one per CPU this process may use. More than "
+        "one needs a Qdrant server (qdrant_url): an embedded folder has one opener.",
+    )
     max_body_bytes: int = Field(
         2_000_000, ge=1024, description="Largest request body accepted (TEI's --payload-limit)."
     )
@@ -47,6 +58,13 @@ class ProxySettings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("workers")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if value != "auto" and int(value) < 1:
+            raise ValueError(f"workers must be at least 1 or 'auto', got {value!r}")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -61,3 +79,9 @@ class ProxySettings(BaseSettings):
             return []
         raw = self.api_keys.get_secret_value().split(",")
         return [key.strip().encode("utf-8") for key in raw if key.strip()]
+
+    def worker_count(self) -> int:
+        """``workers`` as a number: ``auto`` is the CPUs this process may run on."""
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0))
+        return self.workers
