@@ -7,6 +7,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from cached_tei.stats import TEI_LATENCY_BUCKETS
 from tests.tei_emulator import Fault
 
 from .support import FAST, post
@@ -63,6 +64,11 @@ def test_metrics_after_known_traffic(proxy, emu):
     assert value(s, "cached_tei_tei_texts_total") == 4
     assert value(s, "cached_tei_tei_request_duration_seconds_count") == 4  # 3 batches + 1 retry
     assert value(s, "cached_tei_tei_request_duration_seconds_sum") > 0
+    tei_buckets = [
+        value(s, "cached_tei_tei_request_duration_seconds_bucket", le=le)
+        for le in [*map(str, TEI_LATENCY_BUCKETS), "+Inf"]
+    ]
+    assert tei_buckets == sorted(tei_buckets) and tei_buckets[-1] == 4
     assert value(s, "cached_tei_tei_retries_total") == 1
     assert value(s, "cached_tei_cache_errors_total") == 0
     assert value(s, "cached_tei_cache_writes_total", result="written") == 4
