@@ -1,0 +1,134 @@
+"""``cached-tei serve --workers N``: several processes over a Qdrant server, refused over an
+embedded folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from cached_tei.keys import point_id
+from tests.faults.fake_qdrant import FakeQdrant
+from tests.tei_emulator import expected_vector
+from tests.tei_emulator.process import free_port
+
+from .support import CLI, FAST, REPO, run_cli, texts_sent
+
+
+@pytest.fixture
+def qdrant() -> Iterator[FakeQdrant]:
+    with FakeQdrant() as server:
+        yield server
+
+
+def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
+    full_env.update(env)
+    return subprocess.Popen(
+        [CLI, "serve", *args],
+        env=full_env,
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the proxy did not become healthy")
+
+
+def workers_of(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    children = psutil.Process(process.pid).children()
+    return [c for c in children if "multiprocessing.spawn" in " ".join(c.cmdline())]
+
+
+def test_two_workers_share_one_qdrant_server(emu, qdrant):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "CACHED_TEI_URL": emu.url,
+        "CACHED_TEI_QDRANT_URL": qdrant.url,
+        "CACHED_TEI_PROXY_PORT": str(port),
+        "CACHED_TEI_PROXY_WORKERS": "2",
+    }
+    process = serve(env=env)
+    try:
+        wait_healthy(url, process)
+        assert len(workers_of(process)) == 2
+        first = httpx.post(url + "/embed", json={"inputs": ["across workers"]})
+        assert first.headers["x-cache-misses"] == "1"
+        deadline = time.monotonic() + 10
+        while point_id("across workers") not in qdrant.points():
+            assert time.monotonic() < deadline, "the vector never reached Qdrant"
+            time.sleep(0.05)
+        for _ in range(8):  # new connections: either worker may answer, from Qdrant
+            again = httpx.post(url + "/embed", json={"inputs": ["across workers"]})
+            assert again.headers["x-cache-hits"] == "1"
+            assert np.array_equal(
+                np.asarray(again.json()[0], np.float32), expected_vector(FAST, "across workers")
+            )
+        assert texts_sent(emu) == ["across workers"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+
+
+def test_auto_is_the_cpus_this_process_may_use(emu, qdrant):
+    port = free_port()
+    env = {
+        "CACHED_TEI_URL": emu.url,
+        "CACHED_TEI_QDRANT_URL": qdrant.url,
+        "CACHED_TEI_PROXY_PORT": str(port),
+    }
+    process = serve("--workers", "auto", env=env)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        cpus = len(os.sched_getaffinity(0))
+        assert len(workers_of(process)) == (cpus if cpus > 1 else 0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+def test_several_workers_are_refused_on_an_embedded_folder(emu, tmp_path):
+    folder = tmp_path / "embedded"
+    result = run_cli(
+        "serve",
+        "--tei-url",
+        emu.url,
+        "--qdrant-path",
+        str(folder),
+        env={"CACHED_TEI_PROXY_WORKERS": "2"},
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"cached-tei: error: 2 proxy workers need a Qdrant server: the embedded cache "
+        f"folder {folder} can be opened by one process only. Set CACHED_TEI_QDRANT_URL "
+        "(--qdrant-url), or run one worker (CACHED_TEI_PROXY_WORKERS=1)"
+    )
+    assert not folder.exists()
+
+
+def test_workers_must_be_positive(tmp_path):
+    result = run_cli("serve", "--workers", "0", "--qdrant-path", str(tmp_path / "q"))
+    assert result.returncode == 1
+    assert "workers must be at least 1 or 'auto'" in result.stderr
