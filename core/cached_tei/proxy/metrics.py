@@ -162,6 +162,7 @@ class MetricsMiddleware:
         self._durations = {
             route: metrics.duration.labels(route) for route in [*self._routes, "other"]
         }
+        self._counters: dict[tuple[str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -181,5 +182,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self._metrics.requests.labels(route, str(status)).inc()
             self._durations[route].observe(time.perf_counter() - started)
+            counter = self._counters.get((route, status))
+            if counter is None:  # resolving labels costs more than the increment itself
+                counter = self._metrics.requests.labels(route, str(status))
+                self._counters[(route, status)] = counter
+            counter.inc()
