@@ -1,4 +1,4 @@
-"""POST /embed, POST / and POST /v1/embeddings: TEI's shapes, exact vectors, served from the cache."""
+"""POST /embed, POST / and POST /v1/embeddings: TEI's shapes, exact vectors, cache hits."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_options_reach_tei_and_get_their_own_cache_entries(proxy, emu):
         expected_vector(FAST, text, dimensions=8),
         expected_vector(FAST, text, prompt_name="query"),
     ]
-    for body, vector in zip(bodies, expected):
+    for body, vector in zip(bodies, expected, strict=True):
         response = post(proxy.url + "/embed", body)
         assert response.status_code == 200, (body, response.text)
         assert np.array_equal(matrix(response)[0], vector), body
@@ -130,13 +130,13 @@ def test_openai_float_and_base64(proxy, emu):
     assert body["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
     assert [d["index"] for d in body["data"]] == [0, 1]
     assert all(d["object"] == "embedding" for d in body["data"])
-    for item, text in zip(body["data"], texts):
+    for item, text in zip(body["data"], texts, strict=True):
         assert np.array_equal(
             np.asarray(item["embedding"], np.float32), expected_vector(FAST, text)
         )
 
     encoded = post(proxy.url + "/v1/embeddings", {"input": texts, "encoding_format": "base64"})
-    for item, text in zip(encoded.json()["data"], texts):
+    for item, text in zip(encoded.json()["data"], texts, strict=True):
         vector = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
         assert np.array_equal(vector, expected_vector(FAST, text))
     assert encoded.headers["x-cache-hits"] == "2"
