@@ -17,6 +17,7 @@ from typing import Any, Literal
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..engine import EmbedResult, Engine
 from ..errors import CachedTEIError
@@ -88,8 +89,25 @@ def _is_json(request: Request) -> bool:
     return mime == JSON or (mime.startswith("application/") and mime.endswith("+json"))
 
 
-def _ms(seconds: float) -> str:
-    return str(int(seconds * 1000))
+_Headers = list[tuple[bytes, bytes]]
+
+
+class EmbedEndpoint:
+    """An embed route as a plain ASGI app: a success (the hot path) is two ASGI messages,
+    without Starlette's request/response wrapping; everything else is a ``Response``."""
+
+    def __init__(self, handlers: Handlers, openai: bool) -> None:
+        self._handlers = handlers
+        self._openai = openai
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self._handlers.embedding(Request(scope, receive), self._openai)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        content, headers = answer
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
 
 class Handlers:
@@ -100,6 +118,10 @@ class Handlers:
         self.proxy = proxy
         self.engine: Engine | None = None
         self.metrics = ProxyMetrics(lambda: self.engine)
+        self.embed = EmbedEndpoint(self, openai=False)
+        """``POST /embed`` and ``POST /``: TEI's 2-D list, from the cache where possible."""
+        self.openai = EmbedEndpoint(self, openai=True)
+        """``POST /v1/embeddings``: the OpenAI shape, floats or base64 of little-endian f32."""
 
     @property
     def _engine(self) -> Engine:
@@ -108,16 +130,9 @@ class Handlers:
         return self.engine
 
     # ------------------------------------------------------------------ embeddings
-    async def embed(self, request: Request) -> Response:
-        """``POST /embed`` and ``POST /``: TEI's 2-D list, from the cache where possible."""
-        return await self._embedding(request, openai=False)
-
-    async def openai(self, request: Request) -> Response:
-        """``POST /v1/embeddings``: the OpenAI shape, floats or base64 of little-endian f32."""
-        return await self._embedding(request, openai=True)
-
-    async def _embedding(self, request: Request, openai: bool) -> Response:
-        """Both embed routes: one path from the body to the vectors, one for errors."""
+    async def embedding(self, request: Request, openai: bool) -> Response | tuple[bytes, _Headers]:
+        """Both embed routes: one path from the body to the vectors, one for errors. A
+        success is its body and headers."""
         started = time.perf_counter()
         try:
             body = await self._read_json(request)
@@ -140,7 +155,7 @@ class Handlers:
             return error_response(exc, openai=openai)
         except CachedTEIError as exc:
             return error_response(from_engine(exc), openai=openai)
-        return Response(content, media_type=JSON, headers=_headers(started, texts, result))
+        return content, _headers(started, texts, result, len(content))
 
     async def _openai_body(self, call: OpenAICall, texts: list[str], result: EmbedResult) -> bytes:
         info = await self._engine.info()
@@ -280,15 +295,17 @@ class Handlers:
         return Response(upstream.content, status_code=upstream.status_code, headers=kept)
 
 
-def _headers(started: float, texts: list[str], result: EmbedResult) -> dict[str, str]:
-    elapsed = _ms(time.perf_counter() - started)
-    return {
-        "x-compute-time": elapsed,
-        "x-total-time": elapsed,
-        "x-compute-characters": str(sum(map(len, texts))),
-        "x-cache-hits": str(result.hits),
-        "x-cache-misses": str(result.misses),
-    }
+def _headers(started: float, texts: list[str], result: EmbedResult, length: int) -> _Headers:
+    elapsed = str(int((time.perf_counter() - started) * 1000)).encode()
+    return [
+        (b"content-length", str(length).encode()),
+        (b"content-type", b"application/json"),
+        (b"x-compute-time", elapsed),
+        (b"x-total-time", elapsed),
+        (b"x-compute-characters", str(sum(map(len, texts))).encode()),
+        (b"x-cache-hits", str(result.hits).encode()),
+        (b"x-cache-misses", str(result.misses).encode()),
+    ]
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
