@@ -24,11 +24,13 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self._max:
+            if name == b"content-length" and value.isdigit():
+                # The HTTP server delivers exactly Content-Length bytes: no need to count them.
+                if int(value) > self._max:
                     await _reject(send)
-                    return
-                break
+                else:
+                    await self.app(scope, receive, send)
+                return
         received = 0
         started = False
 
