@@ -1,4 +1,5 @@
-"""The app factory: routes, middleware (metrics, API keys, body limit) and the engine's lifespan."""
+"""The app factory: routes, middleware (request context, metrics, API keys, body limit) and
+the engine's lifespan."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..engine import Engine
 from ..redact import redact_url
 from ..settings import CachedTEISettings
 from .auth import APIKeyMiddleware, tenant_id
+from .context import RequestContextMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .routes import ROUTES, Handlers, not_found
@@ -58,8 +60,12 @@ def create_app(
             else:
                 log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
 
-    # Outermost first: metrics see every answer, keys are checked before the body is read.
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=[r.path for r in ROUTES])]
+    # Outermost first: every log line of a request carries its id, metrics see every answer,
+    # keys are checked before the body is read.
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(MetricsMiddleware, metrics=metrics, routes=[r.path for r in ROUTES]),
+    ]
     if keys:
         tenants = {key: tenant_id(key) if separate else None for key in keys}
         public = frozenset(r.path for r in ROUTES if r.public)

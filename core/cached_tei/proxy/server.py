@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import StoreConfigurationError
+from ..logs import JSONFormatter, LogFormat, configure_logging
 from ..settings import CachedTEISettings
 from .settings import ProxySettings
 
@@ -37,8 +38,12 @@ def serve(settings: CachedTEISettings, proxy: ProxySettings) -> None:
         )
     import uvicorn
 
+    root = logging.getLogger().handlers
+    log_format: LogFormat = (
+        "json" if any(isinstance(h.formatter, JSONFormatter) for h in root) else "text"
+    )
     config = uvicorn.Config(
-        functools.partial(_worker_app, settings, proxy),
+        functools.partial(_worker_app, settings, proxy, log_format),
         factory=True,
         workers=workers,
         host=proxy.host,
@@ -65,14 +70,15 @@ def serve(settings: CachedTEISettings, proxy: ProxySettings) -> None:
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped.signal).name)
 
 
-def _worker_app(settings: CachedTEISettings, proxy: ProxySettings) -> Starlette:
-    """The app, built in the process serving it: a spawned worker sets up logging again."""
+def _worker_app(
+    settings: CachedTEISettings, proxy: ProxySettings, log_format: LogFormat
+) -> Starlette:
+    """The app, built in the process serving it: a spawned worker sets up logging again,
+    in the format of the process that started it."""
     from .app import create_app
 
     if not logging.getLogger().handlers:
-        from ..cli.options import configure_logging
-
-        configure_logging(proxy.log_level.upper())
+        configure_logging(proxy.log_level.upper(), log_format)
     return create_app(settings, proxy)
 
 
