@@ -3,6 +3,7 @@ embedded folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,6 +90,29 @@ def test_two_workers_share_one_qdrant_server(emu, qdrant):
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
+
+
+def test_workers_log_json_lines_when_asked(emu, qdrant):
+    port = free_port()
+    env = {
+        "CACHED_TEI_URL": emu.url,
+        "CACHED_TEI_QDRANT_URL": qdrant.url,
+        "CACHED_TEI_PROXY_PORT": str(port),
+        "CACHED_TEI_PROXY_ACCESS_LOG": "true",
+    }
+    process = serve("--workers", "2", "--log-format", "json", env=env)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        answer = httpx.post(f"http://127.0.0.1:{port}/embed", json={"inputs": ["logged"]})
+        assert answer.status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    entries = [json.loads(line) for line in output.splitlines()]  # every line is JSON
+    pids = {entry["message"] for entry in entries if "Started server process" in entry["message"]}
+    assert len(pids) == 2, output
+    embeds = [e for e in entries if "POST /embed" in e["message"]]
+    assert [e["logger"] for e in embeds] == ["uvicorn.access"] and embeds[0]["request_id"]
 
 
 def test_auto_is_the_cpus_this_process_may_use(emu, qdrant):

@@ -20,7 +20,7 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging(proxy.log_level.upper())
     from ..proxy.server import serve
 
-    serve(settings, proxy)
+    serve(settings, proxy, args.log_format)
     return 0
 
 

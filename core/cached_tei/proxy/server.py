@@ -14,7 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import StoreConfigurationError
-from ..logs import JSONFormatter, LogFormat, configure_logging
+from ..logs import LogFormat, configure_logging
 from ..settings import CachedTEISettings
 from .settings import ProxySettings
 
@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def serve(settings: CachedTEISettings, proxy: ProxySettings) -> None:
-    """Serve until SIGTERM or SIGINT. Logging is the caller's (uvicorn's loggers propagate).
+def serve(
+    settings: CachedTEISettings, proxy: ProxySettings, log_format: LogFormat = "text"
+) -> None:
+    """Serve until SIGTERM or SIGINT. Logging is the caller's (uvicorn's loggers propagate);
+    spawned workers configure it again, at ``proxy.log_level`` in ``log_format``.
 
     Raises :class:`StoreConfigurationError` for several workers over an embedded folder.
     """
@@ -38,10 +41,6 @@ def serve(settings: CachedTEISettings, proxy: ProxySettings) -> None:
         )
     import uvicorn
 
-    root = logging.getLogger().handlers
-    log_format: LogFormat = (
-        "json" if any(isinstance(h.formatter, JSONFormatter) for h in root) else "text"
-    )
     config = uvicorn.Config(
         functools.partial(_worker_app, settings, proxy, log_format),
         factory=True,
@@ -73,8 +72,7 @@ def serve(settings: CachedTEISettings, proxy: ProxySettings) -> None:
 def _worker_app(
     settings: CachedTEISettings, proxy: ProxySettings, log_format: LogFormat
 ) -> Starlette:
-    """The app, built in the process serving it: a spawned worker sets up logging again,
-    in the format of the process that started it."""
+    """The app, built in the process serving it: a spawned worker sets up logging again."""
     from .app import create_app
 
     if not logging.getLogger().handlers:
