@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Coroutine, Sequence
@@ -61,7 +62,8 @@ class CachedEmbedder:
     shares one store per cache location, and embedders whose settings differ only in what
     changes a vector (instructions, prompts, normalisation...) share one engine: its
     memory, its connections, and each text computed once. Pending cache writes are drained
-    by :meth:`flush`, :meth:`close`, the context managers, and at interpreter exit.
+    by :meth:`flush`, :meth:`close`, the context managers, and at interpreter exit; in a
+    multiprocessing worker (``IngestionPipeline(num_workers=...)``) every call writes through.
     """
 
     def __init__(self, settings: CachedTEISettings | None = None, **overrides: Any) -> None:
@@ -69,6 +71,10 @@ class CachedEmbedder:
             settings = CachedTEISettings(**overrides)
         elif overrides:
             settings = CachedTEISettings(**{**dict(settings), **overrides})
+        if not settings.write_through and _in_multiprocessing_worker():
+            # A multiprocessing worker may be ended without exit handlers (Pool.terminate,
+            # os._exit): each call stores its vectors before it returns.
+            settings = settings.model_copy(update={"write_through": True})
         self.settings = settings
         self._options = {kind: EmbedOptions.from_settings(settings, kind) for kind in KINDS}
         self._lease = _Lease()
@@ -212,6 +218,12 @@ class CachedEmbedder:
         :meth:`close`, their final values."""
         engine = self._lease.engine
         return engine.stats.snapshot() if engine is not None else self._final_stats
+
+
+def _in_multiprocessing_worker() -> bool:
+    # A worker has imported multiprocessing already; anyone else need not pay for it.
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def _single(text: str) -> str:
