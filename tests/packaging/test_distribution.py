@@ -125,7 +125,7 @@ def test_the_base_install_needs_no_framework() -> None:
     script = textwrap.dedent(
         """
         import sys
-        for blocked in ("langchain_core", "llama_index", "fastapi", "starlette", "uvicorn"):
+        for blocked in ("langchain_core", "llama_index", "starlette", "uvicorn"):
             sys.modules[blocked] = None
         import cached_tei
         print(cached_tei.CachedEmbedder())

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+import cached_tei
 from cached_tei.cli import main
 from cached_tei.logs import OWN_LOGGERS
 from tests.tei_emulator import Fault, expected_vector
@@ -406,14 +407,14 @@ def test_help_everywhere(command, capsys):
 def test_help_through_the_entry_point():
     result = run_cli("--help")
     assert result.returncode == 0 and "serve" in result.stdout and "embed" in result.stdout
-    assert run_cli("--version").stdout.strip() == "cached-tei 0.1.0"
+    assert run_cli("--version").stdout.strip() == f"cached-tei {cached_tei.__version__}"
 
 
 BLOCK_PROXY_EXTRA = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("fastapi", "uvicorn", "prometheus_client", "starlette"):
+        if name.split(".")[0] in ("uvicorn", "prometheus_client", "starlette"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Block())
 from cached_tei.cli import main
@@ -444,6 +445,6 @@ def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
     serve = run("serve", *settings)
     assert serve.returncode == 1
     assert serve.stderr.strip() == (
-        "cached-tei: error: cached-tei serve needs the proxy extra (fastapi, uvicorn, "
+        "cached-tei: error: cached-tei serve needs the proxy extra (starlette, uvicorn, "
         "prometheus_client not installed): pip install 'cached-tei[proxy]'"
     )
