@@ -8,18 +8,14 @@ from pathlib import Path
 import pytest
 
 from cached_tei import CachedEmbedder
+from tests.support.env import isolate_environment
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's CACHED_TEI_* variables or writes to ~/.cache."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("CACHED_TEI_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    isolate_environment(monkeypatch, tmp_path / "xdg-cache")
 
 
 @pytest.fixture

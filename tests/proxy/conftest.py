@@ -14,16 +14,6 @@ from tests.tei_emulator import EmulatorServer
 from .support import FAST, ProxyServer, engine_settings
 
 
-@pytest.fixture(autouse=True)
-def _no_cached_tei_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings come from each test, never from the developer's environment."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("CACHED_TEI_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
     with EmulatorServer(FAST) as server:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import socket
 import subprocess
 import threading
 import time
@@ -13,11 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.nginx import start_nginx
+from tests.support.proxy import ProxyProcess
+from tests.tei_emulator.process import free_port
 
 
 def _settings(gen, example_env, **overrides):
@@ -43,58 +40,6 @@ def _nginx_test(nginx_bin: str, prefix: Path, conf: Path) -> subprocess.Complete
         text=True,
         timeout=30,
     )
-
-
-class Nginx:
-    def __init__(self, nginx_bin: str, conf_text: str, prefix: Path, port: int) -> None:
-        self.prefix, self.port = prefix, port
-        self.conf = prefix / "nginx.conf"
-        self.conf.write_text(conf_text)
-        self.proc = subprocess.Popen(
-            [
-                nginx_bin,
-                "-p",
-                str(prefix),
-                "-c",
-                str(self.conf),
-                "-e",
-                str(prefix / "startup-error.log"),
-                "-g",
-                "daemon off;",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"nginx exited: {self.proc.stdout.read().decode()} {self.error_log()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/nginx-health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not come up: {self.error_log()}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def error_log(self) -> str:
-        logs = [self.prefix / "error.log", self.prefix / "startup-error.log"]
-        return "\n".join(p.read_text() for p in logs if p.exists())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: fast shutdown, only this nginx master and its workers
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 # ---- nginx -t -----------------------------------------------------------------------------
@@ -134,7 +79,7 @@ def test_rendered_conf_passes_nginx_t(gen, example_env, nginx_bin, tmp_path, ove
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         gen.render_nginx_conf(
-            s, upstreams=ups, listen=f"127.0.0.1:{_free_port()}", runtime_dir=tmp_path
+            s, upstreams=ups, listen=f"127.0.0.1:{free_port()}", runtime_dir=tmp_path
         )
     )
     out = _nginx_test(nginx_bin, tmp_path, conf)
@@ -171,21 +116,12 @@ def cluster(gen, example_env, nginx_bin, tmp_path):
     config = emu.EmulatorConfig(step_ms=2.0, per_text_ms=0.1)
     replicas = [emu.EmulatorServer(config, port=0).start() for _ in range(3)]
     s = _settings(gen, example_env, NGINX_FAIL_TIMEOUT="30s")
-    conf = gen.render_nginx_conf(
-        s,
-        upstreams=[f"127.0.0.1:{r.port}" for r in replicas],
-        listen=f"127.0.0.1:{_free_port()}",
-        runtime_dir=tmp_path,
-    )
-    nginx = None
-    for _ in range(3):  # the free port may be taken between probe and bind
-        try:
-            port = int(conf.split("listen 127.0.0.1:")[1].split(";")[0])
-            nginx = Nginx(nginx_bin, conf, tmp_path, port)
-            break
-        except RuntimeError:
-            conf = conf.replace(f"listen 127.0.0.1:{port};", f"listen 127.0.0.1:{_free_port()};")
-    assert nginx is not None, "nginx did not start"
+    try:
+        nginx = start_nginx([f"127.0.0.1:{r.port}" for r in replicas], tmp_path, s, nginx_bin)
+    except RuntimeError:
+        for r in replicas:
+            r.stop()
+        raise
     try:
         yield emu, config, replicas, nginx
     finally:
@@ -333,49 +269,11 @@ def test_large_body_reaches_tei(cluster):
 @pytest.mark.nginx
 def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
     """cached-tei serve -> real nginx -> 3 emulators: same vectors as TEI itself, then cached."""
-    import os
-    import sys
-
     emu, config, replicas, nginx = cluster
-    port = _free_port()
-    env = dict(
-        os.environ,
-        CACHED_TEI_URL=nginx.url,
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        CACHED_TEI_QDRANT_PATH=str(tmp_path / "qdrant"),
-        CACHED_TEI_PROXY_LOG_LEVEL="warning",
-    )
-    for key in ("CACHED_TEI_QDRANT_URL", "CACHED_TEI_API_KEY", "CACHED_TEI_PROXY_API_KEYS"):
-        env.pop(key, None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from cached_tei.cli import main; sys.exit(main())",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with ProxyProcess(tmp_path, nginx.url, CACHED_TEI_PROXY_LOG_LEVEL="warning") as proxy:
+        url = proxy.url
         deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"proxy exited {proc.returncode}: {proc.stdout.read().decode()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        while httpx.get(f"{url}/health", timeout=1).status_code != 200:
             assert time.monotonic() < deadline, "proxy did not become healthy"
             time.sleep(0.1)
         texts = [f"proxy text {i}" for i in range(50)] + ["proxy text 3"]  # > max_client_batch_size
@@ -394,10 +292,3 @@ def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
             again = c.post(f"{url}/embed", json={"inputs": texts}, timeout=60)
             assert again.status_code == 200 and again.json() == direct
             assert sum(len(r.requests) for r in replicas) == before, "cache hit went to TEI"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
