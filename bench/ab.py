@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run
-from infra import Cluster
+import measure
+from infra import make_cluster
 
 
 def main() -> int:
@@ -33,13 +33,13 @@ def main() -> int:
     ap.add_argument("--call", type=int, default=0, help="hot: texts per call (0: all)")
     args = ap.parse_args()
     wd = Path(tempfile.mkdtemp(prefix="cached-tei-ab-"))
-    cluster = Cluster(wd, replicas=4, dim=args.dim).start()
+    cluster = make_cluster(wd, replicas=4, dim=args.dim).start()
     out: dict[str, list[float]] = {"A": [], "B": []}
     try:
         fill = None
         if args.scenario == "warm":
             fill = str(wd / "filled")
-            run.worker(
+            measure.worker(
                 {
                     "scenario": "cold",
                     "contender": "cached-tei",
@@ -52,7 +52,7 @@ def main() -> int:
             )
         for i in range(args.reps):
             for label, path in (("A", None), ("B", args.patched)):
-                run.ENGINE_PATH = path
+                measure.ENGINE_PATH = path
                 spec = {
                     "scenario": args.scenario,
                     "contender": args.contender,
@@ -64,10 +64,10 @@ def main() -> int:
                     "repeats": 5,
                     "call": args.call or args.n,
                 }
-                r = run.worker(spec, cluster)
+                r = measure.worker(spec, cluster)
                 value = r["ratio_to_scaled_cold"] if args.scenario == "mixed" else r["seconds"]
                 out[label].append(value)
-                run.log(f"{label} #{i}: {value:.4f} (client cpu {r.get('cpu_s', 0):.2f}s)")
+                measure.log(f"{label} #{i}: {value:.4f} (client cpu {r.get('cpu_s', 0):.2f}s)")
     finally:
         cluster.stop()
     a, b = statistics.median(out["A"]), statistics.median(out["B"])

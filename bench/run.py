@@ -18,9 +18,7 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,200 +28,26 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-from infra import (
+import fast_paths  # noqa: E402
+import measure  # noqa: E402
+import plot  # noqa: E402
+from infra import (  # noqa: E402
+    FAST_PER_TEXT_MS,
+    FAST_STEP_MS,
     REPO,
-    Cluster,
-    free_port,
+    make_cluster,
     make_texts,
-    nginx_binary,
     step_capacity,
     theoretical_capacity,
 )
+from measure import PY, Report, log, tput, worker  # noqa: E402
 
-PY = sys.executable
-# A folder holding a patched ``cached_tei`` package to measure instead of the installed one
-# (bench/ab.py sets it; the proxy and ``cached-tei embed`` children get it too).
-ENGINE_PATH: str | None = None
-ALL = ["cold", "warm", "hot", "mixed", "proxy", "memory", "scaling", "dim1024"]
+from tests.support.nginx import nginx_binary  # noqa: E402
+from tests.support.proxy import ProxyProcess  # noqa: E402
 
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class CPUWatch:
-    """System-wide and per-process CPU seconds over an interval (clients, nginx, replicas)."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.procs = []
-        for pid in pids:
-            try:
-                p = psutil.Process(pid)
-                self.procs.append(p)
-            except psutil.Error:
-                pass
-
-    def _proc_cpu(self) -> float:
-        total = 0.0
-        for p in self.procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-                for c in p.children(recursive=True):  # nginx workers
-                    ct = c.cpu_times()
-                    total += ct.user + ct.system
-            except psutil.Error:
-                pass
-        return total
-
-    def __enter__(self) -> CPUWatch:
-        self.t0 = time.perf_counter()
-        self.sys0 = psutil.cpu_times()
-        self.p0 = self._proc_cpu()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall = time.perf_counter() - self.t0
-        s1 = psutil.cpu_times()
-        busy = lambda t: (
-            t.user + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + t.nice
-        )
-        self.sys_busy_s = busy(s1) - busy(self.sys0)
-        self.server_cpu_s = self._proc_cpu() - self.p0
-        self.cores_busy = self.sys_busy_s / self.wall if self.wall else 0.0
-
-
-def worker(
-    spec: dict, cluster: Cluster | None = None, timeout: float = 300, script: str = "worker.py"
-) -> dict:
-    """Run one measurement in a new process; attach the CPU the servers spent meanwhile."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (ENGINE_PATH or "", str(REPO), env.get("PYTHONPATH", "")) if p
-    )
-    env.setdefault("OPENAI_API_KEY", "unused")
-    watch = CPUWatch(cluster.pids() if cluster else [])
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with watch:
-        proc = subprocess.run(
-            [PY, str(HERE / script), json.dumps(spec)],
-            cwd=str(REPO),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"worker failed ({proc.returncode}) for {spec.get('scenario')}/{spec.get('contender')}:\n"
-            f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-        )
-    result = json.loads(lines[-1][7:])
-    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    worker_cpu = (children1.ru_utime + children1.ru_stime) - (
-        children0.ru_utime + children0.ru_stime
-    )
-    result["servers_cpu_s"] = round(watch.server_cpu_s, 3)
-    result["worker_cpu_s"] = round(worker_cpu, 3)
-    # CPU that neither the worker nor the servers used: other processes on this machine
-    # (a noisy neighbour makes every ratio less reliable; it is recorded, not hidden).
-    result["others_cpu_s"] = round(max(0.0, watch.sys_busy_s - watch.server_cpu_s - worker_cpu), 3)
-    result["wall_s"] = round(watch.wall, 3)
-    result["machine_cores_busy"] = round(watch.cores_busy, 2)
-    return result
-
-
-def tput(r: dict) -> float:
-    return r["texts"] / r["seconds"]
-
-
-def _fmt(value) -> str:
-    """A table cell: '-' for nothing, two decimals below 100, thousands separators above."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return str(value)
-
-
-class Report:
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-        self.data: dict = {}
-
-    def target(
-        self,
-        scenario: str,
-        what: str,
-        ours: float,
-        theirs: float,
-        ratio: float,
-        target: str,
-        ok: bool | None,
-        note: str = "",
-    ) -> None:
-        self.rows.append(
-            {
-                "scenario": scenario,
-                "what": what,
-                "cached_tei": ours,
-                "anchor": theirs,
-                "ratio": ratio,
-                "target": target,
-                "status": "n/a" if ok is None else ("pass" if ok else "MISS"),
-                "note": note,
-            }
-        )
-
-    def info(self, scenario: str, what: str, ours, theirs=None, ratio=None, note: str = "") -> None:
-        self.rows.append(
-            {
-                "scenario": scenario,
-                "what": what,
-                "cached_tei": ours,
-                "anchor": theirs,
-                "ratio": ratio,
-                "target": "",
-                "status": "info",
-                "note": note,
-            }
-        )
-
-    def markdown(self) -> str:
-        out = [
-            "| scenario | measure | cached-tei | other | ratio | target | status | note |",
-            "|---|---|---:|---:|---:|---|---|---|",
-        ]
-        for r in self.rows:
-            status = {"pass": "pass", "MISS": "**MISS**"}.get(r["status"], r["status"])
-            out.append(
-                f"| {r['scenario']} | {r['what']} | {_fmt(r['cached_tei'])} | {_fmt(r['anchor'])} | "
-                f"{_fmt(r['ratio'])} | {r['target']} | {status} | {r['note']} |"
-            )
-        return "\n".join(out) + "\n"
-
-    def table(self) -> str:
-        head = ["scenario", "measure", "cached-tei", "other", "ratio", "target", "status"]
-        body = [
-            [
-                r["scenario"],
-                r["what"],
-                _fmt(r["cached_tei"]),
-                _fmt(r["anchor"]),
-                _fmt(r["ratio"]),
-                r["target"],
-                r["status"],
-            ]
-            for r in self.rows
-        ]
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-        out = [line(head), line(["-" * w for w in widths])]
-        out += [line(b) for b in body]
-        return "\n".join(out)
+ALL = ["cold", "warm", "hot", "mixed", "proxy", "memory", "scaling", "dim1024", *fast_paths.ALL]
+# Names for sets of scenarios (``--only issue11``).
+GROUPS = {"issue11": fast_paths.ALL}
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -270,7 +94,8 @@ def run_cold(ctx, rep: Report) -> None:
         ours_runs.append(r)
         log(
             f"cold cached-tei: {tput(r):,.0f} texts/s (client cpu {r['cpu_s']:.2f}s, servers "
-            f"{r['servers_cpu_s']:.2f}s, cores busy {r['machine_cores_busy']}, flush {r['flush_s']:.2f}s)"
+            f"{r['servers_cpu_s']:.2f}s, cores busy {r['machine_cores_busy']}, "
+            f"flush {r['flush_s']:.2f}s)"
         )
     # The same engine told that 4 replicas are behind nginx (16 in flight per replica is the
     # default because one TEI admits 512 texts: 16 x 32); information, not the target.
@@ -290,7 +115,8 @@ def run_cold(ctx, rep: Report) -> None:
         )
         tuned.append(tput(r))
         log(
-            f"cold cached-tei max_concurrency=32: {tput(r):,.0f} texts/s (client cpu {r['cpu_s']:.2f}s)"
+            f"cold cached-tei max_concurrency=32: {tput(r):,.0f} texts/s "
+            f"(client cpu {r['cpu_s']:.2f}s)"
         )
     ctx["cold_store"] = str(wd / "store-cold-0")
     best_conc = max(floors, key=lambda k: statistics.median(floors[k]))
@@ -393,7 +219,7 @@ def run_warm(ctx, rep: Report) -> None:
                 c,
             )
     res = {}
-    for i in range(ctx["warm_reps"]):
+    for _ in range(ctx["warm_reps"]):
         r = worker(
             {
                 "scenario": "warm",
@@ -551,44 +377,16 @@ def run_mixed(ctx, rep: Report) -> None:
     )
 
 
-def _start_proxy(ctx) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        CACHED_TEI_URL=ctx["cluster"].url, CACHED_TEI_QDRANT_PATH=str(ctx["wd"] / "proxy-store")
-    )
-    exe = str(Path(PY).parent / "cached-tei")
-    proc = subprocess.Popen(
-        [exe, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=str(REPO),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(ctx["wd"] / "proxy.log", "w"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("proxy exited: " + (ctx["wd"] / "proxy.log").read_text()[-2000:])
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise RuntimeError("proxy did not answer /health")
-        time.sleep(0.1)
-
-
 def run_proxy(ctx, rep: Report) -> None:
     c, secs = ctx["cluster"], ctx["proxy_seconds"]
-    try:
-        proc, purl = _start_proxy(ctx)
-    except (FileNotFoundError, RuntimeError) as exc:
-        log(f"proxy: skipped ({exc})")
-        rep.info("proxy", "skipped: cached-tei serve unavailable", None, note=str(exc)[:80])
-        return
+    proxy = ProxyProcess(
+        ctx["wd"],
+        c.url,
+        qdrant_path=ctx["wd"] / "proxy-store",
+        PYTHONPATH=measure.child_pythonpath(dict(os.environ)),
+        CACHED_TEI_PROXY_LOG_LEVEL="warning",
+    ).start()
+    purl = proxy.url
     res = {}
     try:
         for shape, batch, conc in (("single", 1, 10), ("batch32", 32, 10)):
@@ -604,14 +402,16 @@ def run_proxy(ctx, rep: Report) -> None:
             )
             res[f"{shape}/direct"] = r
             log(
-                f"proxy {shape}: direct to nginx {r['rps']:,.0f} req/s p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms"
+                f"proxy {shape}: direct to nginx {r['rps']:,.0f} req/s "
+                f"p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms"
             )
             r = worker(
                 {**base, "url": purl, "pool": miss_pool, "seed": seed + 1}, c, script="loadgen.py"
             )
             res[f"{shape}/miss"] = r
             log(
-                f"proxy {shape}: misses {r['rps']:,.0f} req/s p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms "
+                f"proxy {shape}: misses {r['rps']:,.0f} req/s "
+                f"p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms "
                 f"errors {r['errors']} {r['error_sample']}"
             )
             warm = {
@@ -632,15 +432,12 @@ def run_proxy(ctx, rep: Report) -> None:
             )
             res[f"{shape}/hit"] = r
             log(
-                f"proxy {shape}: hits {r['rps']:,.0f} req/s p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms "
-                f"errors {r['errors']} (loadgen cpu {r['loadgen_cpu_s']:.1f}s of {r['seconds']:.1f}s)"
+                f"proxy {shape}: hits {r['rps']:,.0f} req/s "
+                f"p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms errors {r['errors']} "
+                f"(loadgen cpu {r['loadgen_cpu_s']:.1f}s of {r['seconds']:.1f}s)"
             )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proxy.close()
     rep.data["proxy"] = res
     for shape in ("single", "batch32"):
         d, m, h = res[f"{shape}/direct"], res[f"{shape}/miss"], res[f"{shape}/hit"]
@@ -653,7 +450,8 @@ def run_proxy(ctx, rep: Report) -> None:
             h["rps"] / d["rps"],
             ">= 2",
             h["rps"] / d["rps"] >= 2 and h["errors"] == 0,
-            f"p50 {h['p50_ms']:.1f}/{d['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f}/{d['p99_ms']:.1f} ms",
+            f"p50 {h['p50_ms']:.1f}/{d['p50_ms']:.1f} ms, "
+            f"p99 {h['p99_ms']:.1f}/{d['p99_ms']:.1f} ms",
         )
         rep.target(
             "proxy",
@@ -663,7 +461,8 @@ def run_proxy(ctx, rep: Report) -> None:
             m["rps"] / d["rps"],
             ">= 0.85",
             m["rps"] / d["rps"] >= 0.85 and m["errors"] == 0,
-            f"p50 {m['p50_ms']:.1f}/{d['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f}/{d['p99_ms']:.1f} ms",
+            f"p50 {m['p50_ms']:.1f}/{d['p50_ms']:.1f} ms, "
+            f"p99 {m['p99_ms']:.1f}/{d['p99_ms']:.1f} ms",
         )
 
 
@@ -678,9 +477,7 @@ def _embed_cli_peak(ctx, n: int, extra_env: dict | None = None) -> dict:
     env.update(CACHED_TEI_URL=ctx["cluster"].url, CACHED_TEI_QDRANT_PATH=str(wd / f"mem-store-{n}"))
     env.update(extra_env or {})
     exe = str(Path(PY).parent / "cached-tei")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (ENGINE_PATH or "", env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = measure.child_pythonpath(env)
     cmd = [exe, "embed", str(src), "-o", str(out), "-q"]
     proc = subprocess.run(
         [PY, str(HERE / "worker.py"), json.dumps({"scenario": "peak", "cmd": cmd})],
@@ -690,7 +487,7 @@ def _embed_cli_peak(ctx, n: int, extra_env: dict | None = None) -> dict:
         text=True,
         timeout=900,
     )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines or json.loads(lines[-1][7:])["rc"] != 0:
         raise RuntimeError(f"cached-tei embed failed: {proc.stdout[-1000:]} {proc.stderr[-3000:]}")
     r = json.loads(lines[-1][7:])
@@ -713,7 +510,8 @@ def run_memory(ctx, rep: Report) -> None:
         res[n] = r
         log(
             f"memory: cached-tei embed {n:,} texts: peak RSS {r['peak_rss_mb']:.0f} MiB (anon "
-            f"{r['peak_anon_mb']:.0f}, file-backed {r['peak_file_mb']:.0f}), {n / r['seconds']:,.0f} "
+            f"{r['peak_anon_mb']:.0f}, file-backed {r['peak_file_mb']:.0f}), "
+            f"{n / r['seconds']:,.0f} "
             f"texts/s, output {r['npy_mb']:.0f} MiB"
         )
     lru_mb = 64.0
@@ -735,7 +533,8 @@ def run_memory(ctx, rep: Report) -> None:
         big["peak_anon_mb"] / small["peak_anon_mb"],
         "growth <= LRU; flat after",
         ok,
-        f"{sizes[1] // 1000}k: {mid['peak_anon_mb']:.0f}; vectors {vec_mb:.0f} MiB; LRU {lru_mb:.0f} MiB",
+        f"{sizes[1] // 1000}k: {mid['peak_anon_mb']:.0f}; vectors {vec_mb:.0f} MiB; "
+        f"LRU {lru_mb:.0f} MiB",
     )
     for n in sizes:
         rep.info(
@@ -771,7 +570,8 @@ def run_memory(ctx, rep: Report) -> None:
     sg = {int(k): v for k, v in store["anon_growth_mb"].items()}
     engine_growth = growth - (sg[sizes[-1]] - sg[sizes[0]])
     log(
-        f"memory: the embedded store alone grows anon memory by {sg[sizes[0]]:.0f} / {sg[sizes[1]]:.0f} / "
+        f"memory: the embedded store alone grows anon memory by {sg[sizes[0]]:.0f} / "
+        f"{sg[sizes[1]]:.0f} / "
         f"{sg[sizes[-1]]:.0f} MiB at {sizes}; the rest of the process by {engine_growth:.0f} MiB"
     )
     rep.target(
@@ -805,7 +605,7 @@ def run_scaling(ctx, rep: Report) -> None:
         if replicas == 4:
             cl = ctx["cluster"]
         else:
-            cl = Cluster(ctx["wd"], replicas=replicas).start()
+            cl = make_cluster(ctx["wd"], replicas=replicas).start()
         try:
             for a in ("floor", "cached-tei"):
                 # 16 x 32 texts in flight: the most one replica admits (max_concurrent_requests 512)
@@ -851,7 +651,7 @@ def run_scaling(ctx, rep: Report) -> None:
 
 def run_dim1024(ctx, rep: Report) -> None:
     n, wd = ctx["dim_n"], ctx["wd"]
-    cl = Cluster(wd, replicas=4, dim=1024).start()
+    cl = make_cluster(wd, replicas=4, dim=1024).start()
     res = {}
     try:
         for a in ("floor", "cached-tei", "lc-inmem", "lc-file"):
@@ -958,6 +758,7 @@ RUNNERS = {
     "memory": run_memory,
     "scaling": run_scaling,
     "dim1024": run_dim1024,
+    **fast_paths.RUNNERS,
 }
 
 
@@ -975,7 +776,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quick", action="store_true", help="smaller corpus and shorter phases (~3 min)"
     )
-    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
+    ap.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated subset of {','.join(ALL)}, or {','.join(GROUPS)} for issue 11's",
+    )
     ap.add_argument(
         "--out",
         default=None,
@@ -984,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
-    only = [s for s in args.only.split(",") if s] or ALL
+    only = [s for name in args.only.split(",") if name for s in GROUPS.get(name, [name])] or ALL
     for s in only:
         if s not in RUNNERS:
             ap.error(f"unknown scenario {s}")
@@ -1003,12 +808,18 @@ def main(argv: list[str] | None = None) -> int:
         "scaling_n": 1000 if q else 3000,
         "dim_n": 1000 if q else 2000,
         "have_lc_adapter": _have("langchain_cached_tei.embeddings"),
+        "import_reps": 3 if q else 7,
+        "warm_large_n": (5_000, 1_000) if q else (20_000, 2_000),
+        "warm_large_reps": 1 if q else 3,
+        "wrk_seconds": 2.0 if q else 5.0,
+        "clusters": [],
     }
     started = time.perf_counter()
     log(f"work folder {wd}; scenarios {','.join(only)}{' (quick)' if q else ''}")
-    cluster = Cluster(wd, replicas=4, dim=384).start()
-    ctx["cluster"] = cluster
-    log(f"4 emulator replicas behind nginx at {cluster.url} (stack config)")
+    if set(only) - set(fast_paths.ALL):  # the earlier scenarios share the main cluster
+        ctx["cluster"] = make_cluster(wd, replicas=4, dim=384).start()
+        ctx["clusters"].append(ctx["cluster"])
+        log(f"4 emulator replicas behind nginx at {ctx['cluster'].url} (stack config)")
     rep = Report()
     failures = {}
     try:
@@ -1022,7 +833,8 @@ def main(argv: list[str] | None = None) -> int:
                 rep.info(s, "FAILED", None, note=repr(exc)[:80])
             log(f"{s} took {time.perf_counter() - t0:.0f}s")
     finally:
-        cluster.stop()
+        for cluster in ctx["clusters"]:
+            cluster.stop()
         if not args.keep:
             shutil.rmtree(wd, ignore_errors=True)
     total = time.perf_counter() - started
@@ -1055,16 +867,21 @@ def main(argv: list[str] | None = None) -> int:
             "per_text_ms": 1,
             "texts": ctx["n"],
             "words_per_text": "17-23",
+            "fast_replicas": {"step_ms": FAST_STEP_MS, "per_text_ms": FAST_PER_TEXT_MS},
         },
         "rows": rep.rows,
         "data": rep.data,
         "failures": failures,
     }
     out.write_text(json.dumps(doc, indent=1, default=str))
+    kind = "quick" if q else "full"
     out.with_suffix(".md").write_text(
-        f"Run {doc['when']} ({'quick' if q else 'full'}, {total:.0f} s): {passed} targets pass, {missed} missed.\n\n"
+        f"Run {doc['when']} ({kind}, {total:.0f} s): {passed} targets pass, {missed} missed.\n\n"
         + rep.markdown()
     )
+    title = f"cached-tei bench, {doc['when']}: {passed} targets pass, {missed} missed"
+    if plot.write_plot(rep.rows, out.with_suffix(".png"), title):
+        log(f"wrote {out.with_suffix('.png')}")
     log(f"wrote {out}")
     return 0 if not failures else 1
 

@@ -198,7 +198,7 @@ class EdgeBackend:
 
     def upsert(self, ids, vectors, created):
         q = self.q
-        pts = [q.Point(i, v, {"created": c}) for i, v, c in zip(ids, vectors, created)]
+        pts = [q.Point(i, v, {"created": c}) for i, v, c in zip(ids, vectors, created, strict=True)]
         self.shard.update(q.UpdateOperation.upsert_points(pts))
 
     def retrieve(self, ids):
@@ -557,13 +557,14 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
         "ticker_share_vs_idle": round(busy_ticks / idle_ticks, 3),
         "releases_gil": bool(busy_ticks / idle_ticks > 0.6 and busy_gap < 0.5 * call_s),
         "how_to_read": "if the GIL is held during the call, the pure-Python ticker stalls for the "
-        "whole call (max gap ~ native_call_s) and only runs between calls (share << 1); if released "
+        "whole call (max gap ~ native_call_s) and only runs between calls (share << 1); "
+        "if released "
         "it keeps running on the other core (share ~ 1, gap ~ switch interval)",
     }
 
     # (d) same for update (upsert of 256 points; includes conversion)
     upd_ids = [str(uuid.uuid4()) for _ in range(BATCH)]
-    upd_pts = [q.Point(i, v, {"created": 1}) for i, v in zip(upd_ids, vl[:BATCH])]
+    upd_pts = [q.Point(i, v, {"created": 1}) for i, v in zip(upd_ids, vl[:BATCH], strict=True)]
 
     def upd():
         be.shard.update(q.UpdateOperation.upsert_points(upd_pts))
@@ -574,7 +575,8 @@ def edge_thread_probes(workdir: str, dim: int = 1024, n: int = 20000) -> dict:
     upd_s = (time.perf_counter() - t0) / 5
     upd_ticks, upd_gap = ticks_during(upd, 1.0)
     out["gil_probe_update"] = {
-        "native_call": f"EdgeShard.update(upsert_points({BATCH} prebuilt Points, dim {dim})) (overwrites)",
+        "native_call": f"EdgeShard.update(upsert_points({BATCH} prebuilt Points, dim {dim}))"
+        " (overwrites)",
         "native_call_s": round(upd_s, 4),
         "ticker_max_gap_s_while_native": round(upd_gap, 4),
         "ticker_share_vs_idle": round(upd_ticks / idle_ticks, 3),

@@ -340,7 +340,7 @@ def scenario_warm(spec: dict) -> dict:
 
 
 def scenario_hot(spec: dict) -> dict:
-    """Repeats in one process: fill once (untimed), then ``repeats`` passes (timed, best and mean)."""
+    """Repeats in one process: fill once (untimed), then ``repeats`` passes (timed, median)."""
     texts = make_texts(spec["n"], seed=spec.get("seed", 0))
     c = make(spec["contender"], spec["url"], spec.get("path"), **spec.get("kw", {}))
     c.embed(texts)
