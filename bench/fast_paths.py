@@ -57,14 +57,22 @@ def fast_cluster(ctx: dict[str, Any], dim: int = 384, replicas: int = 4) -> Emul
 
 
 # ----------------------------------------------------------------------------- import
-_IMPORT = "import time; t = time.perf_counter(); import {0}; print(time.perf_counter() - t)"
+_IMPORT = "import time; t = time.perf_counter(); {0}; print(time.perf_counter() - t)"
+# What is timed, each in a fresh interpreter: the package, what a user's first line really
+# loads (the public names may load lazily), and the two references.
+IMPORTS = {
+    "cached_tei": "import cached_tei",
+    "CachedEmbedder": "from cached_tei import CachedEmbedder",
+    "httpx": "import httpx",
+    "langchain_core": "import langchain_core",
+}
 
 
-def _import_seconds(module: str) -> float:
+def _import_seconds(statement: str) -> float:
     env = dict(os.environ)
     env["PYTHONPATH"] = child_pythonpath(env)
     out = subprocess.run(
-        [PY, "-c", _IMPORT.format(module)],
+        [PY, "-c", _IMPORT.format(statement)],
         env=env,
         cwd=str(REPO),
         capture_output=True,
@@ -76,13 +84,12 @@ def _import_seconds(module: str) -> float:
 
 
 def run_import(ctx: dict[str, Any], rep: Report) -> None:
-    modules = ["cached_tei", "httpx", "langchain_core"]
-    times: dict[str, list[float]] = {m: [] for m in modules}
+    times: dict[str, list[float]] = {name: [] for name in IMPORTS}
     for i in range(ctx["import_reps"] + 1):
-        for m in modules:
-            seconds = _import_seconds(m)
+        for name, statement in IMPORTS.items():
+            seconds = _import_seconds(statement)
             if i:  # the first round writes bytecode caches
-                times[m].append(seconds)
+                times[name].append(seconds)
     med = {m: statistics.median(t) for m, t in times.items()}
     log("import: " + ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in med.items()))
     rep.data["import"] = {"seconds": times, "median_s": med}
@@ -95,6 +102,15 @@ def run_import(ctx: dict[str, Any], rep: Report) -> None:
         ours / med["httpx"],
         "<= 3",
         f"ms, median of {ctx['import_reps']} fresh interpreters",
+    )
+    rep.check(
+        "import",
+        "from cached_tei import CachedEmbedder / import httpx (time)",
+        med["CachedEmbedder"] * 1000,
+        med["httpx"] * 1000,
+        med["CachedEmbedder"] / med["httpx"],
+        "<= 3",
+        "ms; what a first line really loads (the public names load on first use)",
     )
     rep.info(
         "import",

@@ -29,6 +29,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     bars.reverse()  # first row at the top
     fig, ax = plt.subplots(figsize=(11, 0.42 * len(bars) + 1.4))
@@ -37,12 +38,14 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     ax.barh(ys, [b[1] for b in bars], color=colors, height=0.6, left=0)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=1)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_yticks(list(ys), [b[0] for b in bars], fontsize=8)
     low = min(0.5, min(b[1] for b in bars) / 1.5)
     high = max(2.0, max(b[1] for b in bars) * 3)
     ax.set_xlim(low, high)
     for y, (_, headroom, text, _) in zip(ys, bars, strict=True):
-        ax.text(headroom * 1.05, y, text, va="center", fontsize=7.5)
+        box = {"facecolor": "white", "edgecolor": "none", "pad": 1, "alpha": 0.85}
+        ax.text(headroom * 1.05, y, text, va="center", fontsize=7.5, bbox=box)
     ax.set_xlabel("headroom over the target (log scale): right of 1 passes, left misses")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)
