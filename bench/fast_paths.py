@@ -94,23 +94,23 @@ def run_import(ctx: dict[str, Any], rep: Report) -> None:
     log("import: " + ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in med.items()))
     rep.data["import"] = {"seconds": times, "median_s": med}
     ours = med["cached_tei"]
-    rep.check(
+    rep.target(
         "import",
         "import cached_tei / import httpx (time)",
         ours * 1000,
         med["httpx"] * 1000,
         ours / med["httpx"],
         "<= 3",
-        f"ms, median of {ctx['import_reps']} fresh interpreters",
+        note=f"ms, median of {ctx['import_reps']} fresh interpreters",
     )
-    rep.check(
+    rep.target(
         "import",
         "from cached_tei import CachedEmbedder / import httpx (time)",
         med["CachedEmbedder"] * 1000,
         med["httpx"] * 1000,
         med["CachedEmbedder"] / med["httpx"],
         "<= 3",
-        "ms; what a first line really loads (the public names load on first use)",
+        note="ms; what a first line really loads (the public names load on first use)",
     )
     rep.info(
         "import",
@@ -147,14 +147,14 @@ def run_warm_large(ctx: dict[str, Any], rep: Report) -> None:
         for n, target in ((big, ">= 10"), (small, ">= 3")):
             lists, nd, lc = (med[f"{a}/{n}"] for a in ("cached-tei-lists", "cached-tei", "lc-file"))
             label = f"{n // 1000}k texts, {dim} d"
-            rep.check(
+            rep.target(
                 "warm-large",
                 f"{label}: lists face vs lc-file (new process)",
                 n / lists,
                 n / lc,
                 lc / lists,
                 target,
-                "texts/s incl. engine start + store open + /info",
+                note="texts/s incl. engine start + store open + /info",
             )
             rep.info(
                 "warm-large",
@@ -252,20 +252,20 @@ def run_proxy_wrk(ctx: dict[str, Any], rep: Report) -> None:
             if target:
                 ratio = r["rps"] / d["rps"]
                 ok = r["errors"] == 0
-                rep.check("proxy-wrk", what, r["rps"], d["rps"], ratio, target, note, also=ok)
+                rep.target("proxy-wrk", what, r["rps"], d["rps"], ratio, target, ok, note)
             else:
                 rep.info("proxy-wrk", what, r["rps"], d["rps"], r["rps"] / d["rps"], note)
     for conc in (10, 64):
         cpu = res[f"batching/miss/{conc}"]["watched_cpu_ms_per_request"]
         off = res[f"no-batching/miss/{conc}"]["watched_cpu_ms_per_request"]
-        rep.check(
+        rep.target(
             "proxy-wrk",
             f"proxy CPU per miss (ms), c={conc} / before issue 11",
             cpu,
             BEFORE_CPU_MISS_MS,
             cpu / BEFORE_CPU_MISS_MS,
             "<= 0.5",
-            f"batching off: {off:.2f} ms",
+            note=f"batching off: {off:.2f} ms",
         )
         hit = res[f"hit/{conc}"]["watched_cpu_ms_per_request"]
         rep.info(

@@ -165,28 +165,19 @@ class Report:
         theirs: float | None,
         ratio: float,
         target: str,
-        ok: bool | None,
+        ok: bool | None = None,
         note: str = "",
     ) -> None:
-        status = "n/a" if ok is None else ("pass" if ok else "MISS")
+        """A row with a target: it passes when ``ratio`` meets a numeric ``target`` (``">= 3"``,
+        ``"<= 0.5"``) and ``ok`` (e.g. no errors) is not False; a target that is not one number
+        is judged by ``ok`` alone."""
+        bound = parse_target(target)
+        met = ok is not False
+        if bound is not None:
+            op, value = bound
+            met = met and (ratio >= value if op == ">=" else ratio <= value)
+        status = "pass" if met else "MISS"
         self._row(scenario, what, ours, theirs, ratio, target, status, note)
-
-    def check(
-        self,
-        scenario: str,
-        what: str,
-        ours: float | None,
-        theirs: float | None,
-        ratio: float,
-        target: str,
-        note: str = "",
-        also: bool = True,
-    ) -> None:
-        """A target row whose status follows from ``target`` (``">= 3"``, ``"<= 0.5"``) and
-        ``also`` (e.g. no errors)."""
-        op, bound = parse_target(target) or ("", 0.0)
-        met = ratio >= bound if op == ">=" else ratio <= bound
-        self.target(scenario, what, ours, theirs, ratio, target, met and also, note)
 
     def info(self, scenario: str, what: str, ours, theirs=None, ratio=None, note: str = "") -> None:
         self._row(scenario, what, ours, theirs, ratio, "", "info", note)
