@@ -164,6 +164,21 @@ def run_warm_large(ctx: dict[str, Any], rep: Report) -> None:
                 lc / nd,
                 "texts/s",
             )
+        # time(n) = fixed + n x per-text, from the two sizes: what a new process pays once
+        # (engine start, store open, /info) and what each text costs after that.
+        for a in ("cached-tei-lists", "cached-tei", "lc-file"):
+            per_text = (med[f"{a}/{big}"] - med[f"{a}/{small}"]) / (big - small)
+            fixed = med[f"{a}/{small}"] - small * per_text
+            data[str(dim)][f"{a}/fixed_ms"] = fixed * 1000
+            data[str(dim)][f"{a}/per_text_us"] = per_text * 1e6
+            rep.info(
+                "warm-large",
+                f"{dim} d, {a}: fixed ms per new process, us per text",
+                fixed * 1000,
+                per_text * 1e6,
+                None,
+                "from the 2k and 20k times",
+            )
     rep.data["warm-large"] = data
 
 
