@@ -90,8 +90,8 @@ def run_wrk(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s"]
-        + ["-s", f.name, url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
+        + ["--timeout", "10s", "-s", f.name, url],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
