@@ -119,23 +119,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 # ---------------------------------------------------------------------------- the proxy
-def proxy_available() -> bool:
-    import importlib.util
-
-    try:
-        return (
-            importlib.util.find_spec("cached_tei.cli") is not None
-            and importlib.util.find_spec("cached_tei.proxy.app") is not None
-        )
-    except ImportError:
-        return False
-
-
-needs_proxy = pytest.mark.skipif(
-    not proxy_available(), reason="the proxy (cached_tei.cli) is not there yet"
-)
-
-
 @pytest.fixture
 def start_proxy(tmp_path: Path) -> Iterator[Any]:
     made: list[ProxyProcess] = []
