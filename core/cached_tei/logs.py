@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from .settings import environment_settings
 
 LogFormat = Literal["text", "json"]
 
@@ -27,13 +29,7 @@ OWN_LOGGERS = ("cached_tei", "uvicorn")
 class LogSettings(BaseSettings):
     """How the command line and the proxy write their logs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="CACHED_TEI_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-    )
+    model_config = environment_settings("CACHED_TEI_")
 
     log_format: LogFormat = Field(
         "text", description="text, or json: one JSON object per line (time, level, logger...)"

@@ -40,6 +40,19 @@ def default_qdrant_path() -> Path:
     return Path(base) / "cached-tei" / "qdrant"
 
 
+def environment_settings(prefix: str, *, populate_by_name: bool = False) -> SettingsConfigDict:
+    """The configuration every cached-tei settings class shares: variables named
+    ``<prefix><FIELD>``, read from the environment and ``.env``, frozen once built."""
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=populate_by_name,
+    )
+
+
 class CachedTEISettings(BaseSettings):
     """Everything cached-tei can be configured with.
 
@@ -49,14 +62,7 @@ class CachedTEISettings(BaseSettings):
     no setting reads is logged as a warning. Secrets are ``SecretStr`` and never appear in reprs.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix=PREFIX,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        populate_by_name=True,
-        frozen=True,
-    )
+    model_config = environment_settings(PREFIX, populate_by_name=True)
 
     # --- TEI -------------------------------------------------------------------------------
     tei_url: str = Field(

@@ -6,7 +6,9 @@ import os
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from ..settings import environment_settings
 
 
 class ProxySettings(BaseSettings):
@@ -15,13 +17,7 @@ class ProxySettings(BaseSettings):
     The upstream (TEI or nginx) and the cache come from :class:`cached_tei.CachedTEISettings`.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="CACHED_TEI_PROXY_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-    )
+    model_config = environment_settings("CACHED_TEI_PROXY_")
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
