@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.env import scrubbed_environ
 from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,16 +50,11 @@ def expected(text: str, **options: Any) -> np.ndarray:
     return expected_vector(ADAPTER_TEI_CONFIG, text, **options)
 
 
-def sent_texts(server: EmulatorServer) -> list[str]:
-    """Every text the emulator was asked to embed since its last ``reset_log()``."""
-    return [text for request in server.requests for text in request.texts]
-
-
 def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> str:
     """Run ``code`` in a fresh interpreter from the repository root; return its stdout."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
-    full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    full_env.update(env or {})
+    full_env = scrubbed_environ(
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})
+    )
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from cached_tei import InputError
 from langchain_cached_tei import CachedTEIEmbeddings
-from tests.adapters.conftest import expected, run_python, sent_texts
+from tests.adapters.conftest import expected, run_python
+from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorServer
 
 CORPUS = [

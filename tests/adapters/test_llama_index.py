@@ -26,7 +26,8 @@ from qdrant_client import AsyncQdrantClient, QdrantClient
 import cached_tei
 from cached_tei import InputError
 from llama_index_cached_tei import CachedTEIEmbeddings
-from tests.adapters.conftest import ADAPTER_TEI_CONFIG, expected, sent_texts
+from tests.adapters.conftest import ADAPTER_TEI_CONFIG, expected
+from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")

@@ -15,7 +15,8 @@ from cached_tei import CachedEmbedder, CachedTEISettings, InputError
 from cached_tei.adapter import CachedTEIAdapter, check_fields, setting
 from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
 from llama_index_cached_tei import CachedTEIEmbeddings as LlamaIndexEmbeddings
-from tests.adapters.conftest import ADAPTER_TEI_CONFIG, expected, sent_texts
+from tests.adapters.conftest import ADAPTER_TEI_CONFIG, expected
+from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorServer
 
 ADAPTERS = [

@@ -21,7 +21,8 @@ from cached_tei import CachedEmbedder, CachedTEISettings, TEIError
 from cached_tei.errors import StoreLockedError
 from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
 from llama_index_cached_tei import CachedTEIEmbeddings as LlamaIndexEmbeddings
-from tests.adapters.conftest import expected, sent_texts
+from tests.adapters.conftest import expected
+from tests.conftest import sent_texts
 from tests.faults.fake_qdrant import FakeQdrant
 from tests.tei_emulator import EmulatorServer, Fault
 

@@ -15,6 +15,7 @@ import pytest
 
 from cached_tei import CachedEmbedder
 from tests.conftest import sent_texts
+from tests.support.env import scrubbed_environ
 from tests.tei_emulator import EmulatorServer
 
 from .conftest import REPO, Tally, check_points, embedded_points
@@ -26,8 +27,7 @@ pytestmark = pytest.mark.timeout(90)
 def _worker(
     tei_url: str, store: str, prefix: str, calls: int, per_call: int, forever: bool = False
 ):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = scrubbed_environ(PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = [
         sys.executable,
         "-m",

@@ -4,9 +4,7 @@ drains the write-behind queue; a fresh process then finds the vectors in the cac
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -14,20 +12,15 @@ import time
 import httpx
 import numpy as np
 
+from tests.support.env import scrubbed_environ
 from tests.tei_emulator import Fault, expected_vector
+from tests.tei_emulator.process import free_port
 
 from .support import CLI, FAST, REPO, ProxyServer, engine_settings, run_cli, texts_sent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_serve(tei_url: str, store, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
-    env.update({"CACHED_TEI_URL": tei_url, "CACHED_TEI_QDRANT_PATH": str(store)})
+    env = scrubbed_environ(CACHED_TEI_URL=tei_url, CACHED_TEI_QDRANT_PATH=str(store))
     process = subprocess.Popen(
         [CLI, "serve", "--port", str(port), "--graceful-timeout", "20"],
         env=env,
