@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from cachetools import Cache, LRUCache, TTLCache
 
+from . import tracing
 from .breaker import CircuitBreaker
 from .errors import CachedTEIError, InputError, StoreConfigurationError, TEIError
 from .keys import EmbedOptions, Namespace, point_id
@@ -92,6 +93,7 @@ class Engine:
     """
 
     def __init__(self, settings: CachedTEISettings) -> None:
+        tracing.configure()
         self.settings = settings
         self.stats = Stats()
         self.tei = TEIClient(settings, self.stats)
@@ -171,6 +173,16 @@ class Engine:
         ``no-cache``); ``write_cache=False`` keeps nothing new anywhere, memory included
         (``no-store``).
         """
+        with tracing.span("cached_tei.embed") as current:
+            result = await self._embed(texts, options, read_cache, write_cache)
+            current.set_attribute("cached_tei.texts", len(result.vectors))
+            current.set_attribute("cached_tei.hits", result.hits)
+            current.set_attribute("cached_tei.misses", result.misses)
+        return result
+
+    async def _embed(
+        self, texts: Sequence[str], options: EmbedOptions, read_cache: bool, write_cache: bool
+    ) -> EmbedResult:
         prepared = prepare_texts(texts, options.instruction)
         if not prepared:
             return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
@@ -404,9 +416,12 @@ class Engine:
 
     async def _lookup(self, namespace: Namespace, keys: list[str]) -> dict[str, np.ndarray]:
         not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
-        outcome, found = await self._guarded(
-            lambda: self.store.lookup(namespace, keys, not_before), "lookup"
-        )
+        with tracing.span("cached_tei.cache.lookup", keys=len(keys)) as current:
+            outcome, found = await self._guarded(
+                lambda: self.store.lookup(namespace, keys, not_before), "lookup"
+            )
+            current.set_attribute("cached_tei.outcome", outcome)
+            current.set_attribute("cached_tei.hits", len(found or ()))
         if outcome == "skipped":
             self.stats.cache_skipped += len(keys)
         return found or {}
@@ -428,9 +443,13 @@ class Engine:
         self, namespace: Namespace, ids: list[str], vectors: np.ndarray, texts: list[str] | None
     ) -> None:
         """Store new vectors now; a failure is counted, never raised."""
-        outcome, written = await self._guarded(
-            lambda: self.store.upsert(namespace, ids, vectors, texts), "write"
-        )
+        # Write-behind batches several calls' vectors: their span starts a trace of its own.
+        root = not self.settings.write_through
+        with tracing.span("cached_tei.cache.write", root=root, vectors=len(ids)) as current:
+            outcome, written = await self._guarded(
+                lambda: self.store.upsert(namespace, ids, vectors, texts), "write"
+            )
+            current.set_attribute("cached_tei.outcome", outcome)
         if outcome == "done":
             self.stats.writes += len(ids)
             self.stats.bytes_written += written or 0

@@ -23,6 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from . import tracing
 from .batcher import BatchCallback, BatchLimits, RequestBatcher
 from .errors import InputError, TEIError
 from .settings import CachedTEISettings
@@ -187,7 +188,7 @@ class _Connection:
         request = httpx.Request(
             "POST",
             self.embed_url,
-            headers=self.embed_headers,
+            headers=tracing.inject(self.embed_headers),
             content=body,
             extensions=self.embed_extensions,
         )
@@ -321,10 +322,11 @@ class TEIClient:
         async def attempt() -> httpx.Response:
             async with connection.slots:
                 started = time.perf_counter()
-                try:
-                    return await self._checked(connection.post_embed(body))
-                finally:
-                    self._stats.observe_tei_request(time.perf_counter() - started)
+                with tracing.span("TEI POST /embed", client=True, texts=len(texts)) as current:
+                    try:
+                        return await self._checked(connection.post_embed(body), current)
+                    finally:
+                        self._stats.observe_tei_request(time.perf_counter() - started)
 
         response = await self._with_retries(attempt)
         vectors = np.asarray(orjson.loads(response.content), dtype=np.float32)
@@ -342,17 +344,23 @@ class TEIClient:
     async def _send(
         self, method: str, path: str, content: bytes | None = None, timeout: float | None = None
     ) -> httpx.Response:
-        return await self._checked(
-            self._connected().http.request(
-                method,
-                path,
-                content=content,
-                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        with tracing.span(f"TEI {method} {path}", client=True) as current:
+            return await self._checked(
+                self._connected().http.request(
+                    method,
+                    path,
+                    content=content,
+                    headers=tracing.inject({}),
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                ),
+                current,
             )
-        )
 
-    async def _checked(self, sending: Awaitable[httpx.Response]) -> httpx.Response:
-        """The response to a request being sent; TEI's error if it failed."""
+    async def _checked(
+        self, sending: Awaitable[httpx.Response], span: tracing.Span = tracing.NULL_SPAN
+    ) -> httpx.Response:
+        """The response to a request being sent (its status noted on ``span``); TEI's error
+        if it failed."""
         try:
             response = await sending
         except httpx.TransportError as exc:
@@ -360,6 +368,7 @@ class TEIClient:
             raise _with_hint(
                 TEIError(detail, status=None, error_type="Unavailable", url=self._url)
             ) from exc
+        span.set_attribute("http.response.status_code", response.status_code)
         if response.is_error:
             raise error_from_response(response, self._url)
         return response

@@ -1,8 +1,8 @@
 """Every third-party package is declared where it is imported.
 
 The engine's imports are base dependencies; the proxy's may also use the `proxy` extra, each
-adapter its framework's extra; tests may use everything `pip install .[all] --group test`
-installs, and bench what `--group bench` adds.
+adapter its framework's extra, cached_tei.tracing the `otel` extra; tests may use everything
+`pip install .[all] --group test` installs, and bench what `--group bench` adds.
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ def _group(name: str) -> set[str]:
 
 
 BASE = _names(PYPROJECT["project"]["dependencies"])
-ALL = BASE | {name for extra in ("langchain", "llama-index", "proxy") for name in _extra(extra)}
-# (folder, what may be imported there, folders inside it that have their own row)
+ALL = BASE | {
+    name for extra in ("langchain", "llama-index", "proxy", "otel") for name in _extra(extra)
+}
+# (folder or file, what may be imported there, paths inside it that have their own row)
 SCOPES: list[tuple[str, set[str], tuple[str, ...]]] = [
-    ("core/cached_tei", BASE, ("proxy",)),
+    ("core/cached_tei", BASE, ("proxy", "tracing.py")),
+    ("core/cached_tei/tracing.py", BASE | _extra("otel"), ()),
     ("core/cached_tei/proxy", BASE | _extra("proxy"), ()),
     ("langchain_cached_tei", BASE | _extra("langchain"), ()),
     ("llama_index_cached_tei", BASE | _extra("llama-index"), ()),
@@ -57,8 +60,12 @@ SCOPES: list[tuple[str, set[str], tuple[str, ...]]] = [
 
 def _imports(folder: Path, skip: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
     """(top-level module, file) for each absolute import of a module outside the project."""
+    if folder.is_file():
+        folder, paths = folder.parent, [folder]
+    else:
+        paths = sorted(folder.rglob("*.py"))
     local = {path.stem for path in folder.glob("*.py")}  # scripts import their neighbours
-    for path in sorted(folder.rglob("*.py")):
+    for path in paths:
         if any(path.is_relative_to(folder / inner) for inner in skip):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

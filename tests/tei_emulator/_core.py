@@ -223,3 +223,4 @@ class RecordedRequest:
     fault: str | None = None  # "status" | "drop" | "delay" when a fault was applied
     time: float = 0.0  # time.time() when the request arrived
     duration: float = 0.0  # seconds until the answer
+    traceparent: str | None = None  # the W3C trace context header, as received

@@ -302,7 +302,13 @@ class _App:
         openai = request.path == "/v1/embeddings"
         st = self.state
         started = time.perf_counter()
-        rec = RecordedRequest(route=request.path, texts=[], status=0, time=time.time())
+        rec = RecordedRequest(
+            route=request.path,
+            texts=[],
+            status=0,
+            time=time.time(),
+            traceparent=request.headers.get("traceparent"),
+        )
         body: Any = None
         parse_error: Exception | None = None
         try:

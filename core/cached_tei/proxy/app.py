@@ -20,6 +20,7 @@ from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .routes import ROUTES, Handlers, not_found
 from .settings import ProxySettings
+from .tracing import TracingMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def create_app(
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.
     middleware = [
+        Middleware(TracingMiddleware, routes=[r.path for r in ROUTES]),
         Middleware(RequestContextMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics, routes=[r.path for r in ROUTES]),
     ]
