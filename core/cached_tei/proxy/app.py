@@ -39,7 +39,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        handlers.engine = Engine(settings)
+        engine = handlers.engine = Engine(settings)
         store = redact_url(settings.qdrant_url) if settings.qdrant_url else settings.qdrant_path
         log.info(
             "cached-tei proxy: upstream %s, cache %s, %s",
@@ -49,17 +49,18 @@ def create_app(
             if keys
             else "no API keys",
         )
-        try:
-            yield
-        finally:
-            engine, handlers.engine = handlers.engine, None
-            pending = engine.stats.pending_writes
+        async with metrics.publishing(engine):
             try:
-                await engine.aclose()
-            except Exception:
-                log.exception("closing the engine failed; some cache writes may be lost")
-            else:
-                log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
+                yield
+            finally:
+                handlers.engine = None
+                pending = engine.stats.pending_writes
+                try:
+                    await engine.aclose()
+                except Exception:
+                    log.exception("closing the engine failed; some cache writes may be lost")
+                else:
+                    log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.

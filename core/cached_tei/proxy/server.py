@@ -7,9 +7,12 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,9 @@ from ..settings import CachedTEISettings
 from .settings import ProxySettings
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.applications import Starlette
+    from uvicorn.supervisors import Multiprocess
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,11 @@ def serve(
         timeout_graceful_shutdown=max(1, math.ceil(proxy.graceful_timeout)),
     )
     if workers > 1:
-        from uvicorn.supervisors import Multiprocess
-
         log.info("cached-tei proxy: %d workers on %s:%d", workers, proxy.host, proxy.port)
-        # The supervisor handles SIGINT/SIGTERM: each worker stops gracefully, then it returns.
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        with _shared_metrics_folder() as folder:
+            # The supervisor handles SIGINT/SIGTERM: each worker stops gracefully, then it
+            # returns.
+            _supervisor(config, folder).run()
         return
     server = uvicorn.Server(config)
     stopped = _Stopped()
@@ -78,6 +83,46 @@ def _worker_app(
     if not logging.getLogger().handlers:
         configure_logging(proxy.log_level.upper(), log_format)
     return create_app(settings, proxy)
+
+
+@contextlib.contextmanager
+def _shared_metrics_folder() -> Iterator[Path]:
+    """A fresh folder for prometheus_client's multiprocess files, in the environment the
+    workers inherit (set before they spawn), removed when the supervisor returns."""
+    from .metrics import SHARED_FOLDER
+
+    previous = os.environ.get(SHARED_FOLDER)
+    with tempfile.TemporaryDirectory(prefix="cached-tei-metrics-") as folder:
+        os.environ[SHARED_FOLDER] = folder
+        try:
+            yield Path(folder)
+        finally:
+            if previous is None:
+                del os.environ[SHARED_FOLDER]
+            else:
+                os.environ[SHARED_FOLDER] = previous
+
+
+def _supervisor(config: uvicorn.Config, folder: Path) -> Multiprocess:
+    """Uvicorn's supervisor, which marks every worker that ends (restarted after dying, on
+    SIGHUP, removed on SIGTTOU) dead in ``folder``: its levels leave the sums, its counts stay."""
+    from prometheus_client.multiprocess import mark_process_dead
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            self._marking_ended(super().keep_subprocess_alive)
+
+        def handle_signals(self) -> None:
+            self._marking_ended(super().handle_signals)
+
+        def _marking_ended(self, step: Callable[[], None]) -> None:
+            before = {process.pid for process in self.processes}
+            step()
+            for pid in before - {process.pid for process in self.processes}:
+                mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+    return Supervisor(config, sockets=[config.bind_socket()])
 
 
 class _Stopped:
