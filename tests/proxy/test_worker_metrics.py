@@ -161,6 +161,22 @@ def test_every_scrape_sums_every_worker_the_ended_ones_included(emu, qdrant):
         )
         assert (folder / f"counter_{killed.pid}.db").exists()
         assert_sums(url, emu, requests, len(texts))
+
+        # SIGHUP replaces every worker, each stopping gracefully.
+        replaced = {worker.pid for worker in workers_of(process)}
+        process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: (
+                {worker.pid for worker in workers_of(process)}.isdisjoint(replaced)
+                and len(workers_of(process)) == 2
+            ),
+            "SIGHUP did not replace the workers",
+        )
+        wait_until(
+            lambda: not any(list(folder.glob(f"gauge_live*_{pid}.db")) for pid in replaced),
+            "the replaced workers were not marked dead",
+        )
+        assert_sums(url, emu, requests, len(texts))
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0]
