@@ -3,6 +3,7 @@ embedded folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,8 +57,13 @@ def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
 
 
 def workers_of(process: subprocess.Popen[str]) -> list[psutil.Process]:
-    children = psutil.Process(process.pid).children()
-    return [c for c in children if "multiprocessing.spawn" in " ".join(c.cmdline())]
+    """The supervisor's running workers (not one that ended and awaits its reaping)."""
+    workers = []
+    for child in psutil.Process(process.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie included
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                workers.append(child)
+    return workers
 
 
 def test_two_workers_share_one_qdrant_server(emu, qdrant):
