@@ -78,6 +78,7 @@ def test_the_wheel_declares_the_extras_and_the_command(
         "langchain",
         "llama-index",
         "proxy",
+        "otel",
         "all",
     }
     entry_points = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
