@@ -47,6 +47,27 @@ _BREAKER_STATES = ("closed", "half-open", "open")
 _LEVEL_STATS = frozenset({"pending_writes"})
 
 
+# Engine counters exported as they are: (metric, help, Stats field).
+_PLAIN_COUNTERS = (
+    ("cached_tei_memory_hits", "Cache hits served from the in-process LRU.", "memory_hits"),
+    (
+        "cached_tei_coalesced",
+        "Misses that waited for a concurrent request's TEI call.",
+        "coalesced",
+    ),
+    ("cached_tei_duplicates", "Texts repeated within one request.", "duplicates"),
+    ("cached_tei_tei_texts", "Texts sent to TEI.", "tei_texts"),
+    ("cached_tei_tei_retries", "TEI requests retried after a transient failure.", "retries"),
+    ("cached_tei_cache_errors", "Failed cache (Qdrant) operations.", "cache_errors"),
+    (
+        "cached_tei_cache_skipped",
+        "Lookups skipped while the cache breaker was open.",
+        "cache_skipped",
+    ),
+    ("cached_tei_cache_expired", "Expired entries deleted from the cache.", "expired"),
+)
+
+
 class EngineCollector(Collector):
     """Exports ``engine.stats`` as it is at scrape time."""
 
@@ -71,30 +92,9 @@ def _engine_families(s: Stats, breaker_state: str) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "cached_tei_hit_ratio", "Share of texts served from the cache since start.", s.hit_ratio
     )
-    yield CounterMetricFamily(
-        "cached_tei_memory_hits", "Cache hits served from the in-process LRU.", s.memory_hits
-    )
-    yield CounterMetricFamily(
-        "cached_tei_coalesced",
-        "Misses that waited for a concurrent request's TEI call.",
-        s.coalesced,
-    )
-    yield CounterMetricFamily(
-        "cached_tei_duplicates", "Texts repeated within one request.", s.duplicates
-    )
+    for name, documentation, field in _PLAIN_COUNTERS:
+        yield CounterMetricFamily(name, documentation, getattr(s, field))
     yield _tei_latency(s.tei_latency_counts, s.tei_seconds)
-    yield CounterMetricFamily("cached_tei_tei_texts", "Texts sent to TEI.", s.tei_texts)
-    yield CounterMetricFamily(
-        "cached_tei_tei_retries", "TEI requests retried after a transient failure.", s.retries
-    )
-    yield CounterMetricFamily(
-        "cached_tei_cache_errors", "Failed cache (Qdrant) operations.", s.cache_errors
-    )
-    yield CounterMetricFamily(
-        "cached_tei_cache_skipped",
-        "Lookups skipped while the cache breaker was open.",
-        s.cache_skipped,
-    )
     writes = CounterMetricFamily(
         "cached_tei_cache_writes", "Vectors handed to the cache, by outcome.", labels=["result"]
     )
