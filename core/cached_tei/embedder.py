@@ -82,7 +82,10 @@ class CachedEmbedder:
         self._finalizer = weakref.finalize(self, _release_collected, self._lease)
 
     def __repr__(self) -> str:
-        store = self.settings.qdrant_url or f"embedded:{self.settings.qdrant_path}"
+        settings = self.settings
+        store = (
+            settings.cache_location if settings.qdrant_url else f"embedded:{settings.qdrant_path}"
+        )
         return f"CachedEmbedder(tei_url={self.settings.tei_url!r}, store={store!r})"
 
     def __getstate__(self) -> dict[str, Any]:

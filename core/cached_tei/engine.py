@@ -113,8 +113,6 @@ class Engine:
         self._remembering: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[None] | None = None
-        # Names this engine when it claims the periodic prune of a shared store.
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     # ------------------------------------------------------------------ public
     async def info(self) -> TEIInfo:
@@ -218,15 +216,16 @@ class Engine:
 
         store_hits = 0
         if own:
-            flight = _Flight([keys[index] for index in own], read_store=read_cache)
+            flight = _Flight([keys[index] for index in own])
             # Only a call that reads and writes the cache computes texts for others.
             if read_cache and write_cache:
                 for key in flight.keys:
                     self._inflight[(collection, key)] = flight
             # The work runs as its own task so that a cancelled caller never strands other
             # calls waiting on the same texts.
+            texts_owned = [unique[i] for i in own]
             work = self._resolve(
-                namespace, collection, options, [unique[i] for i in own], flight, write_cache
+                namespace, collection, options, texts_owned, flight, read_cache, write_cache
             )
             store_hits = await asyncio.shield(self._in_background(work))
             for index, key in zip(own, flight.keys, strict=True):
@@ -265,6 +264,21 @@ class Engine:
         await self.tei.aclose()
         await self.store.aclose()
 
+    async def entries(self, namespace: Namespace) -> int | None:
+        """How many entries the namespace's collection holds; None when the store cannot say
+        now (its breaker is open, or it failed or took longer than ``qdrant_timeout``)."""
+        if self.breaker.state == "open":
+            return None
+        try:
+            collections = await asyncio.wait_for(
+                self.store.collections(), self.settings.qdrant_timeout
+            )
+        except Exception as exc:
+            log.warning("could not count cache entries: %r", exc)
+            return None
+        collection = namespace.collection(self.settings.collection_prefix)
+        return next((c.count for c in collections if c.name == collection), 0)
+
     async def prune(self) -> int:
         """Delete entries older than the TTL; returns how many were removed (0 without TTL)."""
         if self.settings.ttl is None:
@@ -276,12 +290,13 @@ class Engine:
         runs; on a shared server one process at a time does it."""
         assert self.settings.ttl is not None
         interval = self.settings.prune_interval or min(self.settings.ttl, 60.0)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"  # in the prune lease
         while True:
             await asyncio.sleep(interval)
             if not self.breaker.allow():
                 continue
             try:
-                if await self.store.claim_prune(self._owner, interval):
+                if await self.store.claim_prune(owner, interval):
                     removed = await self.prune()
                     self.stats.expired += removed
                     if removed:
@@ -356,11 +371,12 @@ class Engine:
         options: EmbedOptions,
         texts: list[str],
         flight: _Flight,
+        read_cache: bool,
         write_cache: bool,
     ) -> int:
         """Fill ``flight`` from Qdrant, then TEI, and settle it; returns the store hits."""
         try:
-            found = await self._lookup(namespace, flight.keys) if flight.read_store else {}
+            found = await self._lookup(namespace, flight.keys) if read_cache else {}
             flight.vectors.update(found)
             if write_cache:
                 for key, vector in found.items():
@@ -476,11 +492,10 @@ def _entry_size(vector: np.ndarray) -> int:
 class _Flight:
     """Texts one call is resolving; concurrent calls that need them wait on ``done``."""
 
-    __slots__ = ("done", "keys", "read_store", "vectors")
+    __slots__ = ("done", "keys", "vectors")
 
-    def __init__(self, keys: list[str], *, read_store: bool = True) -> None:
+    def __init__(self, keys: list[str]) -> None:
         self.keys = keys
-        self.read_store = read_store
         self.vectors: dict[str, np.ndarray] = {}
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.done.add_done_callback(_consume_exception)

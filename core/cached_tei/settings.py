@@ -148,6 +148,16 @@ class CachedTEISettings(BaseSettings):
             warn_unknown_variables(dotenv_settings.env_vars, str(dotenv_settings.env_file))
         return init_settings, env_settings, dotenv_settings, file_secret_settings
 
+    @property
+    def cache_location(self) -> str:
+        """Where the cache is, for messages: the server's URL without credentials, or the
+        embedded store's folder."""
+        if self.qdrant_url is None:
+            return str(self.qdrant_path)
+        from .redact import redact_url
+
+        return redact_url(self.qdrant_url)
+
     @classmethod
     def from_attributes(cls, source: object) -> CachedTEISettings:
         """Settings from an object with attributes named like the fields (an adapter's

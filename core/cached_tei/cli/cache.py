@@ -20,12 +20,6 @@ _OPTIONS = ("normalize", "truncate", "truncation_direction", "prompt_name", "dim
 
 
 # ---------------------------------------------------------------------------- cache
-def _store_name(settings: CachedTEISettings) -> str:
-    from ..redact import redact_url
-
-    return redact_url(settings.qdrant_url) if settings.qdrant_url else str(settings.qdrant_path)
-
-
 def _with_store(settings: CachedTEISettings, action: Callable[[CacheStore], Awaitable[T]]) -> T:
     async def run() -> T:
         store = open_store(settings)
@@ -52,7 +46,7 @@ def run_cache_stats(args: argparse.Namespace) -> int:
         from ..jsonio import dumps
 
         body: dict[str, Any] = {
-            "store": _store_name(settings),
+            "store": settings.cache_location,
             "prefix": settings.collection_prefix,
             "entries": entries,
             "held_by": holder,
@@ -77,10 +71,12 @@ def run_cache_stats(args: argparse.Namespace) -> int:
     total = "? entries" if entries is None else f"{entries} entries"
     print(
         f"{len(collections)} collections, {total} under prefix "
-        f"{settings.collection_prefix!r} in {_store_name(settings)}"
+        f"{settings.collection_prefix!r} in {settings.cache_location}"
     )
     if holder is not None:
-        print(f"{_store_name(settings)} is held by {holder}: entry counts unknown until it closes")
+        print(
+            f"{settings.cache_location} is held by {holder}: entry counts unknown until it closes"
+        )
     return 0
 
 
@@ -97,7 +93,7 @@ def run_cache_prune(args: argparse.Namespace) -> int:
         return await store.prune(int(time.time() - ttl))
 
     removed = _with_store(settings, prune)
-    print(f"removed {removed} entries older than {ttl:g} s from {_store_name(settings)}")
+    print(f"removed {removed} entries older than {ttl:g} s from {settings.cache_location}")
     return 0
 
 
@@ -111,12 +107,12 @@ def run_cache_clear(args: argparse.Namespace) -> int:
             )
         answer = input(
             f"delete every cached vector under prefix {settings.collection_prefix!r} "
-            f"in {_store_name(settings)}? [y/N] "
+            f"in {settings.cache_location}? [y/N] "
         )
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
 
     removed = _with_store(settings, lambda store: store.clear())
-    print(f"removed {removed} entries from {_store_name(settings)}")
+    print(f"removed {removed} entries from {settings.cache_location}")
     return 0

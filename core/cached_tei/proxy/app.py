@@ -40,11 +40,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = handlers.engine = Engine(settings)
-        store = redact_url(settings.qdrant_url) if settings.qdrant_url else settings.qdrant_path
         log.info(
             "cached-tei proxy: upstream %s, cache %s, %s",
             redact_url(settings.tei_url),
-            store,
+            settings.cache_location,
             f"{len(keys)} API keys, {'a cache namespace each' if separate else 'one cache'}"
             if keys
             else "no API keys",
@@ -64,10 +63,11 @@ def create_app(
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.
+    paths = [r.path for r in ROUTES]
     middleware = [
-        Middleware(TracingMiddleware, routes=[r.path for r in ROUTES]),
+        Middleware(TracingMiddleware, routes=paths),
         Middleware(RequestContextMiddleware),
-        Middleware(MetricsMiddleware, metrics=metrics, routes=[r.path for r in ROUTES]),
+        Middleware(MetricsMiddleware, metrics=metrics, routes=paths),
     ]
     if keys:
         tenants = {key: tenant_id(key) if separate else None for key in keys}

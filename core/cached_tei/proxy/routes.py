@@ -230,25 +230,11 @@ class Handlers:
         body["cache"] = {
             "namespace": namespace.descriptor(),
             "collection": collection,
-            "entries": await self._entries(collection),
+            "entries": await engine.entries(namespace),
             "store": "embedded" if self.settings.qdrant_url is None else "server",
             "breaker": engine.breaker.state,
         }
         return Response(dumps(body), media_type=JSON)
-
-    async def _entries(self, collection: str) -> int | None:
-        """Entries in the caller's collection; None when the store cannot say."""
-        engine = self._engine
-        if engine.breaker.state == "open":
-            return None
-        try:
-            collections = await asyncio.wait_for(
-                engine.store.collections(), self.settings.qdrant_timeout
-            )
-        except Exception as exc:
-            log.warning("could not count cache entries: %r", exc)
-            return None
-        return next((c.count for c in collections if c.name == collection), 0)
 
     async def health(self, request: Request) -> Response:
         """200 when the upstream is healthy; ``x-cache-store`` says ``ok`` or ``degraded``."""
