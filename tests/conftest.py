@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cached_tei import CachedEmbedder
 from tests.support.env import isolate_environment
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +60,20 @@ def make_embedder(
 def sent_texts(server: EmulatorServer) -> list[str]:
     """Every text the emulator was asked to embed, in arrival order."""
     return [text for request in server.requests for text in request.texts]
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans recorded in memory (OpenTelemetry's SDK, the ``otel`` extra) for the test."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from cached_tei import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield exporter
+    tracing.use(None)

@@ -5,33 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from cached_tei import CachedTEISettings, tracing
+from cached_tei import CachedTEISettings
 from cached_tei.engine import Engine
 from cached_tei.keys import EmbedOptions
 from tests.tei_emulator import EmulatorServer, Fault, expected_vector
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["alpha", "beta", "gamma"]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
-    yield exporter
-    tracing.use(None)
 
 
 def by_name(spans: InMemorySpanExporter) -> dict[str, list[ReadableSpan]]:

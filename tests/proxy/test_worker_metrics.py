@@ -21,7 +21,7 @@ from tests.tei_emulator.process import free_port
 
 from .support import texts_sent
 from .test_observability import value
-from .test_workers import serve, wait_healthy, workers_of
+from .test_workers import serve, serve_two_workers, wait_healthy, workers_of
 
 
 @pytest.fixture
@@ -105,17 +105,8 @@ def assert_sums(url: str, emu, requests: int, texts: int) -> None:
 
 
 def test_every_scrape_sums_every_worker_the_ended_ones_included(emu, qdrant):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "CACHED_TEI_URL": emu.url,
-        "CACHED_TEI_QDRANT_URL": qdrant.url,
-        "CACHED_TEI_PROXY_PORT": str(port),
-        "CACHED_TEI_PROXY_WORKERS": "2",
-    }
-    process = serve(env=env)
+    process, url = serve_two_workers(emu, qdrant)
     try:
-        wait_healthy(url, process)
         workers = workers_of(process)
         assert len(workers) == 2
         folder = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])

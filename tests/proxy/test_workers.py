@@ -18,7 +18,8 @@ import pytest
 
 from cached_tei.keys import point_id
 from tests.faults.fake_qdrant import FakeQdrant
-from tests.tei_emulator import expected_vector
+from tests.support.env import scrubbed_environ
+from tests.tei_emulator import EmulatorServer, expected_vector
 from tests.tei_emulator.process import free_port
 
 from .support import CLI, FAST, REPO, run_cli, texts_sent
@@ -31,11 +32,9 @@ def qdrant() -> Iterator[FakeQdrant]:
 
 
 def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CACHED_TEI_")}
-    full_env.update(env)
     return subprocess.Popen(
         [CLI, "serve", *args],
-        env=full_env,
+        env=scrubbed_environ(**env),
         cwd=str(REPO),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -56,17 +55,8 @@ def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError("the proxy did not become healthy")
 
 
-def workers_of(process: subprocess.Popen[str]) -> list[psutil.Process]:
-    """The supervisor's running workers (not one that ended and awaits its reaping)."""
-    workers = []
-    for child in psutil.Process(process.pid).children():
-        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie included
-            if "multiprocessing.spawn" in " ".join(child.cmdline()):
-                workers.append(child)
-    return workers
-
-
-def test_two_workers_share_one_qdrant_server(emu, qdrant):
+def serve_two_workers(emu: EmulatorServer, qdrant: FakeQdrant) -> tuple[subprocess.Popen[str], str]:
+    """``cached-tei serve`` with two workers over the Qdrant stand-in, once healthy; its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -78,6 +68,26 @@ def test_two_workers_share_one_qdrant_server(emu, qdrant):
     process = serve(env=env)
     try:
         wait_healthy(url, process)
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    return process, url
+
+
+def workers_of(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    """The supervisor's running workers (not one that ended and awaits its reaping)."""
+    workers = []
+    for child in psutil.Process(process.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie included
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                workers.append(child)
+    return workers
+
+
+def test_two_workers_share_one_qdrant_server(emu, qdrant):
+    process, url = serve_two_workers(emu, qdrant)
+    try:
         assert len(workers_of(process)) == 2
         first = httpx.post(url + "/embed", json={"inputs": ["across workers"]})
         assert first.headers["x-cache-misses"] == "1"
