@@ -21,6 +21,7 @@ test-fast: install  # everything but the soak and the heavier fault scenarios
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/hadolint stack/Dockerfile
 
 typecheck: install
 	$(BIN)/mypy -p cached_tei -p langchain_cached_tei -p llama_index_cached_tei

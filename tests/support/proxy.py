@@ -87,7 +87,9 @@ class ProxyProcess:
     """``cached-tei serve`` in a child process (``args`` appended, e.g. ``--workers 2``), with
     no inherited ``CACHED_TEI_*`` variable; its output goes to a log file under ``workdir``.
 
-    The store defaults to an embedded folder under ``workdir``; ``env`` adds settings."""
+    The store defaults to an embedded folder under ``workdir``; ``env`` adds settings.
+    ``program`` runs the CLI (default: this interpreter), e.g. another environment's
+    ``bin/cached-tei``."""
 
     def __init__(
         self,
@@ -96,9 +98,15 @@ class ProxyProcess:
         *,
         qdrant_path: Path | None = None,
         args: tuple[str, ...] = (),
+        program: tuple[str, ...] = (
+            sys.executable,
+            "-c",
+            "import sys; from cached_tei.cli import main; sys.exit(main())",
+        ),
         **env: str,
     ) -> None:
         self.workdir = workdir
+        self.program = program
         self.port = free_port()
         self.args = args
         self.log_path = workdir / f"proxy-{self.port}.log"
@@ -123,9 +131,7 @@ class ProxyProcess:
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         command = [
-            sys.executable,
-            "-c",
-            "import sys; from cached_tei.cli import main; sys.exit(main())",
+            *self.program,
             "serve",
             "--host",
             "127.0.0.1",
