@@ -14,12 +14,15 @@ requests per route (``"GET /collections/{collection_name}/exists"``). As Qdrant 
 404 for a missing collection, 409 for creating an existing one, 401 without the ``api_key``
 it was given, and writes vectors as float32 in their shortest form. With ``grpc=True`` it also
 answers the gRPC calls of a lookup (collection exists and info, ``Points/Get``) on
-``grpc_port``.
+``grpc_port``. ``GET /metrics`` (never failed by ``mode``) answers Qdrant's response counters,
+``rest_responses_total{method,endpoint,status}`` and ``grpc_responses_total{endpoint,status}``
+(the gRPC status code), for the endpoints Qdrant itself reports.
 
 Its ``mode`` injects faults at any time:
 
 - ``"ok"``: answers normally;
-- ``"down"``: every route answers HTTP 500 (a Qdrant that fails);
+- ``"down"``: every route answers HTTP 500, and ``Points/Get`` gRPC INTERNAL (a Qdrant that
+  fails);
 - ``"slow"``: every route waits ``delay`` seconds first (a Qdrant that is slow);
 - ``"fail_writes"``: reads work, creating collections and upserting answer HTTP 500;
 - ``"slow_writes"``: reads work, writes wait ``delay`` seconds first.
@@ -45,6 +48,9 @@ import orjson
 from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from qdrant_client import QdrantClient, models
 from qdrant_client import grpc as qgrpc
 from qdrant_client.conversions.conversion import GrpcToRest, RestToGrpc, json_to_value
@@ -55,6 +61,10 @@ SPEC = Path(__file__).parents[1] / "reference" / "qdrant-1.19-openapi.json"
 _SPEC_URI = "urn:qdrant-openapi"
 # Schema words that only describe: a schema made of these alone accepts anything.
 _ANNOTATIONS = {"description", "example", "default", "deprecated", "title", "format"}
+_ONE = "/collections/{collection_name}"
+# The stand-in's routes that Qdrant's /metrics reports (its REST and gRPC whitelists).
+_REPORTED_REST = {_ONE + p for p in ("/index", "/points", "/points/count", "/points/delete")}
+_POINTS_GET = "/qdrant.Points/Get"
 
 
 def _ok(result: Any) -> web.Response:
@@ -156,6 +166,9 @@ class FakeQdrant:
         self.calls: collections.Counter[str] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
+        # (method, endpoint, HTTP status) and (gRPC endpoint, status code) -> responses
+        self.rest_responses: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self.grpc_responses: collections.Counter[tuple[str, int]] = collections.Counter()
         self.violations: list[str] = []
         self.contract = QdrantContract() if validate else None
         self.host = "127.0.0.1"
@@ -170,6 +183,17 @@ class FakeQdrant:
         return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ fault injection
+    @web.middleware
+    async def _tally(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Counts each answer by status, as Qdrant's /metrics does; /metrics always answers."""
+        if request.path == "/metrics":
+            return await self._metrics()
+        response = await handler(request)
+        path = request.match_info.route.resource.canonical  # type: ignore[union-attr]
+        if path in _REPORTED_REST:
+            self.rest_responses[(request.method, path, response.status)] += 1
+        return response
+
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
         write = request.method == "PUT" or request.path.endswith(("/index", "/delete"))
@@ -200,6 +224,11 @@ class FakeQdrant:
         return await handler(request)
 
     # ------------------------------------------------------------------ routes
+    async def _metrics(self) -> web.Response:
+        registry = CollectorRegistry()
+        registry.register(_ResponseCounters(self))
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
     async def _exists(self, request: web.Request) -> web.Response:
         with self._lock:
             return _ok(
@@ -322,20 +351,19 @@ class FakeQdrant:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeQdrant:
-        app = web.Application(middlewares=[self._faults], client_max_size=64 * 2**20)
+        app = web.Application(middlewares=[self._tally, self._faults], client_max_size=64 * 2**20)
         r = app.router
         # The paths are the spec's own, so that a route's canonical name finds its operation.
-        one = "/collections/{collection_name}"
         r.add_get("/collections", self._list)
-        r.add_get(one + "/exists", self._exists)
-        r.add_get(one, self._get)
-        r.add_put(one, self._create)
-        r.add_delete(one, self._delete)
-        r.add_put(one + "/index", self._index)
-        r.add_put(one + "/points", self._upsert)
-        r.add_post(one + "/points", self._retrieve)
-        r.add_post(one + "/points/count", self._count)
-        r.add_post(one + "/points/delete", self._delete_points)
+        r.add_get(_ONE + "/exists", self._exists)
+        r.add_get(_ONE, self._get)
+        r.add_put(_ONE, self._create)
+        r.add_delete(_ONE, self._delete)
+        r.add_put(_ONE + "/index", self._index)
+        r.add_put(_ONE + "/points", self._upsert)
+        r.add_post(_ONE + "/points", self._retrieve)
+        r.add_post(_ONE + "/points/count", self._count)
+        r.add_post(_ONE + "/points/delete", self._delete_points)
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -416,10 +444,14 @@ class _GrpcPoints(qgrpc.PointsServicer):
     async def Get(self, request: Any, context: Any) -> Any:
         self._fake.requests["grpc Points/Get"] += 1
         name = request.collection_name
+        if self._fake.mode == "down":
+            await self._abort(context, grpc.StatusCode.INTERNAL, "injected fault")
         with self._fake._lock:
             if not self._fake.backend.collection_exists(name):
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"Not found: Collection `{name}` doesn't exist!"
+                await self._abort(
+                    context,
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Not found: Collection `{name}` doesn't exist!",
                 )
             records = self._fake.backend.retrieve(
                 name,
@@ -435,7 +467,33 @@ class _GrpcPoints(qgrpc.PointsServicer):
                 point.payload[key].CopyFrom(json_to_value(value))
             if record.vector is not None:
                 point.vectors.vector.dense.data.extend(record.vector)
+        self._fake.grpc_responses[(_POINTS_GET, grpc.StatusCode.OK.value[0])] += 1
         return response
+
+    async def _abort(self, context: Any, code: grpc.StatusCode, message: str) -> None:
+        self._fake.grpc_responses[(_POINTS_GET, code.value[0])] += 1
+        await context.abort(code, message)
+
+
+class _ResponseCounters(Collector):
+    """A stand-in's response counts as Qdrant names them."""
+
+    def __init__(self, fake: FakeQdrant) -> None:
+        self._fake = fake
+
+    def collect(self) -> Any:
+        rest = CounterMetricFamily(
+            "rest_responses", "total number of responses", labels=["method", "endpoint", "status"]
+        )
+        for (method, endpoint, status), count in sorted(self._fake.rest_responses.items()):
+            rest.add_metric([method, endpoint, str(status)], count)
+        grpc_ = CounterMetricFamily(
+            "grpc_responses", "total number of responses", labels=["endpoint", "status"]
+        )
+        for (endpoint, code), count in sorted(self._fake.grpc_responses.items()):
+            grpc_.add_metric([endpoint, str(code)], count)
+        yield rest
+        yield grpc_
 
 
 class Blackhole:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from ._core import (
     TEI_VERSION,
@@ -44,6 +45,8 @@ _REASONS = {
     503: "Service Temporarily Unavailable",
     504: "Gateway Time-out",
 }
+# TEI's buckets for every *_duration histogram (router/src/prometheus.rs): 1e-5 s x 1.5^k.
+_DURATION_BUCKETS = tuple(1e-5 * 1.5**k for k in range(1, 36))
 _FAULT_BODIES = {
     429: ("Overloaded", "Model is overloaded"),
     503: ("Unhealthy", "unhealthy"),
@@ -139,6 +142,7 @@ class EmulatorState:
         self.max_queue_seen = 0
         self.healthy = True
         self.metrics: collections.Counter[str] = collections.Counter()
+        self._new_histograms()
         self._pending: collections.deque[_Entry] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -160,6 +164,23 @@ class EmulatorState:
             self.steps = 0
             self.step_sizes = []
             self.metrics.clear()
+            self._new_histograms()
+
+    def _new_histograms(self) -> None:
+        """TEI's request and queue time histograms, empty."""
+        self.registry = CollectorRegistry()
+        self.request_duration = Histogram(
+            "te_request_duration",
+            "Request duration",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_duration = Histogram(
+            "te_request_queue_duration",
+            "Request queue duration",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
 
     def take_fault(self) -> Fault | None:
         with self.lock:
@@ -398,6 +419,8 @@ class _App:
 
     def _headers(self, started, chars, tokens, tokenization, queue, inference) -> dict[str, str]:
         total = time.perf_counter() - started
+        self.state.request_duration.observe(total)
+        self.state.queue_duration.observe(queue)
         return {
             "x-compute-type": "emulator",
             "x-compute-time": str(int(total * 1000)),
@@ -542,7 +565,8 @@ class _App:
             "# TYPE te_embed_duration summary",
             "te_embed_duration_count " + str(steps),
         ]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        text = "\n".join(lines) + "\n" + generate_latest(st.registry).decode()
+        return web.Response(text=text, content_type="text/plain")
 
     async def _other(self, request: web.Request, fn) -> web.Response:
         try:
