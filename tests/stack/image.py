@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dockerfile_parse import DockerfileParser
-from pathspec import PathSpec
+from pathspec import GitIgnoreSpec
 
 from tests.support.nginx import REPO, STACK
 
@@ -37,7 +37,7 @@ def instructions() -> list[Instruction]:
     ]
 
 
-def ignore_spec() -> PathSpec:
+def ignore_spec() -> GitIgnoreSpec:
     """The ignore file as Docker reads it: every pattern relative to the context root (gitignore
     patterns without a slash match at any depth, so each is anchored with a leading ``/``), and
     the last pattern that matches a path decides."""
@@ -49,7 +49,7 @@ def ignore_spec() -> PathSpec:
         negate, pattern = (True, line[1:]) if line.startswith("!") else (False, line)
         anchored = "/" + pattern.lstrip("/")
         patterns.append(("!" if negate else "") + anchored)
-    return PathSpec.from_lines("gitignore", patterns)
+    return GitIgnoreSpec.from_lines(patterns)
 
 
 def copy_arguments(value: str) -> tuple[list[str], str]:
@@ -97,7 +97,7 @@ def lay_out(root: Path) -> Path:
     raise AssertionError(_NO_INSTALL)
 
 
-def _context_files(source: str, ignored: PathSpec) -> list[Path]:
+def _context_files(source: str, ignored: GitIgnoreSpec) -> list[Path]:
     """The files of the build context under ``source`` (a file or a folder)."""
     base = REPO / source
     candidates = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else [base]

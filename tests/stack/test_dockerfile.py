@@ -18,7 +18,7 @@ from tests.support.proxy import ProxyProcess
 from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
 
 from .conftest import REPO
-from .image import Instruction, instructions, lay_out, pip_install_arguments
+from .image import Instruction, ignore_spec, instructions, lay_out, pip_install_arguments
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,6 +71,33 @@ def test_pyproject_has_proxy_extra_and_script():
     assert data["project"]["name"] == "cached-tei"
     assert "proxy" in data["project"]["optional-dependencies"]
     assert data["project"]["scripts"]["cached-tei"].startswith("cached_tei.")
+
+
+def test_build_context_holds_what_the_image_needs(tmp_path: Path):
+    """The COPY lines with the ignore rules applied as Docker applies them (anchored at the
+    context root, the last match decides): the sources and the force-included module."""
+    workdir = lay_out(tmp_path)
+    assert sorted(p.name for p in workdir.iterdir()) == sorted(
+        [
+            "README.md",
+            "core",
+            "langchain_cached_tei",
+            "llama_index",
+            "llama_index_cached_tei",
+            "pyproject.toml",
+        ]
+    )
+    assert (workdir / "llama_index" / "embeddings" / "cached_tei" / "__init__.py").is_file()
+    assert (workdir / "core" / "cached_tei" / "py.typed").is_file()
+    ignored = ignore_spec()
+    for path in (
+        ".venv/bin/python",
+        "tests/reference/README.md",  # `!README.md` keeps the root's only
+        "core/cached_tei/__pycache__/engine.cpython-311.pyc",
+        "core/cached_tei/engine.pyc",
+    ):
+        assert ignored.match_file(path), path
+    assert not ignored.match_file("core/cached_tei/engine.py")
 
 
 @pytest.fixture(scope="module")
