@@ -14,9 +14,10 @@ requests per route (``"GET /collections/{collection_name}/exists"``). As Qdrant 
 404 for a missing collection, 409 for creating an existing one, 401 without the ``api_key``
 it was given, and writes vectors as float32 in their shortest form. With ``grpc=True`` it also
 answers the gRPC calls of a lookup (collection exists and info, ``Points/Get``) on
-``grpc_port``. ``GET /metrics`` (never failed by ``mode``) answers Qdrant's response counters,
-``rest_responses_total{method,endpoint,status}`` and ``grpc_responses_total{endpoint,status}``
-(the gRPC status code), for the endpoints Qdrant itself reports.
+``grpc_port``. ``GET /metrics`` (no key needed, never failed by ``mode``) answers Qdrant's
+response counters, ``rest_responses_total{method,endpoint,status}`` and
+``grpc_responses_total{endpoint,status}`` (the gRPC status code), for the endpoints Qdrant
+itself reports.
 
 Its ``mode`` injects faults at any time:
 
