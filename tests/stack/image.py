@@ -52,7 +52,7 @@ def ignore_spec() -> GitIgnoreSpec:
     return GitIgnoreSpec.from_lines(patterns)
 
 
-def copy_arguments(value: str) -> tuple[list[str], str]:
+def _copy_arguments(value: str) -> tuple[list[str], str]:
     """(sources, destination) of a COPY, in shell or JSON form, flags (``--chown``...) dropped."""
     words = json.loads(value) if value.lstrip().startswith("[") else shlex.split(value)
     paths = [w for w in words if not w.startswith("--")]
@@ -74,7 +74,7 @@ def lay_out(root: Path) -> Path:
             workdir = workdir / instruction.value
         if instruction.name != "COPY":
             continue
-        sources, dest = copy_arguments(instruction.value)
+        sources, dest = _copy_arguments(instruction.value)
         target = workdir / dest
         into_dir = dest.endswith("/") or len(sources) > 1
         for source in sources:
