@@ -11,6 +11,7 @@ from .constants import STACK_DIR
 from .env import ConfigError
 from .nginx import render_nginx_conf
 from .prometheus import render_prometheus_config
+from .safety import refusal
 from .settings import Settings, load_settings
 
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"generate.py: {exc}", file=sys.stderr)
         return 2
+    refused = refusal(settings)
+    if refused:
+        print(f"generate.py: refused: {refused}", file=sys.stderr)
+        return 1
     files, out = generate(settings), Path(args.out)
     if not args.check:
         _write(files, out)

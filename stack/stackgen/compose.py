@@ -11,6 +11,8 @@ from .constants import (
     NGINX_PORT,
     PROMETHEUS_PORT,
     PROXY_CONTAINER_PORT,
+    PROXY_GRACEFUL_TIMEOUT,
+    PROXY_STOP_GRACE,
     QDRANT_GRPC_PORT,
     QDRANT_HTTP_PORT,
     QDRANT_SECRET,
@@ -133,6 +135,7 @@ def _proxy_service(s: Settings) -> dict[str, Any]:
             "CACHED_TEI_PROXY_API_KEYS": "${PROXY_API_KEYS:-}",
             "CACHED_TEI_PROXY_LOG_LEVEL": s.proxy_log_level,
             "CACHED_TEI_PROXY_WORKERS": s.proxy_workers,
+            "CACHED_TEI_PROXY_GRACEFUL_TIMEOUT": str(PROXY_GRACEFUL_TIMEOUT),
         }
     )
     depends_on = {"nginx": {"condition": "service_healthy"}}
@@ -141,6 +144,8 @@ def _proxy_service(s: Settings) -> dict[str, Any]:
     return {
         "build": {"context": "..", "dockerfile": "stack/Dockerfile"},
         "restart": "unless-stopped",
+        # SIGTERM, then in-flight requests and the cache's pending writes finish first.
+        "stop_grace_period": f"{PROXY_STOP_GRACE}s",
         "command": [
             "cached-tei",
             "serve",

@@ -29,8 +29,21 @@ GRAFANA_PORT = 3000
 # The server store writes collection metadata, which Qdrant keeps from 1.16 on (older
 # servers silently drop it); the stack's requests are checked against 1.19's API.
 QDRANT_MIN_VERSION = (1, 16, 0)
+# Open source nginx re-resolves upstream names (`server ... resolve`) from 1.27.3 on.
+NGINX_MIN_VERSION = (1, 27, 3)
+# Seconds the proxy waits for in-flight requests on SIGTERM, then the time it may take to
+# drain the cache's write-behind queue; the container runtime must wait for both.
+PROXY_GRACEFUL_TIMEOUT = 30
+PROXY_STOP_GRACE = PROXY_GRACEFUL_TIMEOUT + 15
 MONITORING_PROFILE = "monitoring"
 QDRANT_SECRET = "qdrant_api_key"  # Prometheus reads Qdrant's key from /run/secrets/<this>
-# Secrets that only compose reads (as ${VAR} at `up` time); the generator never sees them.
-COMPOSE_SECRETS = ("PROXY_API_KEYS", "GRAFANA_ADMIN_PASSWORD")
+# Secrets: the generator knows only whether each is set; compose reads them from .env at
+# `up` time (as ${VAR}), Kubernetes from Secrets.
+COMPOSE_SECRETS = (
+    "HF_TOKEN",
+    "TEI_API_KEY",
+    "QDRANT_API_KEY",
+    "PROXY_API_KEYS",
+    "GRAFANA_ADMIN_PASSWORD",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from pathlib import Path
 
 from .constants import NGINX_HEALTH_PATH, NGINX_PORT
 from .env import ConfigError
 from .settings import Settings
+
+# Docker's embedded DNS server, on every user-defined network.
+DOCKER_RESOLVER = "127.0.0.11"
+RESOLVER_VALID = "10s"
 
 
 class _NginxTemplate(string.Template):
@@ -29,6 +34,9 @@ http {
 @http_paths
     server_tokens off;
     keepalive_timeout 65s;
+    # Upstream names are looked up again every @resolver_valid (`resolve` below), so a TEI that
+    # comes back with a new address is found; nginx >= 1.27.3 (open source) has `resolve`.
+    resolver @resolver valid=@resolver_valid ipv6=off;
 
     upstream tei {
         zone tei 64k;
@@ -69,11 +77,37 @@ http {
 )
 
 
+def _runtime_paths(runtime_dir: Path | str | None) -> tuple[list[str], list[str]]:
+    """The main and http context paths: the container's, or writable ones under runtime_dir."""
+    if runtime_dir is None:
+        main_paths = ["user nginx;", "pid /var/run/nginx.pid;", "error_log /dev/stderr warn;"]
+        return main_paths, ["    access_log /dev/stdout;"]
+    rd = Path(runtime_dir)
+    main_paths = [f"pid {rd / 'nginx.pid'};", f"error_log {rd / 'error.log'} warn;"]
+    http_paths = [f"    access_log {rd / 'access.log'};"] + [
+        f"    {kind}_temp_path {rd / (kind + '_temp')};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    ]
+    return main_paths, http_paths
+
+
+def _is_address(upstream: str) -> bool:
+    """Whether host:port names an IP address (nothing to resolve) rather than a host name."""
+    host = upstream.rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def render_nginx_conf(
     settings: Settings,
     upstreams: list[str] | None = None,
     listen: str | int = NGINX_PORT,
     runtime_dir: Path | str | None = None,
+    resolver: str = DOCKER_RESOLVER,
+    resolve: bool = True,
 ) -> str:
     """nginx.conf for the stack.
 
@@ -81,28 +115,24 @@ def render_nginx_conf(
     listen: the listen directive's address (e.g. "127.0.0.1:18080"); default port 80.
     runtime_dir: for tests as a non-root user: pid, logs and temp paths go under it and
     `user` is omitted. None renders the container configuration.
+    resolver: the DNS server nginx re-resolves upstream names with (Docker's by default).
+    resolve: mark named upstreams `resolve`; False for nginx older than 1.27.3 (Debian's).
     """
     s = settings
     ups = list(upstreams) if upstreams is not None else s.upstreams
     if not ups:
         raise ConfigError("nginx needs at least one upstream")
-    if runtime_dir is None:
-        main_paths = ["user nginx;", "pid /var/run/nginx.pid;", "error_log /dev/stderr warn;"]
-        http_paths = ["    access_log /dev/stdout;"]
-    else:
-        rd = Path(runtime_dir)
-        main_paths = [f"pid {rd / 'nginx.pid'};", f"error_log {rd / 'error.log'} warn;"]
-        http_paths = [f"    access_log {rd / 'access.log'};"] + [
-            f"    {kind}_temp_path {rd / (kind + '_temp')};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        ]
+    main_paths, http_paths = _runtime_paths(runtime_dir)
+    limits = f"max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout}"
     servers = [
-        f"        server {up} max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout};"
+        f"        server {up}{'' if _is_address(up) or not resolve else ' resolve'} {limits};"
         for up in ups
     ]
     return NGINX_TEMPLATE.substitute(
         main_paths="\n".join(main_paths),
         http_paths="\n".join(http_paths),
+        resolver=resolver,
+        resolver_valid=RESOLVER_VALID,
         servers="\n".join(servers),
         keepalive=s.nginx_keepalive,
         listen=listen,

@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .constants import QDRANT_MIN_VERSION
 from .env import ConfigError
 
 Parser = Callable[[str, str], Any]
@@ -117,15 +116,17 @@ def pinned(var: str, raw: str) -> str:
     return raw
 
 
-def qdrant_version(var: str, raw: str) -> str:
-    version = tuple(int(part) for part in re.findall(r"\d+", pinned(var, raw)))
-    if version < QDRANT_MIN_VERSION:
-        oldest = "v" + ".".join(map(str, QDRANT_MIN_VERSION))
-        raise ConfigError(
-            f"{var} {raw} is too old: the cache stores collection metadata, which Qdrant "
-            f"keeps from {oldest} on; use v1.19.0 (the tested release)"
-        )
-    return raw
+def at_least(minimum: tuple[int, int, int], why: str, use: str) -> Parser:
+    """A pinned version no older than `minimum`: `why` says what needs it, `use` what to pick."""
+
+    def parse(var: str, raw: str) -> str:
+        version = tuple(int(part) for part in re.findall(r"\d+", pinned(var, raw)))
+        if version < minimum:
+            oldest = ".".join(map(str, minimum))
+            raise ConfigError(f"{var} {raw} is too old: {why} from {oldest} on; use {use}")
+        return raw
+
+    return parse
 
 
 def gpu_ids(var: str, raw: str) -> tuple[str, ...]:

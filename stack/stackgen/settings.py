@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from . import parsers as p
-from .constants import LOG_LEVELS, STACK_DIR, TEI_PORT, TEI_VARIANTS
+from .constants import (
+    LOG_LEVELS,
+    NGINX_MIN_VERSION,
+    QDRANT_MIN_VERSION,
+    STACK_DIR,
+    TEI_PORT,
+    TEI_VARIANTS,
+)
 from .env import ConfigError, parse_dotenv
 from .parsers import Parser
 
@@ -58,7 +65,15 @@ class Settings:
     remote_upstreams: tuple[str, ...] = setting("TEI_REMOTE_UPSTREAMS", "", p.host_ports)
     # nginx
     nginx_image: str = setting("NGINX_IMAGE", "nginx")
-    nginx_version: str = setting("NGINX_VERSION", "1.27.5", p.pinned)
+    nginx_version: str = setting(
+        "NGINX_VERSION",
+        "1.27.5",
+        p.at_least(
+            NGINX_MIN_VERSION,
+            "the TEI names are re-resolved (`server ... resolve`), which open source nginx has",
+            "1.27.5",
+        ),
+    )
     nginx_publish_port: int | None = setting("NGINX_PUBLISH_PORT", "", p.port)
     nginx_next_upstream_tries: int = setting("NGINX_NEXT_UPSTREAM_TRIES", "3", p.integer(1))
     nginx_connect_timeout: str = setting("NGINX_CONNECT_TIMEOUT", "2s", p.duration)
@@ -68,7 +83,15 @@ class Settings:
     nginx_keepalive: int = setting("NGINX_KEEPALIVE", "64", p.integer(1))
     # Qdrant
     qdrant_image: str = setting("QDRANT_IMAGE", "qdrant/qdrant")
-    qdrant_version: str = setting("QDRANT_VERSION", "v1.19.0", p.qdrant_version)
+    qdrant_version: str = setting(
+        "QDRANT_VERSION",
+        "v1.19.0",
+        p.at_least(
+            QDRANT_MIN_VERSION,
+            "the cache stores collection metadata, which Qdrant keeps",
+            "v1.19.0 (the tested release)",
+        ),
+    )
     has_qdrant_api_key: bool = setting("QDRANT_API_KEY", "", p.is_set)
     qdrant_url: str = setting("QDRANT_URL", "", p.http_url)  # external Qdrant: no qdrant service
     qdrant_shards: int | None = setting("QDRANT_SHARDS", "", p.optional_count)
@@ -78,8 +101,10 @@ class Settings:
     qdrant_publish_port: int | None = setting("QDRANT_PUBLISH_PORT", "", p.port)
     qdrant_grpc_publish_port: int | None = setting("QDRANT_GRPC_PUBLISH_PORT", "", p.port)
     # proxy
-    proxy_bind: str = setting("PROXY_BIND", "0.0.0.0", p.ip_address)
+    proxy_bind: str = setting("PROXY_BIND", "127.0.0.1", p.ip_address)
     proxy_port: int = setting("PROXY_PORT", "8000", p.port)
+    has_proxy_api_keys: bool = setting("PROXY_API_KEYS", "", p.is_set)
+    proxy_allow_anonymous: bool = setting("PROXY_ALLOW_ANONYMOUS", "false", p.boolean)
     proxy_workers: str = setting("PROXY_WORKERS", "auto", p.workers)
     cache_ttl: str = setting("CACHE_TTL", "", p.seconds)
     proxy_log_level: str = setting("PROXY_LOG_LEVEL", "info", p.one_of(*LOG_LEVELS))
@@ -91,6 +116,7 @@ class Settings:
     grafana_image: str = setting("GRAFANA_IMAGE", "grafana/grafana")
     grafana_version: str = setting("GRAFANA_VERSION", "12.4.3", p.pinned)
     grafana_publish_port: int | None = setting("GRAFANA_PUBLISH_PORT", "", p.port)
+    has_grafana_admin_password: bool = setting("GRAFANA_ADMIN_PASSWORD", "", p.is_set)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:

@@ -42,6 +42,27 @@ def _ports(svc: dict) -> list[dict]:
     return out
 
 
+def duration_seconds(text: str) -> float:
+    """A compose duration ("45s", "1m30s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def _stop_grace_problems(proxy: dict) -> list[str]:
+    """The runtime must wait longer than the proxy's graceful shutdown (compose's default: 10s)."""
+    from cached_tei.proxy.settings import ProxySettings
+
+    env = proxy.get("environment") or {}
+    default = ProxySettings.model_fields["graceful_timeout"].default
+    graceful = float(env.get("CACHED_TEI_PROXY_GRACEFUL_TIMEOUT") or default)
+    grace = proxy.get("stop_grace_period", "10s")
+    if duration_seconds(grace) <= graceful:
+        return [f"proxy: stop_grace_period {grace} does not exceed its {graceful:g}s graceful stop"]
+    return []
+
+
 def compose_problems(compose: dict, settings) -> list[str]:
     """Every rule violation, as readable strings (empty list: all good)."""
     problems: list[str] = []
@@ -162,6 +183,7 @@ def compose_problems(compose: dict, settings) -> list[str]:
         want_q = settings.qdrant_url or "http://qdrant:6333"
         if env.get("CACHED_TEI_QDRANT_URL") != want_q:
             problems.append(f"proxy: CACHED_TEI_QDRANT_URL != {want_q}")
+        problems += _stop_grace_problems(proxy)
         deps = proxy.get("depends_on") or {}
         for dep in ["nginx"] + ([] if settings.qdrant_url else ["qdrant"]):
             if (deps.get(dep) or {}).get("condition") != "service_healthy":
