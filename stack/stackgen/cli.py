@@ -9,6 +9,7 @@ from pathlib import Path
 from .compose import render_compose
 from .constants import STACK_DIR
 from .env import ConfigError
+from .kubernetes import render_kubernetes
 from .nginx import render_nginx_conf
 from .prometheus import render_prometheus_config
 from .safety import refusal
@@ -21,6 +22,7 @@ def generate(settings: Settings) -> dict[str, str]:
         "compose.yml": render_compose(settings),
         "nginx.conf": render_nginx_conf(settings),
         "prometheus.yml": render_prometheus_config(settings),
+        **render_kubernetes(settings),
     }
 
 
@@ -45,7 +47,7 @@ def _write(files: dict[str, str], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python stack/generate.py [--env stack/.env] [--out stack/] [--check]`."""
     ap = argparse.ArgumentParser(
-        description="Generate the stack's files (compose, nginx, Prometheus) from stack/.env."
+        description="Generate the stack's files (compose, nginx, Prometheus, Kubernetes) from .env."
     )
     ap.add_argument("--env", help="env file (default: stack/.env, else stack/.env.example)")
     ap.add_argument("--out", default=str(STACK_DIR), help="output folder (default: stack/)")

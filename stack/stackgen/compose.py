@@ -11,13 +11,13 @@ from .constants import (
     NGINX_PORT,
     PROMETHEUS_PORT,
     PROXY_CONTAINER_PORT,
-    PROXY_GRACEFUL_TIMEOUT,
     PROXY_STOP_GRACE,
     QDRANT_GRPC_PORT,
     QDRANT_HTTP_PORT,
     QDRANT_SECRET,
     TEI_PORT,
 )
+from .environment import proxy_environment, tei_environment
 from .output import render_yaml
 from .settings import Settings
 
@@ -49,22 +49,7 @@ def _required_secret(var: str) -> str:
 
 
 def _tei_service(s: Settings, index: int) -> dict[str, Any]:
-    environment: dict[str, str] = {
-        "MODEL_ID": s.model_id,
-    }
-    if s.model_revision:
-        environment["REVISION"] = s.model_revision
-    environment.update(
-        {
-            "MAX_CLIENT_BATCH_SIZE": str(s.tei_max_client_batch_size),
-            "MAX_BATCH_TOKENS": str(s.tei_max_batch_tokens),
-            "MAX_CONCURRENT_REQUESTS": str(s.tei_max_concurrent_requests),
-            "PAYLOAD_LIMIT": str(s.tei_payload_limit),
-            "AUTO_TRUNCATE": "true" if s.tei_auto_truncate else "false",
-        }
-    )
-    if s.tei_dtype:
-        environment["DTYPE"] = s.tei_dtype
+    environment = tei_environment(s)
     if s.has_hf_token:  # TEI reads HF_TOKEN; the value stays in .env
         environment["HF_TOKEN"] = "${HF_TOKEN}"
     if s.has_tei_api_key:
@@ -121,23 +106,12 @@ def _proxy_service(s: Settings) -> dict[str, Any]:
         "CACHED_TEI_QDRANT_API_KEY": (
             "${QDRANT_API_KEY:-}" if s.external_qdrant else _required_secret("QDRANT_API_KEY")
         ),
+        "CACHED_TEI_PROXY_API_KEYS": "${PROXY_API_KEYS:-}",
     }
     if s.has_tei_api_key:
         environment["CACHED_TEI_API_KEY"] = "${TEI_API_KEY}"
-    if s.qdrant_shards:
-        environment["CACHED_TEI_QDRANT_SHARDS"] = str(s.qdrant_shards)
-    if s.qdrant_replication_factor:
-        environment["CACHED_TEI_QDRANT_REPLICATION_FACTOR"] = str(s.qdrant_replication_factor)
-    environment.update(
-        {
-            "CACHED_TEI_MAX_PAYLOAD_BYTES": str(s.tei_payload_limit),
-            "CACHED_TEI_TTL": s.cache_ttl,
-            "CACHED_TEI_PROXY_API_KEYS": "${PROXY_API_KEYS:-}",
-            "CACHED_TEI_PROXY_LOG_LEVEL": s.proxy_log_level,
-            "CACHED_TEI_PROXY_WORKERS": s.proxy_workers,
-            "CACHED_TEI_PROXY_GRACEFUL_TIMEOUT": str(PROXY_GRACEFUL_TIMEOUT),
-        }
-    )
+    environment.update(proxy_environment(s))
+    environment["CACHED_TEI_PROXY_WORKERS"] = s.proxy_workers
     depends_on = {"nginx": {"condition": "service_healthy"}}
     if not s.external_qdrant:
         depends_on["qdrant"] = {"condition": "service_healthy"}

@@ -108,6 +108,7 @@ def render_nginx_conf(
     runtime_dir: Path | str | None = None,
     resolver: str = DOCKER_RESOLVER,
     resolve: bool = True,
+    replicas: int | None = None,
 ) -> str:
     """nginx.conf for the stack.
 
@@ -117,6 +118,8 @@ def render_nginx_conf(
     `user` is omitted. None renders the container configuration.
     resolver: the DNS server nginx re-resolves upstream names with (Docker's by default).
     resolve: mark named upstreams `resolve`; False for nginx older than 1.27.3 (Debian's).
+    replicas: how many TEI servers the upstreams stand for (a headless Service name resolves
+    to every pod); default one per upstream.
     """
     s = settings
     ups = list(upstreams) if upstreams is not None else s.upstreams
@@ -140,5 +143,5 @@ def render_nginx_conf(
         health_path=NGINX_HEALTH_PATH,
         connect_timeout=s.nginx_connect_timeout,
         read_timeout=s.nginx_read_timeout,
-        tries=max(1, min(s.nginx_next_upstream_tries, len(ups))),
+        tries=max(1, min(s.nginx_next_upstream_tries, replicas or len(ups))),
     )

@@ -16,3 +16,11 @@ def render_yaml(document: Any) -> str:
     """`document` as YAML in the generator's style, after the generated-file header."""
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=4096)
     return GENERATED_HEADER + body
+
+
+def render_yaml_documents(documents: list[Any]) -> str:
+    """Several YAML documents (Kubernetes objects) in one file, after the header."""
+    body = yaml.safe_dump_all(
+        documents, sort_keys=False, default_flow_style=False, width=4096, explicit_start=True
+    )
+    return GENERATED_HEADER + body

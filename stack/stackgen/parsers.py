@@ -13,6 +13,8 @@ Parser = Callable[[str, str], Any]
 
 SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 DURATION = re.compile(r"^(\d+(ms|s|m|h))+$")
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = re.compile(r"^\d+(Ki|Mi|Gi|Ti)$")
 HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
 
 
@@ -105,6 +107,12 @@ def port(var: str, raw: str) -> int | None:
 def duration(var: str, raw: str) -> str:
     if not DURATION.match(raw):
         raise ConfigError(f"{var} must be a duration like 30s, 10m or 1h, got {raw!r}")
+    return raw
+
+
+def quantity(var: str, raw: str) -> str:
+    if not QUANTITY.match(raw):
+        raise ConfigError(f"{var} must be a size like 512Mi, 20Gi or 1Ti, got {raw!r}")
     return raw
 
 

@@ -117,6 +117,24 @@ class Settings:
     grafana_version: str = setting("GRAFANA_VERSION", "12.4.3", p.pinned)
     grafana_publish_port: int | None = setting("GRAFANA_PUBLISH_PORT", "", p.port)
     has_grafana_admin_password: bool = setting("GRAFANA_ADMIN_PASSWORD", "", p.is_set)
+    # Kubernetes (stack/kubernetes/)
+    kubernetes_namespace: str = setting(
+        "KUBERNETES_NAMESPACE", "cached-tei", p.matching(p.DNS_LABEL, "a DNS label")
+    )
+    kubernetes_tei_replicas: int | None = setting("KUBERNETES_TEI_REPLICAS", "", p.optional_count)
+    kubernetes_tei_storage: str = setting("KUBERNETES_TEI_STORAGE", "20Gi", p.quantity)
+    kubernetes_storage_class: str = setting(
+        "KUBERNETES_STORAGE_CLASS", "", p.matching(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", "a name")
+    )
+    proxy_image: str = setting("PROXY_IMAGE", "ghcr.io/cached-tei/cached-tei-proxy")
+    proxy_version: str = setting("PROXY_VERSION", "0.1.0", p.pinned)
+    kubernetes_proxy_workers: int = setting("KUBERNETES_PROXY_WORKERS", "2", p.integer(1))
+    kubernetes_proxy_min_replicas: int = setting("KUBERNETES_PROXY_MIN_REPLICAS", "2", p.integer(1))
+    kubernetes_proxy_max_replicas: int = setting(
+        "KUBERNETES_PROXY_MAX_REPLICAS", "10", p.integer(1)
+    )
+    kubernetes_qdrant_replicas: int = setting("KUBERNETES_QDRANT_REPLICAS", "3", p.integer(1))
+    kubernetes_qdrant_storage: str = setting("KUBERNETES_QDRANT_STORAGE", "50Gi", p.quantity)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
@@ -138,6 +156,10 @@ class Settings:
             raise ConfigError(
                 "QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
                 "Qdrant: leave them empty with QDRANT_URL"
+            )
+        if self.kubernetes_proxy_max_replicas < self.kubernetes_proxy_min_replicas:
+            raise ConfigError(
+                "KUBERNETES_PROXY_MAX_REPLICAS must be >= KUBERNETES_PROXY_MIN_REPLICAS"
             )
         published = [port for port in self.published_ports.values() if port]
         if len(set(published)) != len(published):
@@ -164,6 +186,11 @@ class Settings:
     def upstreams(self) -> list[str]:
         """Every TEI address nginx balances over: local services, then remote hosts."""
         return [f"{name}:{TEI_PORT}" for name in self.tei_services] + list(self.remote_upstreams)
+
+    @property
+    def kubernetes_tei_count(self) -> int:
+        """TEI pods on Kubernetes: as set, else as many as compose runs (at least one)."""
+        return self.kubernetes_tei_replicas or self.local_tei_count or 1
 
     @property
     def external_qdrant(self) -> bool:
