@@ -18,9 +18,26 @@ def render_yaml(document: Any) -> str:
     return GENERATED_HEADER + body
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (nginx.conf, the dashboard) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
 def render_yaml_documents(documents: list[Any]) -> str:
     """Several YAML documents (Kubernetes objects) in one file, after the header."""
-    body = yaml.safe_dump_all(
-        documents, sort_keys=False, default_flow_style=False, width=4096, explicit_start=True
+    body = yaml.dump_all(
+        documents,
+        Dumper=_BlockDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=4096,
+        explicit_start=True,
     )
     return GENERATED_HEADER + body
