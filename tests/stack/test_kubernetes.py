@@ -10,10 +10,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import kubernetes_validate
+import numpy as np
 import pytest
 import yaml
 from kubernetes_validate import utils as kv
+
+from tests import tei_emulator as emu
+from tests.support.proxy import ProxyProcess
+from tests.tei_emulator.process import free_port
 
 from .conftest import STACK
 from .rules import containers, kubernetes_problems, pod_spec, referenced_secrets, workloads
@@ -404,3 +410,40 @@ def test_proxy_image_tag_is_the_package_version(example_env):
     from cached_tei import __version__
 
     assert example_env["PROXY_VERSION"] == __version__
+
+
+def test_proxy_pod_serves_with_its_settings_and_writes_only_to_tmp(committed, tmp_path):
+    """The proxy pod's command line and environment, run for real (TEI: the emulator; Qdrant:
+    unreachable, so the cache is bypassed): it serves the right vectors behind its keys, stops
+    cleanly on SIGTERM, and writes nowhere but TMPDIR (the pod's emptyDir at /tmp)."""
+    container = pod_spec(by_name(committed["production"], "Deployment", "proxy"))["containers"][0]
+    assert container["command"] == ["cached-tei", "serve"]
+    args = container["args"]
+    workers = args[args.index("--workers") :]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    secrets = {"CACHED_TEI_PROXY_API_KEYS": "pod-key", "CACHED_TEI_QDRANT_API_KEY": "q"}
+    env = {k: secrets[k] if isinstance(v, tuple) else v for k, v in env_of(container).items()}
+    env["CACHED_TEI_QDRANT_URL"] = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    home, scratch, work = tmp_path / "home", tmp_path / "tmp", tmp_path / "work"
+    for folder in (home, scratch, work):
+        folder.mkdir()
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), TMPDIR=str(scratch))
+    config = emu.EmulatorConfig()
+    tei = emu.EmulatorServer(config, port=0).start()
+    try:
+        env.pop("CACHED_TEI_URL")  # nginx's address in the pod; the emulator here
+        with ProxyProcess(work, tei.url, args=tuple(workers), **env) as proxy:
+            texts = ["pod text one", "pod text two"]
+            auth = {"Authorization": "Bearer pod-key"}
+            r = httpx.post(f"{proxy.url}/embed", json={"inputs": texts}, headers=auth, timeout=30)
+            assert r.status_code == 200, r.text[:300]
+            want = np.stack([emu.expected_vector(config, t) for t in texts])
+            assert np.array_equal(np.asarray(r.json(), dtype=np.float32), want)
+            anonymous = httpx.post(f"{proxy.url}/embed", json={"inputs": texts}, timeout=30)
+            assert anonymous.status_code == 401
+            assert [p.name.startswith("cached-tei-metrics-") for p in scratch.iterdir()] == [True]
+            assert proxy.terminate() == 0
+    finally:
+        tei.stop()
+    assert list(home.rglob("*")) == []
+    assert [p.name for p in work.iterdir()] == [proxy.log_path.name]
