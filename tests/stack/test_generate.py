@@ -58,15 +58,20 @@ def test_cli_writes_and_checks(tmp_path):
     cmd = [sys.executable, str(STACK / "generate.py"), "--env", str(STACK / ".env.example")]
     out = subprocess.run(cmd + ["--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    for name in ("compose.yml", "nginx.conf", "prometheus.yml"):
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert "kubernetes/overlays/production/qdrant-values.yaml" in written
+    for name in written:
         assert (tmp_path / name).read_text() == (STACK / name).read_text()
     ok = subprocess.run(cmd + ["--out", str(STACK), "--check"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "nginx.conf").write_text("stale\n")
+    (tmp_path / "kubernetes" / "overlays" / "dev" / "qdrant.yaml").unlink()
     stale = subprocess.run(
         cmd + ["--out", str(tmp_path), "--check"], capture_output=True, text=True
     )
-    assert stale.returncode == 1 and "nginx.conf" in stale.stderr
+    assert stale.returncode == 1
+    assert stale.stderr.count(str(tmp_path)) == 2, stale.stderr
+    assert "nginx.conf" in stale.stderr and "overlays/dev/qdrant.yaml" in stale.stderr
 
 
 def test_cli_reports_bad_env(tmp_path):
