@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -147,6 +148,17 @@ def test_readme_main_command_generates(tmp_path):
     assert out.returncode == 0, out.stderr
     for name in ("compose.yml", "nginx.conf", "prometheus.yml"):
         assert (tmp_path / "out" / name).read_text() == (STACK / name).read_text()
+
+
+def test_system_python_with_pyyaml_runs_it():
+    """The generator needs no virtualenv: the system python3 (isolated) and PyYAML suffice."""
+    system = Path("/usr/bin/python3")
+    if not system.exists() or subprocess.run([system, "-I", "-c", "import yaml"]).returncode:
+        pytest.skip("no system python3 with PyYAML (Debian: python3-yaml)")
+    out = subprocess.run(
+        [str(system), "-I", str(STACK / "generate.py"), "--check"], capture_output=True, text=True
+    )
+    assert (out.returncode, out.stderr) == (0, "")
 
 
 def test_without_pyyaml_one_line_names_the_fix():
