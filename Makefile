@@ -24,7 +24,7 @@ lint: install
 	$(BIN)/hadolint stack/Dockerfile
 
 typecheck: install
-	$(BIN)/mypy -p cached_tei -p langchain_cached_tei -p llama_index_cached_tei
+	$(BIN)/mypy -p cached_tei -p langchain_cached_tei -p llama_index_cached_tei && $(BIN)/mypy --strict stack/
 
 bench: install
 	$(BIN)/python bench/run.py

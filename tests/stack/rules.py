@@ -42,6 +42,27 @@ def _ports(svc: dict) -> list[dict]:
     return out
 
 
+def duration_seconds(text: str) -> float:
+    """A compose duration ("45s", "1m30s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def _stop_grace_problems(proxy: dict) -> list[str]:
+    """The runtime must wait longer than the proxy's graceful shutdown (compose's default: 10s)."""
+    from cached_tei.proxy.settings import ProxySettings
+
+    env = proxy.get("environment") or {}
+    default = ProxySettings.model_fields["graceful_timeout"].default
+    graceful = float(env.get("CACHED_TEI_PROXY_GRACEFUL_TIMEOUT") or default)
+    grace = proxy.get("stop_grace_period", "10s")
+    if duration_seconds(grace) <= graceful:
+        return [f"proxy: stop_grace_period {grace} does not exceed its {graceful:g}s graceful stop"]
+    return []
+
+
 def compose_problems(compose: dict, settings) -> list[str]:
     """Every rule violation, as readable strings (empty list: all good)."""
     problems: list[str] = []
@@ -162,6 +183,7 @@ def compose_problems(compose: dict, settings) -> list[str]:
         want_q = settings.qdrant_url or "http://qdrant:6333"
         if env.get("CACHED_TEI_QDRANT_URL") != want_q:
             problems.append(f"proxy: CACHED_TEI_QDRANT_URL != {want_q}")
+        problems += _stop_grace_problems(proxy)
         deps = proxy.get("depends_on") or {}
         for dep in ["nginx"] + ([] if settings.qdrant_url else ["qdrant"]):
             if (deps.get(dep) or {}).get("condition") != "service_healthy":
@@ -209,3 +231,164 @@ def compose_problems(compose: dict, settings) -> list[str]:
             ):
                 problems.append(f"{name}: secret {key} is written literally")
     return problems
+
+
+# ---- Kubernetes ----------------------------------------------------------------------------
+
+GPU = "nvidia.com/gpu"
+
+
+def workloads(objects: list[dict]) -> dict[str, dict]:
+    """kind/name -> object, for every object that runs pods."""
+    kinds = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects if o["kind"] in kinds}
+
+
+def pod_spec(workload: dict) -> dict:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def containers(workload: dict) -> list[dict]:
+    spec = pod_spec(workload)
+    return list(spec.get("initContainers") or []) + list(spec["containers"])
+
+
+def referenced_secrets(objects: list[dict]) -> set[str]:
+    """Every Secret a pod reads: env secretKeyRef, envFrom secretRef, secret volumes."""
+    names: set[str] = set()
+    for workload in workloads(objects).values():
+        for c in containers(workload):
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    names.add(ref["name"])
+            for source in c.get("envFrom") or []:
+                if "secretRef" in source:
+                    names.add(source["secretRef"]["name"])
+        for volume in pod_spec(workload).get("volumes") or []:
+            if "secret" in volume:
+                names.add(volume["secret"]["secretName"])
+    return names
+
+
+def _gpu_problems(objects: list[dict], settings) -> list[str]:
+    problems = []
+    for key, workload in workloads(objects).items():
+        for c in containers(workload):
+            resources = c.get("resources") or {}
+            gpus = (resources.get("limits") or {}).get(GPU)
+            requested = (resources.get("requests") or {}).get(GPU)
+            if requested is not None and requested != gpus:
+                problems.append(f"{key}: {c['name']} requests {requested} GPUs, limits {gpus}")
+            is_tei = key == "StatefulSet/tei" and c["name"] == "tei"
+            if is_tei and not settings.cpu and gpus != 1:
+                problems.append(f"{key}: a TEI pod must have exactly one GPU, has {gpus}")
+            if (not is_tei or settings.cpu) and gpus is not None:
+                problems.append(f"{key}: {c['name']} takes a GPU ({gpus})")
+    return problems
+
+
+def _image_problems(objects: list[dict]) -> list[str]:
+    return [
+        f"{key}: image {c['image']!r} is not pinned"
+        for key, workload in workloads(objects).items()
+        for c in containers(workload)
+        if not tag_is_pinned(image_tag(c["image"]))
+    ]
+
+
+def _tei_problems(objects: list[dict], settings) -> list[str]:
+    tei = workloads(objects).get("StatefulSet/tei")
+    if tei is None:
+        return ["no TEI StatefulSet"]
+    problems = []
+    if tei["spec"]["replicas"] != settings.kubernetes_tei_count:
+        problems.append(
+            f"tei: {tei['spec']['replicas']} replicas, .env asks for "
+            f"{settings.kubernetes_tei_count}"
+        )
+    container = pod_spec(tei)["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if (container.get(probe) or {}).get("httpGet", {}).get("path") != "/health":
+            problems.append(f"tei: {probe} does not GET /health")
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
+    claims = {t["metadata"]["name"] for t in tei["spec"].get("volumeClaimTemplates") or []}
+    if mounts.get("/data") not in claims:
+        problems.append("tei: the model cache (/data) is not on a persistent volume")
+    headless = [
+        o
+        for o in objects
+        if o["kind"] == "Service" and o["metadata"]["name"] == tei["spec"]["serviceName"]
+    ]
+    if not headless or headless[0]["spec"].get("clusterIP") != "None":
+        problems.append("tei: no headless Service for nginx to resolve")
+    return problems
+
+
+def _proxy_problems(objects: list[dict], settings) -> list[str]:
+    from cached_tei.proxy.settings import ProxySettings
+
+    proxy = workloads(objects).get("Deployment/proxy")
+    if proxy is None:
+        return ["no proxy Deployment"]
+    problems = []
+    spec = pod_spec(proxy)
+    container = spec["containers"][0]
+    security = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+    if security.get("runAsUser") != 10001 or not security.get("runAsNonRoot"):
+        problems.append("proxy: does not run as the non-root uid 10001")
+    if not security.get("readOnlyRootFilesystem"):
+        problems.append("proxy: root filesystem is writable")
+    empty_dirs = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
+    if mounts.get("/tmp") not in empty_dirs:
+        problems.append("proxy: no emptyDir at /tmp for the workers' shared metrics")
+    resources = container.get("resources") or {}
+    if not (resources.get("requests") or {}).get("cpu") or not resources.get("limits"):
+        problems.append("proxy: no resource requests and limits")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if probe not in container:
+            problems.append(f"proxy: no {probe}")
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    workers = argv[argv.index("--workers") + 1] if "--workers" in argv else None
+    if workers != str(settings.kubernetes_proxy_workers):
+        problems.append(
+            f"proxy: --workers {workers}, .env asks for {settings.kubernetes_proxy_workers}"
+        )
+    graceful = ProxySettings.model_fields["graceful_timeout"].default
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    graceful = float(env.get("CACHED_TEI_PROXY_GRACEFUL_TIMEOUT") or graceful)
+    if spec.get("terminationGracePeriodSeconds", 30) <= graceful:
+        problems.append("proxy: terminationGracePeriodSeconds does not exceed its graceful stop")
+    return problems
+
+
+def _scaling_problems(objects: list[dict]) -> list[str]:
+    by_kind = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    problems = []
+    hpa = by_kind.get(("HorizontalPodAutoscaler", "proxy"))
+    if hpa is None or hpa["spec"]["scaleTargetRef"] != {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "proxy",
+    }:
+        problems.append("proxy: no HorizontalPodAutoscaler on its Deployment")
+    pdb = by_kind.get(("PodDisruptionBudget", "proxy"))
+    proxy = by_kind.get(("Deployment", "proxy"))
+    if pdb is None or proxy is None or pdb["spec"]["selector"] != proxy["spec"]["selector"]:
+        problems.append("proxy: no PodDisruptionBudget over its pods")
+    return problems
+
+
+def kubernetes_problems(objects: list[dict], settings) -> list[str]:
+    """Every rule violation in one rendered overlay (empty list: all good)."""
+    return (
+        _gpu_problems(objects, settings)
+        + _image_problems(objects)
+        + _tei_problems(objects, settings)
+        + _proxy_problems(objects, settings)
+        + _scaling_problems(objects)
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -57,15 +59,20 @@ def test_cli_writes_and_checks(tmp_path):
     cmd = [sys.executable, str(STACK / "generate.py"), "--env", str(STACK / ".env.example")]
     out = subprocess.run(cmd + ["--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    for name in ("compose.yml", "nginx.conf", "prometheus.yml"):
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert "kubernetes/overlays/production/qdrant-values.yaml" in written
+    for name in written:
         assert (tmp_path / name).read_text() == (STACK / name).read_text()
     ok = subprocess.run(cmd + ["--out", str(STACK), "--check"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "nginx.conf").write_text("stale\n")
+    (tmp_path / "kubernetes" / "overlays" / "dev" / "qdrant.yaml").unlink()
     stale = subprocess.run(
         cmd + ["--out", str(tmp_path), "--check"], capture_output=True, text=True
     )
-    assert stale.returncode == 1 and "nginx.conf" in stale.stderr
+    assert stale.returncode == 1
+    assert stale.stderr.count(str(tmp_path)) == 2, stale.stderr
+    assert "nginx.conf" in stale.stderr and "overlays/dev/qdrant.yaml" in stale.stderr
 
 
 def test_cli_reports_bad_env(tmp_path):
@@ -78,6 +85,93 @@ def test_cli_reports_bad_env(tmp_path):
     )
     assert out.returncode == 2 and "TEI_VERSION" in out.stderr
     assert not (tmp_path / "compose.yml").exists()
+
+
+def _generate(env_file, out):
+    cmd = [sys.executable, str(STACK / "generate.py"), "--env", str(env_file), "--out", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "change, fix",
+    [
+        (
+            "PROXY_BIND=0.0.0.0\n",
+            "generate.py: refused: PROXY_BIND=0.0.0.0 publishes the proxy beyond this host "
+            "without API keys: set PROXY_API_KEYS, or PROXY_BIND=127.0.0.1, or "
+            "PROXY_ALLOW_ANONYMOUS=true to serve anyone who can reach it",
+        ),
+        (
+            "MONITORING=true\n",
+            "generate.py: refused: MONITORING=true needs GRAFANA_ADMIN_PASSWORD in stack/.env "
+            "(e.g. the output of `openssl rand -hex 16`), or MONITORING=false",
+        ),
+    ],
+)
+def test_cli_refuses_unsafe_deployments(tmp_path, change, fix):
+    env = tmp_path / ".env"
+    env.write_text((STACK / ".env.example").read_text(encoding="utf-8") + change)
+    out = _generate(env, tmp_path)
+    assert (out.returncode, out.stderr, out.stdout) == (1, fix + "\n", "")
+    assert not (tmp_path / "compose.yml").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "PROXY_BIND=0.0.0.0\nPROXY_API_KEYS=k1,k2\n",
+        "PROXY_BIND=::\nPROXY_ALLOW_ANONYMOUS=true\n",
+        "PROXY_BIND=::1\n",
+        "MONITORING=true\nGRAFANA_ADMIN_PASSWORD=pw-never-written\n",
+    ],
+)
+def test_cli_accepts_what_is_explicitly_safe(tmp_path, change):
+    env = tmp_path / ".env"
+    env.write_text((STACK / ".env.example").read_text(encoding="utf-8") + change)
+    out = _generate(env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "k1" not in (tmp_path / "compose.yml").read_text()
+    assert "pw-never-written" not in (tmp_path / "compose.yml").read_text()
+
+
+def test_readme_main_command_generates(tmp_path):
+    """`cp .env.example .env`, the README's sed line, then the generator: it succeeds."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    sed = re.search(r"^\s*&& (sed -i .*stack/\.env) \\$", readme, re.M)
+    assert sed, "the README's main command lost its sed line"
+    (tmp_path / "stack").mkdir()
+    shutil.copy(STACK / ".env.example", tmp_path / "stack" / ".env")
+    subprocess.run(["bash", "-c", sed.group(1)], cwd=tmp_path, check=True)
+    env = (tmp_path / "stack" / ".env").read_text()
+    assert re.search(r"^QDRANT_API_KEY=[0-9a-f]{64}$", env, re.M), env
+    out = _generate(tmp_path / "stack" / ".env", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    for name in ("compose.yml", "nginx.conf", "prometheus.yml"):
+        assert (tmp_path / "out" / name).read_text() == (STACK / name).read_text()
+
+
+def test_system_python_with_pyyaml_runs_it():
+    """The generator needs no virtualenv: the system python3 (isolated) and PyYAML suffice."""
+    system = Path("/usr/bin/python3")
+    if not system.exists() or subprocess.run([system, "-I", "-c", "import yaml"]).returncode:
+        pytest.skip("no system python3 with PyYAML (Debian: python3-yaml)")
+    out = subprocess.run(
+        [str(system), "-I", str(STACK / "generate.py"), "--check"], capture_output=True, text=True
+    )
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_without_pyyaml_one_line_names_the_fix():
+    # -S: no site-packages, so no PyYAML (the standard library is all there is)
+    out = subprocess.run(
+        [sys.executable, "-S", str(STACK / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == (
+        "generate.py: PyYAML is missing: pip install pyyaml (or apt install python3-yaml)\n"
+    )
 
 
 def _declared(gen) -> dict[str, object]:
@@ -97,13 +191,21 @@ def test_every_example_variable_is_documented_and_declared(gen):
             key = line.split("=", 1)[0]
             in_example.append(key)
             assert lines[i - 1].startswith("#"), f"{key} has no comment above it"
-            assert key in declared or key in gen.COMPOSE_SECRETS, f"{key} is not a setting"
-    assert sorted(in_example) == sorted([*declared, *gen.COMPOSE_SECRETS])
-    compose = gen.render_compose(
-        gen.Settings.from_env(dict(gen.parse_dotenv(text), MONITORING="true"))
-    )
+            assert key in declared, f"{key} is not a setting"
+    assert sorted(in_example) == sorted(declared)
+    secrets = dict.fromkeys(gen.COMPOSE_SECRETS, "s3cret-value")
+    settings = gen.Settings.from_env(dict(gen.parse_dotenv(text), MONITORING="true", **secrets))
+    compose = gen.render_compose(settings)
     for secret in gen.COMPOSE_SECRETS:  # read by compose only, as ${VAR}
-        assert "${" + secret in compose
+        assert secret in declared and "${" + secret in compose
+    assert "s3cret-value" not in compose
+
+
+def test_example_header_lists_every_generated_file(gen, example_env):
+    header = (STACK / ".env.example").read_text(encoding="utf-8").split("\n\n", 1)[0]
+    for name in gen.generate(gen.Settings.from_env(example_env)):
+        shown = name.split("/", 1)[0] + ("/" if "/" in name else "")
+        assert f"stack/{shown}" in header, name
 
 
 def test_example_shows_the_defaults(gen, example_env):
@@ -155,7 +257,7 @@ def test_four_gpus(gen, validator, example_env):
     assert c["services"]["nginx"]["depends_on"]["tei-0"] == {"condition": "service_healthy"}
     conf = gen.render_nginx_conf(s)
     for n in tei:
-        assert f"server {n}:80 max_fails=3 fail_timeout=10s;" in conf
+        assert f"server {n}:80 resolve max_fails=3 fail_timeout=10s;" in conf
     assert "proxy_next_upstream_tries 3;" in conf
 
 
@@ -182,8 +284,11 @@ def test_remote_upstreams(gen, validator, example_env):
     env = dict(example_env, GPU_IDS="0,1", TEI_REMOTE_UPSTREAMS="10.0.0.12:8080, gpu-box-2:80")
     s, c = _check(gen, validator, env)
     conf = gen.render_nginx_conf(s)
-    for up in ("tei-0:80", "tei-1:80", "10.0.0.12:8080", "gpu-box-2:80"):
-        assert f"server {up} max_fails" in conf
+    # names are re-resolved through Docker's DNS; an address has nothing to resolve
+    assert "resolver 127.0.0.11 valid=10s ipv6=off;" in conf
+    for up in ("tei-0:80", "tei-1:80", "gpu-box-2:80"):
+        assert f"server {up} resolve max_fails" in conf
+    assert "server 10.0.0.12:8080 max_fails" in conf
     assert "proxy_next_upstream_tries 3;" in conf
 
 
@@ -283,6 +388,7 @@ def test_tei_limits_reach_tei_nginx_and_proxy(gen, validator, example_env):
         ({"TEI_VERSION": "latest"}, "TEI_VERSION"),
         ({"QDRANT_VERSION": "latest"}, "QDRANT_VERSION"),
         ({"NGINX_VERSION": "1.27"}, "NGINX_VERSION"),
+        ({"NGINX_VERSION": "1.27.2"}, "NGINX_VERSION 1.27.2 is too old: the TEI names are re-res"),
         ({"TEI_VARIANT": "ampere"}, "TEI_VARIANT"),
         ({"GPU_IDS": "0,1,0"}, "more than once"),
         ({"GPU_IDS": ""}, "no TEI upstream"),
@@ -407,6 +513,7 @@ def test_rules_catch_violations(gen, example_env):
     c["services"]["qdrant"]["image"] = "qdrant/qdrant:latest"
     c["services"]["proxy"]["depends_on"]["ghost"] = {"condition": "service_started"}
     c["services"]["proxy"]["profiles"] = ["monitoring"]
+    c["services"]["proxy"]["stop_grace_period"] = "30s"
     problems = "\n".join(compose_problems(c, s))
     for expected in (
         "count and device_ids",
@@ -415,6 +522,7 @@ def test_rules_catch_violations(gen, example_env):
         "not pinned",
         "ghost",
         "proxy: profiles ['monitoring']",
+        "proxy: stop_grace_period 30s does not exceed its 30s graceful stop",
     ):
         assert expected in problems
 
