@@ -161,7 +161,7 @@ def test_cache_stats_prune_clear(cli, tmp_path):
 
     code, stdout, _ = cli("cache", "stats")
     assert code == 0
-    assert stdout.splitlines()[-1].startswith("1 collections, 12 entries under prefix 'cached_tei'")
+    assert stdout.splitlines()[-1].startswith("1 collection, 12 entries under prefix 'cached_tei'")
     assert FAST.model_id in stdout and f"{FAST.dim} dims" in stdout
     code, stdout, _ = cli("cache", "stats", "--json")
     stats = json.loads(stdout)
@@ -223,7 +223,7 @@ def test_cache_stats_while_another_process_holds_the_folder(emu, store):
         assert stats.returncode == 0, stats.stderr
         collection, total, held = stats.stdout.splitlines()
         assert FAST.model_id in collection and collection.endswith("? entries")
-        assert total.startswith("1 collections, ? entries under prefix 'cached_tei'")
+        assert total.startswith("1 collection, ? entries under prefix 'cached_tei'")
         assert held.startswith(f"{store} is held by ") and str(holder.pid) in held
 
         stats = run_cli("cache", "stats", "--json", "--qdrant-path", str(store))
@@ -233,10 +233,12 @@ def test_cache_stats_while_another_process_holds_the_folder(emu, store):
         assert info["count"] is None and info["dimension"] == FAST.dim
         assert info["namespace"]["model_id"] == FAST.model_id
 
-        pruned = run_cli("cache", "prune", "--ttl", "60", "--qdrant-path", str(store))
-        assert pruned.returncode == 1
-        [line] = pruned.stderr.splitlines()
-        assert line.startswith("cached-tei: error: ") and str(holder.pid) in line
+        for maintenance in (["prune", "--ttl", "60"], ["clear", "--yes"]):
+            refused = run_cli("cache", *maintenance, "--qdrant-path", str(store))
+            assert refused.returncode == 1
+            [line] = refused.stderr.splitlines()
+            assert line.startswith(f"cached-tei: error: the embedded cache at {store} is held by ")
+            assert f"stop PID {holder.pid} " in line and "then run the command again" in line
     finally:
         holder.communicate("\n", timeout=30)
     assert holder.returncode == 0
@@ -250,10 +252,12 @@ def test_cache_stats_while_another_process_holds_the_folder(emu, store):
     [
         (["embed", "missing.txt"], "no such file: missing.txt"),
         (
-            ["embed", "{txt}", "--timeout", "-1"],
-            "invalid setting: timeout: Input should be greater than 0",
+            ["embed", "{jsonl}", "-o", "{npy}"],
+            "line 2 has no field 'text' (choose the field with --field)",
         ),
-        (["embed", "{jsonl}", "-o", "{npy}"], "line 2 has no non-empty string field 'text'"),
+        (["embed", "{jsonl}", "-o", "{npy}", "--field", "text"], "line 2 has no field 'text'"),
+        (["embed", "{fields}", "-o", "{npy}"], "line 2: field 'text' is empty; remove the line"),
+        (["embed", "{fields}", "-o", "{npy}", "--field", "n"], "line 1: field 'n' is a number,"),
         (["embed", "{txt}", "--format", "npy"], "a .npy output needs a file name"),
         (
             [
@@ -277,9 +281,11 @@ def test_errors_are_one_line_and_fail(cli, tmp_path, monkeypatch, args, message)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     (tmp_path / "a.txt").write_text("fine\n")
     (tmp_path / "b.jsonl").write_text('{"text": "ok"}\n{"other": "x"}\n')
+    (tmp_path / "c.jsonl").write_text('{"text": "ok", "n": 3}\n{"text": ""}\n')
     paths = {
         "txt": str(tmp_path / "a.txt"),
         "jsonl": str(tmp_path / "b.jsonl"),
+        "fields": str(tmp_path / "c.jsonl"),
         "npy": str(tmp_path / "o.npy"),
     }
     code, _, err = cli(*[a.format(**paths) for a in args])
@@ -380,6 +386,46 @@ def test_usage_errors_exit_2_with_one_line():
         )
     ]
     assert run_cli().returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["cache", "prune", "--ttl", "abc"],
+            "cached-tei cache prune: error: argument --ttl: Input should be a valid number, "
+            "unable to parse string as a number (see cached-tei cache prune --help)",
+        ),
+        (
+            ["embed", "x", "--timeout", "-1"],
+            "cached-tei embed: error: argument --timeout: Input should be greater than 0 "
+            "(see cached-tei embed --help)",
+        ),
+    ],
+)
+def test_a_bad_setting_flag_is_a_usage_error(store, args, line):
+    result = run_cli(*args, "--qdrant-path", str(store))
+    assert (result.returncode, result.stderr.strip().splitlines()) == (2, [line])
+
+
+def test_a_bad_setting_from_the_environment_is_not_a_usage_error(store):
+    result = run_cli("cache", "prune", "--qdrant-path", str(store), env={"CACHED_TEI_TTL": "abc"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "cached-tei: error: invalid setting: ttl: Input should be a valid number, "
+        "unable to parse string as a number"
+    )
+
+
+def test_one_entry_is_singular(cli, tmp_path):
+    source = tmp_path / "one.txt"
+    source.write_text("alone\n")
+    assert cli("embed", str(source), "-o", str(tmp_path / "one.npy"), "-q")[0] == 0
+    code, stdout, _ = cli("cache", "stats")
+    [collection, total] = stdout.splitlines()
+    assert collection.endswith("  1 entry") and total.startswith("1 collection, 1 entry under")
+    code, stdout, _ = cli("cache", "clear", "--yes")
+    assert (code, stdout.split(" from ")[0]) == (0, "removed 1 entry")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from ..errors import CachedTEIError
 from ..logs import LogFormat, LogSettings
 from ..settings import CachedTEISettings
 from .options import (
+    FLAG_PREFIXES,
     CLIError,
     add_setting_flags,
     configure_logging,
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy_",
         "proxy (each flag overrides its CACHED_TEI_PROXY_* variable)",
     )
-    serve.set_defaults(run=_command("serve", "run_serve"))
+    serve.set_defaults(parser=serve, run=_command("serve", "run_serve"))
 
     embed = commands.add_parser(
         "embed",
@@ -104,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: .jsonl/.ndjson are JSONL, anything else one text per line",
     )
-    embed.add_argument(
-        "--field", default="text", help="the JSONL field holding the text (default text)"
-    )
+    embed.add_argument("--field", help="the JSONL field holding the text (default text)")
     embed.add_argument(
         "--format",
         choices=("auto", "jsonl", "npy"),
@@ -128,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
     )
-    embed.set_defaults(run=_command("embed", "run_embed"))
+    embed.set_defaults(parser=embed, run=_command("embed", "run_embed"))
 
     cache = commands.add_parser(
         "cache", help="inspect or clean the cache", description="Inspect or clean the Qdrant cache."
@@ -138,16 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", parents=[common], help="collections and entry counts"
     )
     stats.add_argument("--json", action="store_true", help="print JSON")
-    stats.set_defaults(run=_command("cache", "run_cache_stats"))
+    stats.set_defaults(parser=stats, run=_command("cache", "run_cache_stats"))
     prune = cache_commands.add_parser(
         "prune", parents=[common], help="delete entries older than the TTL (--ttl)"
     )
-    prune.set_defaults(run=_command("cache", "run_cache_prune"))
+    prune.set_defaults(parser=prune, run=_command("cache", "run_cache_prune"))
     clear = cache_commands.add_parser(
         "clear", parents=[common], help="delete every cache collection under the prefix"
     )
     clear.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    clear.set_defaults(run=_command("cache", "run_cache_clear"))
+    clear.set_defaults(parser=clear, run=_command("cache", "run_cache_clear"))
     return parser
 
 
@@ -165,6 +164,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _flag_errors(args: argparse.Namespace, exc: ValidationError) -> str | None:
+    """argparse's message for settings refused because of flags given on the command line;
+    None when a refused value came from elsewhere (the environment, ``.env``)."""
+    given = {
+        dest.split("_", 1)[1]
+        for dest, value in vars(args).items()
+        if dest.startswith(FLAG_PREFIXES) and value is not None
+    }
+    errors = exc.errors()
+    if not errors or any(not error["loc"] or error["loc"][0] not in given for error in errors):
+        return None
+    return "; ".join(
+        f"argument --{str(error['loc'][0]).replace('_', '-')}: {error['msg']}" for error in errors
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``cached-tei`` entry point; returns the exit status."""
     parser = build_parser()
@@ -177,7 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error(args.log_format, "interrupted")
         return 130
-    except (CLIError, CachedTEIError, ValidationError, OSError) as exc:
+    except ValidationError as exc:
+        flags = _flag_errors(args, exc)
+        if flags:
+            args.parser.error(flags)  # a bad value on the command line: exit 2, like argparse
+        _error(args.log_format, _one_line(exc))
+        return 1
+    except (CLIError, CachedTEIError, OSError) as exc:
         _error(args.log_format, _one_line(exc))
         return 1
 

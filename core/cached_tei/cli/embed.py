@@ -23,6 +23,8 @@ from .options import CLIError, settings_from_args, tell
 
 # Engine calls in flight at once while embedding a file.
 WINDOW = 2
+# The JSONL field read unless --field names another.
+DEFAULT_FIELD = "text"
 
 
 # ---------------------------------------------------------------------------- embed
@@ -36,9 +38,10 @@ class _Source:
     path: Path | None
     jsonl: bool
     field: str
+    field_given: bool
 
     @classmethod
-    def of(cls, name: str, input_format: str, field: str) -> _Source:
+    def of(cls, name: str, input_format: str, field: str | None) -> _Source:
         path = None if name == "-" else Path(name)
         if path is not None and not path.is_file():
             raise CLIError(f"no such file: {name}")
@@ -46,7 +49,7 @@ class _Source:
             jsonl = path is not None and path.suffix.lower() in (".jsonl", ".ndjson")
         else:
             jsonl = input_format == "jsonl"
-        return cls(path, jsonl, field)
+        return cls(path, jsonl, field or DEFAULT_FIELD, field is not None)
 
     @property
     def name(self) -> str:
@@ -84,13 +87,34 @@ class _Source:
                 record = loads(line)
             except ValueError as exc:
                 raise CLIError(f"{self.name} line {number} is not JSON: {exc}") from None
-            value = record.get(self.field) if isinstance(record, dict) else None
-            if not isinstance(value, str) or not value:
-                raise CLIError(
-                    f"{self.name} line {number} has no non-empty string field {self.field!r} "
-                    "(choose the field with --field)"
-                )
-            yield record, value
+            if not isinstance(record, dict):
+                raise CLIError(f"{self.name} line {number} is not a JSON object")
+            yield record, self._text(record, number)
+
+    def _text(self, record: dict[str, Any], number: int) -> str:
+        where = f"{self.name} line {number}"
+        if self.field not in record:
+            # Only a default field may be the wrong one: a chosen one is just missing here.
+            choose = "" if self.field_given else " (choose the field with --field)"
+            raise CLIError(f"{where} has no field {self.field!r}{choose}")
+        value = record[self.field]
+        if not isinstance(value, str):
+            raise CLIError(
+                f"{where}: field {self.field!r} is {_json_type(value)}, not a string of text"
+            )
+        if not value:
+            raise CLIError(f"{where}: field {self.field!r} is empty; remove the line or fill it")
+        return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 class _Partial:

@@ -20,6 +20,8 @@ class CLIError(Exception):
 
 # ---------------------------------------------------------------------------- settings flags
 _SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys"})
+# The dest prefixes of the engine's, the proxy's and the logs' setting flags.
+FLAG_PREFIXES = ("setting_", "proxy_", "log_")
 
 
 def add_setting_flags(
@@ -64,6 +66,11 @@ def proxy_settings_from_args(args: argparse.Namespace) -> Any:
 
 def log_settings_from_args(args: argparse.Namespace) -> LogSettings:
     return LogSettings(**_overrides(args, "log_"))
+
+
+def counted(count: int, one: str, many: str) -> str:
+    """``1 entry``, ``2 entries``."""
+    return f"{count} {one if count == 1 else many}"
 
 
 def tell(log_format: LogFormat, message: str, level: int = logging.INFO) -> None:
