@@ -82,9 +82,7 @@ def test_text_file_to_jsonl_then_from_the_cache(cli, emu, tmp_path):
         )
     assert "embedding" in stderr  # the progress bar
     assert summary(stderr).startswith("embedded 5 texts in ")
-    assert "1 cache hits, 4 computed by TEI, 0 repeated" in summary(
-        stderr
-    )  # the repeat: next chunk
+    assert "1 cache hit, 4 computed by TEI, 0 repeated" in summary(stderr)  # the repeat: next chunk
     assert sorted(texts_sent(emu)) == sorted(set(texts))
 
     emu.reset_log()
@@ -152,6 +150,36 @@ def test_embed_stdin_to_stdout_through_the_entry_point(emu, store):
         np.asarray(row["embedding"], np.float32), expected_vector(FAST, "piped text")
     )
     assert result.stderr == ""
+
+
+def test_a_cached_tei_proxy_as_tei_url_is_reported_apart(cli, emu, proxy, tmp_path):
+    """A client whose TEI URL is a cached-tei proxy counts what the proxy's cache served
+    (its x-cache-hits header) apart from what TEI computed, in Stats and in the summary."""
+    texts = [f"through the proxy {i}" for i in range(7)]
+    source = tmp_path / "t.txt"
+    source.write_text("\n".join(texts) + "\n")
+    via_proxy = ("--tei-url", proxy.url, "--qdrant-url", ":memory:")
+    code, _, stderr = cli("embed", str(source), "-o", str(tmp_path / "1.npy"), *via_proxy)
+    assert code == 0, stderr
+    assert "0 cache hits, 7 computed by TEI, 0 repeated" in summary(stderr)
+    assert sorted(texts_sent(emu)) == sorted(texts)
+
+    emu.reset_log()
+    code, _, stderr = cli("embed", str(source), "-o", str(tmp_path / "2.npy"), *via_proxy)
+    assert code == 0, stderr
+    assert (
+        "0 cache hits, 7 from the cache of the cached-tei proxy at the TEI URL, "
+        "0 computed by TEI, 0 repeated"
+    ) in summary(stderr)
+    assert texts_sent(emu) == []
+    expected = np.stack([expected_vector(FAST, text) for text in texts])
+    assert np.array_equal(np.load(tmp_path / "2.npy"), expected)
+
+    with cached_tei.CachedEmbedder(tei_url=proxy.url, qdrant_url=":memory:") as embedder:
+        embedder.embed_documents([*texts[:3], "new to both caches"])
+        stats = embedder.stats
+    assert (stats.misses, stats.tei_texts, stats.upstream_hits) == (4, 4, 3)
+    assert texts_sent(emu) == ["new to both caches"]
 
 
 def test_cache_stats_prune_clear(cli, tmp_path):

@@ -19,7 +19,8 @@ import numpy as np
 from ..engine import EmbedResult, Engine
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
-from .options import CLIError, settings_from_args, tell
+from ..stats import Stats
+from .options import CLIError, counted, settings_from_args, tell
 
 # Engine calls in flight at once while embedding a file.
 WINDOW = 2
@@ -254,11 +255,22 @@ def run_embed(args: argparse.Namespace) -> int:
     rate = count / elapsed if elapsed > 0 else 0.0
     tell(
         args.log_format,
-        f"embedded {count} texts in {elapsed:.2f} s ({rate:.0f} texts/s): "
-        f"{engine_stats.hits} cache hits, {engine_stats.misses} computed by TEI, "
-        f"{engine_stats.duplicates} repeated; wrote {args.output}",
+        f"embedded {counted(count, 'text', 'texts')} in {elapsed:.2f} s ({rate:.0f} texts/s): "
+        f"{_sources(engine_stats)}, {engine_stats.duplicates} repeated; wrote {args.output}",
     )
     return 0
+
+
+def _sources(stats: Stats) -> str:
+    """Where the texts came from; a cached-tei proxy as the TEI URL is named apart."""
+    hits = counted(stats.hits, "cache hit", "cache hits")
+    if not stats.upstream_hits:
+        return f"{hits}, {stats.misses} computed by TEI"
+    computed = max(stats.misses - stats.upstream_hits, 0)
+    return (
+        f"{hits}, {stats.upstream_hits} from the cache of the cached-tei proxy at the TEI URL, "
+        f"{computed} computed by TEI"
+    )
 
 
 async def _embed_file(
@@ -270,7 +282,7 @@ async def _embed_file(
     chunk_size: int,
     *,
     progress: bool,
-) -> Any:
+) -> Stats:
     from tqdm import tqdm
 
     engine = Engine(settings)
