@@ -33,6 +33,24 @@ _BASE_ARGUMENTS = frozenset(
 )
 
 
+# Settings that each face applies per call (EmbedOptions, cache flags): not part of the
+# engine; the proxy takes them per request, as TEI's API does.
+FACE_SETTINGS = frozenset(
+    {
+        "normalize",
+        "truncate",
+        "truncation_direction",
+        "dimensions",
+        "query_prompt_name",
+        "document_prompt_name",
+        "query_instruction",
+        "document_instruction",
+        "read_cache",
+        "write_cache",
+    }
+)
+
+
 def default_qdrant_path() -> Path:
     """The embedded store's folder: ``$XDG_CACHE_HOME/cached-tei/qdrant`` (default
     ``~/.cache``)."""

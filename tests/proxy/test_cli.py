@@ -45,7 +45,7 @@ def cli(emu, store, capsys):
 
     def run(*args: str) -> tuple[int, str, str]:
         extra = ["--qdrant-path", str(store)]
-        if "--tei-url" not in args:
+        if args[0] == "embed" and "--tei-url" not in args:
             extra += ["--tei-url", emu.url]
         code = main([*args, *extra])
         out, err = capsys.readouterr()
@@ -180,6 +180,18 @@ def test_a_cached_tei_proxy_as_tei_url_is_reported_apart(cli, emu, proxy, tmp_pa
         stats = embedder.stats
     assert (stats.misses, stats.tei_texts, stats.upstream_hits) == (4, 4, 3)
     assert texts_sent(emu) == ["new to both caches"]
+
+
+def test_embed_takes_the_cache_flags(cli, emu, tmp_path):
+    source = tmp_path / "t.txt"
+    source.write_text("kept apart\nrecomputed\n")
+    out = str(tmp_path / "t.npy")
+    assert cli("embed", str(source), "-o", out, "-q", "--write-cache", "false")[0] == 0
+    assert cli("embed", str(source), "-o", out, "-q")[0] == 0
+    assert texts_sent(emu) == ["kept apart", "recomputed"] * 2
+    emu.reset_log()
+    assert cli("embed", str(source), "-o", out, "-q", "--read-cache", "false")[0] == 0
+    assert texts_sent(emu) == ["kept apart", "recomputed"]
 
 
 def test_cache_stats_prune_clear(cli, tmp_path):
@@ -513,7 +525,7 @@ def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
     settings = ["--tei-url", emu.url, "--qdrant-path", str(store)]
     embedded = run("embed", str(source), "-o", str(tmp_path / "t.npy"), "-q", *settings)
     assert embedded.returncode == 0, embedded.stderr
-    stats = run("cache", "stats", "--json", *settings)
+    stats = run("cache", "stats", "--json", "--qdrant-path", str(store))
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["entries"] == 1
     serve = run("serve", *settings)

@@ -10,16 +10,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import CachedTEIError
 from ..logs import LogFormat, LogSettings
-from ..settings import CachedTEISettings
+from ..settings import FACE_SETTINGS, CachedTEISettings
 from .options import (
+    EMBED_DEFAULTS,
     FLAG_PREFIXES,
+    STORE_SETTINGS,
     CLIError,
     add_setting_flags,
     configure_logging,
@@ -48,9 +51,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------- the parser
-def build_parser() -> argparse.ArgumentParser:
-    from ..proxy.settings import ProxySettings
-
+def _common(
+    *,
+    only: Collection[str] | None = None,
+    refused: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> _Parser:
+    """What a command shares: -v, the engine settings it uses (``only``, or all; ``refused``
+    ones are parsed, not shown, for the command to refuse by name), the logging settings."""
     common = _Parser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="store_true", help="log what the engine does (INFO) to stderr"
@@ -60,8 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         CachedTEISettings,
         "setting_",
         "settings (each flag overrides its CACHED_TEI_* variable; keys only from the environment)",
+        only=only,
+        refused=refused,
+        defaults=defaults,
     )
     add_setting_flags(common, LogSettings, "log_", "logging")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..proxy.settings import ProxySettings
 
     parser = _Parser(
         prog=PROG,
@@ -73,11 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        parents=[common],
+        parents=[
+            _common(
+                only=CachedTEISettings.model_fields.keys() - FACE_SETTINGS, refused=FACE_SETTINGS
+            )
+        ],
         help="run the TEI-compatible caching proxy",
         description="Serve TEI's API (POST /embed, /, /v1/embeddings; GET /info, /health, "
         "/metrics; other TEI routes forwarded) with the cache in front of CACHED_TEI_URL. "
-        "Needs cached-tei[proxy]. API keys: CACHED_TEI_PROXY_API_KEYS=key1,key2.",
+        "Needs cached-tei[proxy]. API keys: CACHED_TEI_PROXY_API_KEYS=key1,key2. What changes "
+        "a vector (normalize, truncate, prompt_name, dimensions) is per request, as in TEI's API.",
     )
     add_setting_flags(
         serve,
@@ -89,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser(
         "embed",
-        parents=[common],
+        parents=[_common(defaults=EMBED_DEFAULTS)],
         help="embed a text or JSONL file into JSONL or .npy",
         description="Embed every line of INPUT (or a string field of each JSONL object) through "
         "the cache, streaming, and write JSONL (input object + 'embedding') or a float32 .npy "
@@ -134,16 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     stats = cache_commands.add_parser(
-        "stats", parents=[common], help="collections and entry counts"
+        "stats", parents=[_common(only=STORE_SETTINGS)], help="collections and entry counts"
     )
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(parser=stats, run=_command("cache", "run_cache_stats"))
     prune = cache_commands.add_parser(
-        "prune", parents=[common], help="delete entries older than the TTL (--ttl)"
+        "prune",
+        parents=[_common(only=STORE_SETTINGS | {"ttl"})],
+        help="delete entries older than the TTL (--ttl)",
     )
     prune.set_defaults(parser=prune, run=_command("cache", "run_cache_prune"))
     clear = cache_commands.add_parser(
-        "clear", parents=[common], help="delete every cache collection under the prefix"
+        "clear",
+        parents=[_common(only=STORE_SETTINGS)],
+        help="delete every cache collection under the prefix",
     )
     clear.add_argument("-y", "--yes", action="store_true", help="do not ask")
     clear.set_defaults(parser=clear, run=_command("cache", "run_cache_clear"))

@@ -20,7 +20,7 @@ from ..engine import EmbedResult, Engine
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
 from ..stats import Stats
-from .options import CLIError, counted, settings_from_args, tell
+from .options import EMBED_DEFAULTS, CLIError, counted, settings_from_args, tell
 
 # Engine calls in flight at once while embedding a file.
 WINDOW = 2
@@ -219,9 +219,8 @@ def _chunks(
 
 def run_embed(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if "lru_bytes" not in settings.model_fields_set:
-        # A corpus is read once: an in-process LRU would only grow with it.
-        settings = settings.model_copy(update={"lru_bytes": 0})
+    unset = {k: v for k, v in EMBED_DEFAULTS.items() if k not in settings.model_fields_set}
+    settings = settings.model_copy(update=unset)
     source = _Source.of(args.input, args.input_format, args.field)
     output_format = args.format
     if output_format == "auto":
@@ -302,7 +301,13 @@ async def _embed_file(
     try:
         for chunk in _chunks(source.records(), chunk_size):
             texts = [text for _, text in chunk]
-            pending.append((chunk, asyncio.create_task(engine.embed(texts, options))))
+            embedding = engine.embed(
+                texts,
+                options,
+                read_cache=settings.read_cache,
+                write_cache=settings.write_cache,
+            )
+            pending.append((chunk, asyncio.create_task(embedding)))
             if len(pending) >= WINDOW:
                 await write_oldest()
         while pending:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from ..settings import FACE_SETTINGS
 from .options import CLIError, configure_logging, proxy_settings_from_args, settings_from_args
 
 
 # ---------------------------------------------------------------------------- serve
 def run_serve(args: argparse.Namespace) -> int:
+    refused = [n for n in sorted(FACE_SETTINGS) if getattr(args, f"setting_{n}") is not None]
+    if refused:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in refused)
+        args.parser.error(
+            f"{flags}: cached-tei serve takes these per request, as TEI's API does: send "
+            "normalize, truncate, truncation_direction, prompt_name and dimensions in each "
+            "request's JSON body, an instruction as part of the text, and 'Cache-Control: "
+            "no-cache' or 'no-store' for the cache"
+        )
     missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if not _importable(m)]
     if missing:
         raise CLIError(
