@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -15,23 +14,11 @@ import pytest
 
 import cached_tei
 from cached_tei.cli import main
-from cached_tei.logs import OWN_LOGGERS
 from tests.tei_emulator import Fault, expected_vector
 
 from .support import FAST, REPO, run_cli, texts_sent
 
-
-@pytest.fixture(autouse=True)
-def _logging_restored():
-    """``main`` configures logging for its process; in-process runs undo it afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, own in levels.items():
-        logging.getLogger(name).setLevel(own)
+pytestmark = pytest.mark.usefixtures("logging_restored")
 
 
 @pytest.fixture
@@ -466,28 +453,6 @@ def test_one_entry_is_singular(cli, tmp_path):
     assert collection.endswith("  1 entry") and total.startswith("1 collection, 1 entry under")
     code, stdout, _ = cli("cache", "clear", "--yes")
     assert (code, stdout.split(" from ")[0]) == (0, "removed 1 entry")
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        [],
-        ["serve"],
-        ["embed"],
-        ["cache"],
-        ["cache", "stats"],
-        ["cache", "prune"],
-        ["cache", "clear"],
-    ],
-)
-def test_help_everywhere(command, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main([*command, "--help"])
-    assert exited.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: cached-tei")
-    if command in (["serve"], ["embed"]):
-        assert "--tei-url" in out and "CACHED_TEI_URL" in out
 
 
 def test_help_through_the_entry_point():

@@ -44,6 +44,7 @@ MISSING_DESCRIPTIONS = {
     "--qdrant-replication-factor",
     "--collection-prefix",
 }
+pytestmark = pytest.mark.usefixtures("logging_restored")
 _OPTION = re.compile(r"^  (?:-\w(?: \S+)?, )?(--[\w-]+)(?: \S+)?(?:  +(.*))?$")
 _DEFAULT = re.compile(r"\(default ([^)]*)\) \[env (\w+)\]$")
 
@@ -156,3 +157,23 @@ def test_serve_refuses_per_request_settings_by_name(capsys: pytest.CaptureFixtur
         "these per request, as TEI's API does: send normalize, truncate"
     )
     assert line.endswith("(see cached-tei serve --help)")
+
+
+def test_serve_ignores_per_request_variables_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cached_tei.proxy import server
+
+    served = []
+    monkeypatch.setattr(server, "serve", lambda settings, *_: served.append(settings))
+    monkeypatch.setenv("CACHED_TEI_NORMALIZE", "false")
+    monkeypatch.setenv("CACHED_TEI_QUERY_INSTRUCTION", "query: ")
+    assert main(["serve", "--tei-url", "http://127.0.0.1:9"]) == 0
+    assert len(served) == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "ignored" in line]
+    assert line.endswith(
+        "CACHED_TEI_NORMALIZE, CACHED_TEI_QUERY_INSTRUCTION ignored: cached-tei serve takes "
+        "these per request, as TEI's API does: send normalize, truncate, truncation_direction, "
+        "prompt_name and dimensions in each request's JSON body, an instruction as part of the "
+        "text, and 'Cache-Control: no-cache' or 'no-store' for the cache"
+    )
