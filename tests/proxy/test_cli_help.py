@@ -145,6 +145,15 @@ def test_the_defaults_shown_are_the_real_ones(capsys: pytest.CaptureFixture[str]
     assert str(path).endswith("xdg-cache/cached-tei/qdrant")  # this test's own cache home
     assert embed["--ttl"].startswith("Seconds an entry is served; unset = forever")
     assert "(default empty)" in embed["--query-instruction"]
+    own = ("--output", "--input-format", "--field", "--format", "--kind", "--chunk-size")
+    assert [embed[flag].rsplit(" (default ", 1)[1] for flag in own] == [
+        "-)",
+        "auto)",
+        "text)",
+        "auto)",
+        "document)",
+        "1024)",
+    ]
 
 
 def test_serve_refuses_per_request_settings_by_name(capsys: pytest.CaptureFixture[str]) -> None:

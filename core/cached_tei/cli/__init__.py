@@ -20,6 +20,7 @@ from ..errors import CachedTEIError
 from ..logs import LogFormat, LogSettings
 from ..settings import FACE_SETTINGS, CachedTEISettings
 from .options import (
+    DEFAULT_FIELD,
     EMBED_DEFAULTS,
     FLAG_PREFIXES,
     STORE_SETTINGS,
@@ -118,32 +119,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("input", metavar="INPUT", help="a text file, a .jsonl file, or - for stdin")
     embed.add_argument(
-        "-o", "--output", default="-", help="output file (.npy or JSONL); - for stdout (default)"
+        "-o",
+        "--output",
+        default="-",
+        help="output file (.npy or JSONL); - for stdout (default %(default)s)",
     )
     embed.add_argument(
         "--input-format",
         choices=("auto", "text", "jsonl"),
         default="auto",
-        help="auto: .jsonl/.ndjson are JSONL, anything else one text per line",
+        help="auto: .jsonl/.ndjson are JSONL, anything else one text per line "
+        "(default %(default)s)",
     )
-    embed.add_argument("--field", help="the JSONL field holding the text (default text)")
+    embed.add_argument(
+        "--field", help=f"the JSONL field holding the text (default {DEFAULT_FIELD})"
+    )
     embed.add_argument(
         "--format",
         choices=("auto", "jsonl", "npy"),
         default="auto",
-        help="output format; auto: .npy by suffix, else JSONL",
+        help="output format; auto: .npy by suffix, else JSONL (default %(default)s)",
     )
     embed.add_argument(
         "--kind",
         choices=("document", "query"),
         default="document",
-        help="apply the document (default) or query prompt/instruction",
+        help="apply the document or query prompt/instruction (default %(default)s)",
     )
     embed.add_argument(
         "--chunk-size",
         type=int,
         default=DEFAULT_CHUNK,
-        help=f"texts per engine call (default {DEFAULT_CHUNK})",
+        help="texts per engine call (default %(default)s)",
     )
     embed.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary line"

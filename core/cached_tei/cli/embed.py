@@ -20,12 +20,10 @@ from ..engine import EmbedResult, Engine
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
 from ..stats import Stats
-from .options import EMBED_DEFAULTS, CLIError, counted, settings_from_args, tell
+from .options import DEFAULT_FIELD, EMBED_DEFAULTS, CLIError, counted, settings_from_args, tell
 
 # Engine calls in flight at once while embedding a file.
 WINDOW = 2
-# The JSONL field read unless --field names another.
-DEFAULT_FIELD = "text"
 
 
 # ---------------------------------------------------------------------------- embed

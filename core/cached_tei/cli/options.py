@@ -29,6 +29,8 @@ STORE_SETTINGS = frozenset(
 # What ``embed`` runs with unless told otherwise: a corpus is read once, so an in-process LRU
 # would only grow with it.
 EMBED_DEFAULTS: Mapping[str, Any] = {"lru_bytes": 0}
+# The JSONL field ``embed`` reads unless --field names another.
+DEFAULT_FIELD = "text"
 _PYTHON_NONE = re.compile(r"\bNone\b")
 # The dest prefixes of the engine's, the proxy's and the logs' setting flags.
 FLAG_PREFIXES = ("setting_", "proxy_", "log_")
