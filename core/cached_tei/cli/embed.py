@@ -48,7 +48,7 @@ class _Source:
             jsonl = path is not None and path.suffix.lower() in (".jsonl", ".ndjson")
         else:
             jsonl = input_format == "jsonl"
-        return cls(path, jsonl, field or DEFAULT_FIELD, field is not None)
+        return cls(path, jsonl, DEFAULT_FIELD if field is None else field, field is not None)
 
     @property
     def name(self) -> str:
