@@ -29,7 +29,7 @@ from pydantic import (
 
 from .embedder import CachedEmbedder
 from .engine import prepare_texts
-from .settings import CachedTEISettings, TruncationDirection
+from .settings import CachedTEISettings, TruncationDirection, reject_unknown_arguments
 from .stats import Stats
 
 
@@ -42,6 +42,11 @@ def _optional(annotation: Any) -> frozenset[Any]:
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     members = typing.get_args(annotation) if union else (annotation,)
     return frozenset(str if member is Path else member for member in (*members, type(None)))
+
+
+_SECRETS = frozenset(
+    name for name, field in CachedTEISettings.model_fields.items() if _is_secret(field.annotation)
+)
 
 
 def setting(name: str, *aliases: str) -> Any:
@@ -106,6 +111,12 @@ class CachedTEIAdapter(BaseModel):
     write_cache: bool | None = setting("write_cache")
 
     _client: CachedEmbedder = PrivateAttr()
+    # The secrets given as arguments: only these are pickled.
+    _given_secrets: frozenset[str] = PrivateAttr(frozenset())
+
+    def __init__(self, **data: Any) -> None:
+        reject_unknown_arguments(type(self), data)
+        super().__init__(**data)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -126,12 +137,32 @@ class CachedTEIAdapter(BaseModel):
     def _build_client(self) -> CachedTEIAdapter:
         """Validate the whole configuration now and show its effective values; the engine
         itself starts on first use."""
+        self._configure()
+        return self
+
+    def _configure(self) -> None:
         settings = CachedTEISettings.from_attributes(self)
         self._client = CachedEmbedder(settings)
+        self._given_secrets = frozenset(n for n in _SECRETS if getattr(self, n) is not None)
         for name in CachedTEISettings.model_fields:
             value = getattr(settings, name)
             self.__dict__[name] = str(value) if isinstance(value, PurePath) else value
-        return self
+
+    # --- pickling -----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields, less the secrets read from the environment (the copy reads them again
+        where it is unpickled); the engine is rebuilt from the fields."""
+        state = super().__getstate__()
+        fields = dict(state["__dict__"])
+        fields.update(dict.fromkeys(_SECRETS - self._given_secrets))
+        private = dict(state.get("__pydantic_private__") or {})
+        private.pop("_client", None)
+        return {**state, "__dict__": fields, "__pydantic_private__": private}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # LlamaIndex's runs __init__, which builds the engine
+        if "_client" not in (self.__pydantic_private__ or {}):
+            self._configure()
 
     # --- the engine -----------------------------------------------------------------------------
     @property

@@ -32,7 +32,10 @@ class StoreLockedError(StoreConfigurationError):
             "by one process at a time. Either share a Qdrant server between processes "
             "(docker run -d -p 6333:6333 qdrant/qdrant:v1.19.0, or the stack's Qdrant, then set "
             "CACHED_TEI_QDRANT_URL=http://localhost:6333), or give each process its own folder "
-            "(CACHED_TEI_QDRANT_PATH)."
+            "(CACHED_TEI_QDRANT_PATH), or, without a Qdrant server, run `cached-tei serve` on "
+            "this folder and point the other processes at it as their TEI "
+            "(CACHED_TEI_URL=http://localhost:8000 CACHED_TEI_QDRANT_URL=:memory:): its cache "
+            "serves them all."
         )
 
     def __reduce__(self) -> tuple[type[StoreLockedError], tuple[str, str | None]]:

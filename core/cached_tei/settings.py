@@ -7,11 +7,11 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -30,6 +30,24 @@ TEST_VARIABLES = frozenset({"CACHED_TEI_SOAK_SECONDS", "CACHED_TEI_FAULTS_REPORT
 # BaseSettings' own keyword arguments (_env_file, _case_sensitive...).
 _BASE_ARGUMENTS = frozenset(
     name for name in inspect.signature(BaseSettings.__init__).parameters if name.startswith("_")
+)
+
+
+# Settings that each face applies per call (EmbedOptions, cache flags): not part of the
+# engine; the proxy takes them per request, as TEI's API does.
+FACE_SETTINGS = frozenset(
+    {
+        "normalize",
+        "truncate",
+        "truncation_direction",
+        "dimensions",
+        "query_prompt_name",
+        "document_prompt_name",
+        "query_instruction",
+        "document_instruction",
+        "read_cache",
+        "write_cache",
+    }
 )
 
 
@@ -126,9 +144,7 @@ class CachedTEISettings(BaseSettings):
     write_cache: bool = Field(True, description="Keep new vectors in the cache (off: no-store).")
 
     def __init__(self, **values: Any) -> None:
-        unknown = [name for name in values if name not in _argument_names(type(self))]
-        if unknown:
-            raise _unknown_settings(type(self), unknown, values)
+        reject_unknown_arguments(type(self), values, _BASE_ARGUMENTS)
         # None leaves a field unset; BaseSettings' own arguments keep theirs (_env_file=None).
         super().__init__(
             **{k: v for k, v in values.items() if v is not None or k in _BASE_ARGUMENTS}
@@ -195,18 +211,26 @@ class CachedTEISettings(BaseSettings):
 
 # ---------------------------------------------------------------------------- names
 @functools.cache
-def _argument_names(model: type[BaseSettings]) -> frozenset[str]:
-    names = set(_BASE_ARGUMENTS)
+def _argument_names(model: type[BaseModel]) -> frozenset[str]:
+    names: set[str] = set()
     for name, field in model.model_fields.items():
         names.add(name)
+        names.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
         if isinstance(field.validation_alias, AliasChoices):
             names.update(c for c in field.validation_alias.choices if isinstance(c, str))
     return frozenset(names)
 
 
-def _unknown_settings(
-    model: type[BaseSettings], unknown: list[str], values: dict[str, Any]
-) -> ValidationError:
+def reject_unknown_arguments(
+    model: type[BaseModel], values: Mapping[str, Any], also: frozenset[str] = frozenset()
+) -> None:
+    """Raise a ValidationError naming each of ``values`` that is neither a field of ``model``
+    (or an alias) nor in ``also``, with the closest field name: the settings and both
+    adapters answer a misspelling the same way."""
+    known = _argument_names(model)
+    unknown = [name for name in values if name not in known and name not in also]
+    if not unknown:
+        return
     errors = []
     for name in unknown:
         close = difflib.get_close_matches(name, list(model.model_fields), n=1)
@@ -215,7 +239,7 @@ def _unknown_settings(
             "extra_forbidden", "{name} is not a setting{hint}", {"name": repr(name), "hint": hint}
         )
         errors.append(InitErrorDetails(type=error, loc=(name,), input=values[name]))
-    return ValidationError.from_exception_data(model.__name__, errors)
+    raise ValidationError.from_exception_data(model.__name__, errors)
 
 
 def environment_variable(model: type[BaseSettings], name: str) -> str:

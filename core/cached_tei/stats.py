@@ -18,6 +18,8 @@ class Stats:
 
     ``hits`` came from the cache (in-process memory or Qdrant), ``misses`` were computed by
     TEI for this call or for a concurrent call computing the same text (``coalesced``).
+    ``upstream_hits`` are texts sent to TEI that a cached-tei proxy at the TEI URL served from
+    its own cache (its ``x-cache-hits`` header): TEI itself computed ``tei_texts`` minus those.
     """
 
     hits: int = 0
@@ -27,6 +29,7 @@ class Stats:
     duplicates: int = 0
     tei_requests: int = 0
     tei_texts: int = 0
+    upstream_hits: int = 0
     tei_seconds: float = 0.0
     retries: int = 0
     cache_errors: int = 0

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 _PROBE_TIMEOUT = 5.0
 # Bytes of a TEI body besides the texts: {"inputs":[...], and the option fields.
 _BODY_OVERHEAD = 256
+# What a cached-tei proxy (cached-tei serve) answers with: the texts its cache served.
+UPSTREAM_HITS_HEADER = "x-cache-hits"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,12 @@ _STATUS_TYPES = {
     504: "GatewayTimeout",
 }
 _HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _upstream_hits(response: httpx.Response) -> int:
+    """The texts a cached-tei proxy at the TEI URL served from its cache (0 from TEI)."""
+    header = response.headers.get(UPSTREAM_HITS_HEADER, "")
+    return int(header) if header.isdigit() else 0
 
 
 def error_from_response(response: httpx.Response, url: str) -> TEIError:
@@ -339,6 +347,7 @@ class TEIClient:
                 hint="CACHED_TEI_URL must point at a TEI embedding model's server.",
             )
         self._stats.tei_texts += len(texts)
+        self._stats.upstream_hits += _upstream_hits(response)
         return vectors
 
     async def _send(

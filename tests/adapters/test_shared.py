@@ -4,6 +4,7 @@ bare strings refused by every batch method, async methods that never block, cach
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +103,49 @@ def test_repr_shows_effective_values_and_hides_secrets(
         assert shown in text
     assert "secret" not in text and "api_key=SecretStr('**********')" in text
     assert "=None, normalize=None" not in text
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize(
+    ("given", "closest"), [("tei_urll", "tei_url"), ("normalise", "normalize")]
+)
+def test_a_misspelled_argument_names_the_closest_setting(
+    cls: Adapter, given: str, closest: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        cls(**{given: False})
+    with pytest.raises(ValidationError) as engine_refused:
+        CachedEmbedder(**{given: False})
+    message = f"{given!r} is not a setting; did you mean {closest!r}?"
+    assert [e["msg"] for e in refused.value.errors()] == [message]
+    assert [e["msg"] for e in engine_refused.value.errors()] == [message]
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_a_key_from_the_environment_is_not_pickled(
+    cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("CACHED_TEI_API_KEY", "env-secret")
+    monkeypatch.setenv("CACHED_TEI_QDRANT_API_KEY", "env-qdrant-secret")
+    pickled = pickle.dumps(cls(qdrant_path=tmp_path))
+    assert b"env-secret" not in pickled and b"env-qdrant-secret" not in pickled
+    monkeypatch.setenv("CACHED_TEI_API_KEY", "where-unpickled")
+    copy = pickle.loads(pickled)
+    assert copy.settings.api_key == SecretStr("where-unpickled")
+    assert copy.client.settings.api_key == SecretStr("where-unpickled")
+    assert b"where-unpickled" not in pickle.dumps(copy)
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_a_key_given_as_an_argument_is_pickled(
+    cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    pickled = pickle.dumps(cls(qdrant_path=tmp_path, api_key="given-secret"))
+    assert b"given-secret" in pickled
+    monkeypatch.setenv("CACHED_TEI_API_KEY", "env-secret")
+    copy = pickle.loads(pickled)
+    assert copy.settings.api_key == SecretStr("given-secret")
+    assert b"given-secret" in pickle.dumps(copy)
 
 
 # --- a bare string is one text, never a list of characters --------------------------------------

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cached_tei.logs import OWN_LOGGERS
 from cached_tei.proxy import ProxySettings
 from tests.tei_emulator import EmulatorServer
 
 from .support import FAST, ProxyServer, engine_settings
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """``main`` configures logging for its process; in-process runs undo it afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, own in levels.items():
+        logging.getLogger(name).setLevel(own)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -15,23 +14,11 @@ import pytest
 
 import cached_tei
 from cached_tei.cli import main
-from cached_tei.logs import OWN_LOGGERS
 from tests.tei_emulator import Fault, expected_vector
 
 from .support import FAST, REPO, run_cli, texts_sent
 
-
-@pytest.fixture(autouse=True)
-def _logging_restored():
-    """``main`` configures logging for its process; in-process runs undo it afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, own in levels.items():
-        logging.getLogger(name).setLevel(own)
+pytestmark = pytest.mark.usefixtures("logging_restored")
 
 
 @pytest.fixture
@@ -45,7 +32,7 @@ def cli(emu, store, capsys):
 
     def run(*args: str) -> tuple[int, str, str]:
         extra = ["--qdrant-path", str(store)]
-        if "--tei-url" not in args:
+        if args[0] == "embed" and "--tei-url" not in args:
             extra += ["--tei-url", emu.url]
         code = main([*args, *extra])
         out, err = capsys.readouterr()
@@ -82,9 +69,7 @@ def test_text_file_to_jsonl_then_from_the_cache(cli, emu, tmp_path):
         )
     assert "embedding" in stderr  # the progress bar
     assert summary(stderr).startswith("embedded 5 texts in ")
-    assert "1 cache hits, 4 computed by TEI, 0 repeated" in summary(
-        stderr
-    )  # the repeat: next chunk
+    assert "1 cache hit, 4 computed by TEI, 0 repeated" in summary(stderr)  # the repeat: next chunk
     assert sorted(texts_sent(emu)) == sorted(set(texts))
 
     emu.reset_log()
@@ -154,6 +139,48 @@ def test_embed_stdin_to_stdout_through_the_entry_point(emu, store):
     assert result.stderr == ""
 
 
+def test_a_cached_tei_proxy_as_tei_url_is_reported_apart(cli, emu, proxy, tmp_path):
+    """A client whose TEI URL is a cached-tei proxy counts what the proxy's cache served
+    (its x-cache-hits header) apart from what TEI computed, in Stats and in the summary."""
+    texts = [f"through the proxy {i}" for i in range(7)]
+    source = tmp_path / "t.txt"
+    source.write_text("\n".join(texts) + "\n")
+    via_proxy = ("--tei-url", proxy.url, "--qdrant-url", ":memory:")
+    code, _, stderr = cli("embed", str(source), "-o", str(tmp_path / "1.npy"), *via_proxy)
+    assert code == 0, stderr
+    assert "0 cache hits, 7 computed by TEI, 0 repeated" in summary(stderr)
+    assert sorted(texts_sent(emu)) == sorted(texts)
+
+    emu.reset_log()
+    code, _, stderr = cli("embed", str(source), "-o", str(tmp_path / "2.npy"), *via_proxy)
+    assert code == 0, stderr
+    assert (
+        "0 cache hits, 7 from the cache of the cached-tei proxy at the TEI URL, "
+        "0 computed by TEI, 0 repeated"
+    ) in summary(stderr)
+    assert texts_sent(emu) == []
+    expected = np.stack([expected_vector(FAST, text) for text in texts])
+    assert np.array_equal(np.load(tmp_path / "2.npy"), expected)
+
+    with cached_tei.CachedEmbedder(tei_url=proxy.url, qdrant_url=":memory:") as embedder:
+        embedder.embed_documents([*texts[:3], "new to both caches"])
+        stats = embedder.stats
+    assert (stats.misses, stats.tei_texts, stats.upstream_hits) == (4, 4, 3)
+    assert texts_sent(emu) == ["new to both caches"]
+
+
+def test_embed_takes_the_cache_flags(cli, emu, tmp_path):
+    source = tmp_path / "t.txt"
+    source.write_text("kept apart\nrecomputed\n")
+    out = str(tmp_path / "t.npy")
+    assert cli("embed", str(source), "-o", out, "-q", "--write-cache", "false")[0] == 0
+    assert cli("embed", str(source), "-o", out, "-q")[0] == 0
+    assert texts_sent(emu) == ["kept apart", "recomputed"] * 2
+    emu.reset_log()
+    assert cli("embed", str(source), "-o", out, "-q", "--read-cache", "false")[0] == 0
+    assert texts_sent(emu) == ["kept apart", "recomputed"]
+
+
 def test_cache_stats_prune_clear(cli, tmp_path):
     source = tmp_path / "c.txt"
     source.write_text("\n".join(f"cached {i}" for i in range(12)))
@@ -161,7 +188,7 @@ def test_cache_stats_prune_clear(cli, tmp_path):
 
     code, stdout, _ = cli("cache", "stats")
     assert code == 0
-    assert stdout.splitlines()[-1].startswith("1 collections, 12 entries under prefix 'cached_tei'")
+    assert stdout.splitlines()[-1].startswith("1 collection, 12 entries under prefix 'cached_tei'")
     assert FAST.model_id in stdout and f"{FAST.dim} dims" in stdout
     code, stdout, _ = cli("cache", "stats", "--json")
     stats = json.loads(stdout)
@@ -223,7 +250,7 @@ def test_cache_stats_while_another_process_holds_the_folder(emu, store):
         assert stats.returncode == 0, stats.stderr
         collection, total, held = stats.stdout.splitlines()
         assert FAST.model_id in collection and collection.endswith("? entries")
-        assert total.startswith("1 collections, ? entries under prefix 'cached_tei'")
+        assert total.startswith("1 collection, ? entries under prefix 'cached_tei'")
         assert held.startswith(f"{store} is held by ") and str(holder.pid) in held
 
         stats = run_cli("cache", "stats", "--json", "--qdrant-path", str(store))
@@ -233,10 +260,12 @@ def test_cache_stats_while_another_process_holds_the_folder(emu, store):
         assert info["count"] is None and info["dimension"] == FAST.dim
         assert info["namespace"]["model_id"] == FAST.model_id
 
-        pruned = run_cli("cache", "prune", "--ttl", "60", "--qdrant-path", str(store))
-        assert pruned.returncode == 1
-        [line] = pruned.stderr.splitlines()
-        assert line.startswith("cached-tei: error: ") and str(holder.pid) in line
+        for maintenance in (["prune", "--ttl", "60"], ["clear", "--yes"]):
+            refused = run_cli("cache", *maintenance, "--qdrant-path", str(store))
+            assert refused.returncode == 1
+            [line] = refused.stderr.splitlines()
+            assert line.startswith(f"cached-tei: error: the embedded cache at {store} is held by ")
+            assert f"stop PID {holder.pid} " in line and "then run the command again" in line
     finally:
         holder.communicate("\n", timeout=30)
     assert holder.returncode == 0
@@ -250,10 +279,12 @@ def test_cache_stats_while_another_process_holds_the_folder(emu, store):
     [
         (["embed", "missing.txt"], "no such file: missing.txt"),
         (
-            ["embed", "{txt}", "--timeout", "-1"],
-            "invalid setting: timeout: Input should be greater than 0",
+            ["embed", "{jsonl}", "-o", "{npy}"],
+            "line 2 has no field 'text' (choose the field with --field)",
         ),
-        (["embed", "{jsonl}", "-o", "{npy}"], "line 2 has no non-empty string field 'text'"),
+        (["embed", "{jsonl}", "-o", "{npy}", "--field", "text"], "line 2 has no field 'text'"),
+        (["embed", "{fields}", "-o", "{npy}"], "line 2: field 'text' is empty; remove the line"),
+        (["embed", "{fields}", "-o", "{npy}", "--field", "n"], "line 1: field 'n' is a number,"),
         (["embed", "{txt}", "--format", "npy"], "a .npy output needs a file name"),
         (
             [
@@ -277,9 +308,11 @@ def test_errors_are_one_line_and_fail(cli, tmp_path, monkeypatch, args, message)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     (tmp_path / "a.txt").write_text("fine\n")
     (tmp_path / "b.jsonl").write_text('{"text": "ok"}\n{"other": "x"}\n')
+    (tmp_path / "c.jsonl").write_text('{"text": "ok", "n": 3}\n{"text": ""}\n')
     paths = {
         "txt": str(tmp_path / "a.txt"),
         "jsonl": str(tmp_path / "b.jsonl"),
+        "fields": str(tmp_path / "c.jsonl"),
         "npy": str(tmp_path / "o.npy"),
     }
     code, _, err = cli(*[a.format(**paths) for a in args])
@@ -383,25 +416,43 @@ def test_usage_errors_exit_2_with_one_line():
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("args", "line"),
     [
-        [],
-        ["serve"],
-        ["embed"],
-        ["cache"],
-        ["cache", "stats"],
-        ["cache", "prune"],
-        ["cache", "clear"],
+        (
+            ["cache", "prune", "--ttl", "abc"],
+            "cached-tei cache prune: error: argument --ttl: Input should be a valid number, "
+            "unable to parse string as a number (see cached-tei cache prune --help)",
+        ),
+        (
+            ["embed", "x", "--timeout", "-1"],
+            "cached-tei embed: error: argument --timeout: Input should be greater than 0 "
+            "(see cached-tei embed --help)",
+        ),
     ],
 )
-def test_help_everywhere(command, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main([*command, "--help"])
-    assert exited.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: cached-tei")
-    if command in (["serve"], ["embed"]):
-        assert "--tei-url" in out and "CACHED_TEI_URL" in out
+def test_a_bad_setting_flag_is_a_usage_error(store, args, line):
+    result = run_cli(*args, "--qdrant-path", str(store))
+    assert (result.returncode, result.stderr.strip().splitlines()) == (2, [line])
+
+
+def test_a_bad_setting_from_the_environment_is_not_a_usage_error(store):
+    result = run_cli("cache", "prune", "--qdrant-path", str(store), env={"CACHED_TEI_TTL": "abc"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "cached-tei: error: invalid setting: ttl: Input should be a valid number, "
+        "unable to parse string as a number"
+    )
+
+
+def test_one_entry_is_singular(cli, tmp_path):
+    source = tmp_path / "one.txt"
+    source.write_text("alone\n")
+    assert cli("embed", str(source), "-o", str(tmp_path / "one.npy"), "-q")[0] == 0
+    code, stdout, _ = cli("cache", "stats")
+    [collection, total] = stdout.splitlines()
+    assert collection.endswith("  1 entry") and total.startswith("1 collection, 1 entry under")
+    code, stdout, _ = cli("cache", "clear", "--yes")
+    assert (code, stdout.split(" from ")[0]) == (0, "removed 1 entry")
 
 
 def test_help_through_the_entry_point():
@@ -439,7 +490,7 @@ def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
     settings = ["--tei-url", emu.url, "--qdrant-path", str(store)]
     embedded = run("embed", str(source), "-o", str(tmp_path / "t.npy"), "-q", *settings)
     assert embedded.returncode == 0, embedded.stderr
-    stats = run("cache", "stats", "--json", *settings)
+    stats = run("cache", "stats", "--json", "--qdrant-path", str(store))
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["entries"] == 1
     serve = run("serve", *settings)

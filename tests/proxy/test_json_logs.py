@@ -109,7 +109,7 @@ def test_text_stays_the_default(emu, tmp_path: Path) -> None:
         " WARNING cached_tei.settings: CACHED_TEI_NORMALISE (in the environment) is not a "
         "cached-tei setting; did you mean CACHED_TEI_NORMALIZE?"
     )
-    assert summary.startswith("embedded 1 texts in ")
+    assert summary.startswith("embedded 1 text in ")
 
 
 def test_the_proxy_logs_json_lines_with_request_ids(emu, tmp_path: Path) -> None:

@@ -170,5 +170,5 @@ def test_several_workers_are_refused_on_an_embedded_folder(emu, tmp_path):
 
 def test_workers_must_be_positive(tmp_path):
     result = run_cli("serve", "--workers", "0", "--qdrant-path", str(tmp_path / "q"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad flag value is a bad command line
     assert "workers must be at least 1 or 'auto'" in result.stderr

@@ -9,9 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ..errors import StoreLockedError
 from ..settings import CachedTEISettings
 from ..stores import CacheStore, CollectionInfo, EmbeddedStore, open_store
-from .options import CLIError, settings_from_args
+from .options import CLIError, counted, settings_from_args
 
 T = TypeVar("T")
 
@@ -28,7 +29,15 @@ def _with_store(settings: CachedTEISettings, action: Callable[[CacheStore], Awai
         finally:
             await store.aclose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StoreLockedError as exc:
+        # Maintenance is for the folder's one opener: the fix is to stop the other one.
+        raise CLIError(
+            f"the embedded cache at {exc.folder} is held by {exc.holder or 'another process'}, "
+            f"and this command needs it to itself: stop {exc.holder or 'that process'} first, "
+            "then run the command again"
+        ) from None
 
 
 def run_cache_stats(args: argparse.Namespace) -> int:
@@ -66,11 +75,11 @@ def run_cache_stats(args: argparse.Namespace) -> int:
         ns = c.namespace or {}
         model = ns.get("model_id", "?") + (f"@{ns['model_sha']}" if ns.get("model_sha") else "")
         options = " ".join(f"{key}={ns[key]}" for key in _OPTIONS if ns.get(key) is not None)
-        count = "?" if c.count is None else str(c.count)
-        print(f"{c.name}  {model}  {c.dimension} dims  {options}  {count} entries")
-    total = "? entries" if entries is None else f"{entries} entries"
+        count = "? entries" if c.count is None else counted(c.count, "entry", "entries")
+        print(f"{c.name}  {model}  {c.dimension} dims  {options}  {count}")
+    total = "? entries" if entries is None else counted(entries, "entry", "entries")
     print(
-        f"{len(collections)} collections, {total} under prefix "
+        f"{counted(len(collections), 'collection', 'collections')}, {total} under prefix "
         f"{settings.collection_prefix!r} in {settings.cache_location}"
     )
     if holder is not None:
@@ -93,7 +102,10 @@ def run_cache_prune(args: argparse.Namespace) -> int:
         return await store.prune(int(time.time() - ttl))
 
     removed = _with_store(settings, prune)
-    print(f"removed {removed} entries older than {ttl:g} s from {settings.cache_location}")
+    print(
+        f"removed {counted(removed, 'entry', 'entries')} older than {ttl:g} s "
+        f"from {settings.cache_location}"
+    )
     return 0
 
 
@@ -114,5 +126,5 @@ def run_cache_clear(args: argparse.Namespace) -> int:
             return 1
 
     removed = _with_store(settings, lambda store: store.clear())
-    print(f"removed {removed} entries from {settings.cache_location}")
+    print(f"removed {counted(removed, 'entry', 'entries')} from {settings.cache_location}")
     return 0

@@ -19,7 +19,8 @@ import numpy as np
 from ..engine import EmbedResult, Engine
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
-from .options import CLIError, settings_from_args, tell
+from ..stats import Stats
+from .options import DEFAULT_FIELD, EMBED_DEFAULTS, CLIError, counted, settings_from_args, tell
 
 # Engine calls in flight at once while embedding a file.
 WINDOW = 2
@@ -36,9 +37,10 @@ class _Source:
     path: Path | None
     jsonl: bool
     field: str
+    field_given: bool
 
     @classmethod
-    def of(cls, name: str, input_format: str, field: str) -> _Source:
+    def of(cls, name: str, input_format: str, field: str | None) -> _Source:
         path = None if name == "-" else Path(name)
         if path is not None and not path.is_file():
             raise CLIError(f"no such file: {name}")
@@ -46,7 +48,7 @@ class _Source:
             jsonl = path is not None and path.suffix.lower() in (".jsonl", ".ndjson")
         else:
             jsonl = input_format == "jsonl"
-        return cls(path, jsonl, field)
+        return cls(path, jsonl, DEFAULT_FIELD if field is None else field, field is not None)
 
     @property
     def name(self) -> str:
@@ -84,13 +86,34 @@ class _Source:
                 record = loads(line)
             except ValueError as exc:
                 raise CLIError(f"{self.name} line {number} is not JSON: {exc}") from None
-            value = record.get(self.field) if isinstance(record, dict) else None
-            if not isinstance(value, str) or not value:
-                raise CLIError(
-                    f"{self.name} line {number} has no non-empty string field {self.field!r} "
-                    "(choose the field with --field)"
-                )
-            yield record, value
+            if not isinstance(record, dict):
+                raise CLIError(f"{self.name} line {number} is not a JSON object")
+            yield record, self._text(record, number)
+
+    def _text(self, record: dict[str, Any], number: int) -> str:
+        where = f"{self.name} line {number}"
+        if self.field not in record:
+            # Only a default field may be the wrong one: a chosen one is just missing here.
+            choose = "" if self.field_given else " (choose the field with --field)"
+            raise CLIError(f"{where} has no field {self.field!r}{choose}")
+        value = record[self.field]
+        if not isinstance(value, str):
+            raise CLIError(
+                f"{where}: field {self.field!r} is {_json_type(value)}, not a string of text"
+            )
+        if not value:
+            raise CLIError(f"{where}: field {self.field!r} is empty; remove the line or fill it")
+        return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 class _Partial:
@@ -194,9 +217,8 @@ def _chunks(
 
 def run_embed(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if "lru_bytes" not in settings.model_fields_set:
-        # A corpus is read once: an in-process LRU would only grow with it.
-        settings = settings.model_copy(update={"lru_bytes": 0})
+    unset = {k: v for k, v in EMBED_DEFAULTS.items() if k not in settings.model_fields_set}
+    settings = settings.model_copy(update=unset)
     source = _Source.of(args.input, args.input_format, args.field)
     output_format = args.format
     if output_format == "auto":
@@ -230,11 +252,22 @@ def run_embed(args: argparse.Namespace) -> int:
     rate = count / elapsed if elapsed > 0 else 0.0
     tell(
         args.log_format,
-        f"embedded {count} texts in {elapsed:.2f} s ({rate:.0f} texts/s): "
-        f"{engine_stats.hits} cache hits, {engine_stats.misses} computed by TEI, "
-        f"{engine_stats.duplicates} repeated; wrote {args.output}",
+        f"embedded {counted(count, 'text', 'texts')} in {elapsed:.2f} s ({rate:.0f} texts/s): "
+        f"{_sources(engine_stats)}, {engine_stats.duplicates} repeated; wrote {args.output}",
     )
     return 0
+
+
+def _sources(stats: Stats) -> str:
+    """Where the texts came from; a cached-tei proxy as the TEI URL is named apart."""
+    hits = counted(stats.hits, "cache hit", "cache hits")
+    if not stats.upstream_hits:
+        return f"{hits}, {stats.misses} computed by TEI"
+    computed = max(stats.misses - stats.upstream_hits, 0)
+    return (
+        f"{hits}, {stats.upstream_hits} from the cache of the cached-tei proxy at the TEI URL, "
+        f"{computed} computed by TEI"
+    )
 
 
 async def _embed_file(
@@ -246,7 +279,7 @@ async def _embed_file(
     chunk_size: int,
     *,
     progress: bool,
-) -> Any:
+) -> Stats:
     from tqdm import tqdm
 
     engine = Engine(settings)
@@ -266,7 +299,13 @@ async def _embed_file(
     try:
         for chunk in _chunks(source.records(), chunk_size):
             texts = [text for _, text in chunk]
-            pending.append((chunk, asyncio.create_task(engine.embed(texts, options))))
+            embedding = engine.embed(
+                texts,
+                options,
+                read_cache=settings.read_cache,
+                write_cache=settings.write_cache,
+            )
+            pending.append((chunk, asyncio.create_task(embedding)))
             if len(pending) >= WINDOW:
                 await write_oldest()
         while pending:
