@@ -581,6 +581,7 @@ def test_readme_covers_the_operations(gen):
         "## Prerequisites",
         "## First start",
         "## Scaling",
+        "## Sparse and rerank pools",
         "## Adding hosts",
         "## External or clustered Qdrant",
         "## Monitoring",
@@ -592,6 +593,10 @@ def test_readme_covers_the_operations(gen):
         "CACHED_TEI_QDRANT_URL",
         "NGINX_PUBLISH_PORT",
         "QDRANT_PUBLISH_PORT",
+        "SPARSE_MODEL_ID",
+        "RERANK_GPU_IDS",
+        "CACHED_TEI_SPARSE_URL",
+        "CACHED_TEI_RERANK_URL",
     ):
         assert setting in readme
 
