@@ -167,6 +167,9 @@ def render_nginx_conf(
     chosen = {
         dense.kind: Route(dense.upstreams if upstreams is None else upstreams, listen, replicas)
     }
+    if routes is not None and set(routes) != {pool.kind for pool in others}:
+        enabled = sorted(pool.kind for pool in others)
+        raise ConfigError(f"routes must give the enabled pools {enabled}, got {sorted(routes)}")
     for pool in others:
         default = Route(pool.upstreams, pool.nginx_port)
         chosen[pool.kind] = default if routes is None else routes[pool.kind]

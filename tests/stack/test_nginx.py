@@ -422,3 +422,10 @@ def test_a_pool_retries_on_its_other_replica(pools_cluster):
             assert r.json() == [_sparse_oracle(emu, configs["sparse"], texts[0])]
     log = nginx.error_log()
     assert f'upstream: "http://127.0.0.1:{victim.port}/embed_sparse"' in log, log[-2000:]
+
+
+def test_routes_must_match_the_enabled_pools(gen, example_env):
+    s = _settings(gen, example_env, SPARSE_MODEL_ID="emulator/splade")
+    routes = {"rerank": gen.Route(["127.0.0.1:9"], "127.0.0.1:8082")}
+    with pytest.raises(gen.ConfigError, match=r"the enabled pools \['sparse'\], got \['rerank'\]"):
+        gen.render_nginx_conf(s, upstreams=["127.0.0.1:9"], routes=routes)
