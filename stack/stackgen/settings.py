@@ -264,19 +264,9 @@ class Settings:
         return self.tei_replicas if self.cpu else len(self.gpu_ids)
 
     @property
-    def tei_services(self) -> list[str]:
-        """The dense pool's TEI services."""
-        return self.pools[0].services
-
-    @property
     def upstreams(self) -> list[str]:
         """Every TEI address of the dense pool: local services, then remote hosts."""
         return self.pools[0].upstreams
-
-    @property
-    def kubernetes_tei_count(self) -> int:
-        """The dense pool's TEI pods on Kubernetes."""
-        return self.pools[0].kubernetes_count
 
     @property
     def external_qdrant(self) -> bool:
