@@ -27,7 +27,7 @@ from stackgen.cli import generate, main
 from stackgen.compose import build_compose, render_compose
 from stackgen.constants import COMPOSE_SECRETS, PROMETHEUS_PORT, TEI_VARIANTS
 from stackgen.env import ConfigError, parse_dotenv
-from stackgen.nginx import render_nginx_conf
+from stackgen.nginx import Route, render_nginx_conf
 from stackgen.prometheus import build_prometheus_config, render_prometheus_config
 from stackgen.settings import Settings, load_settings
 
@@ -36,6 +36,7 @@ __all__ = [
     "PROMETHEUS_PORT",
     "TEI_VARIANTS",
     "ConfigError",
+    "Route",
     "Settings",
     "build_compose",
     "build_prometheus_config",

@@ -78,6 +78,8 @@ class CachedTEIAdapter(BaseModel):
     batch_size: int | None = setting("batch_size")
     max_payload_bytes: int | None = setting("max_payload_bytes")
     batch_window: float | None = setting("batch_window")
+    sparse_url: str | None = setting("sparse_url")
+    rerank_url: str | None = setting("rerank_url")
 
     # --- what changes the vector ---------------------------------------------------------------
     normalize: bool | None = setting("normalize")

@@ -106,6 +106,18 @@ class CachedTEISettings(BaseSettings):
         ge=0,
         description="Seconds to wait for concurrent calls' misses to share a TEI request; 0 = off.",
     )
+    sparse_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("sparse_url", "CACHED_TEI_SPARSE_URL"),
+        description="TEI serving a sparse (SPLADE) model; unset = the dense URL's server is not "
+        "used for sparse.",
+    )
+    rerank_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("rerank_url", "CACHED_TEI_RERANK_URL"),
+        description="TEI serving a reranker; unset = the dense URL's server is not used for "
+        "reranking.",
+    )
 
     # --- what changes the vector (part of the cache namespace) ------------------------------
     normalize: bool = True

@@ -17,8 +17,9 @@ from .constants import (
     QDRANT_SECRET,
     TEI_PORT,
 )
-from .environment import proxy_environment, tei_environment
+from .environment import pool_urls, proxy_environment, tei_environment
 from .output import render_yaml
+from .pools import Pool
 from .settings import Settings
 
 # Qdrant's image has no curl or wget: an HTTP GET /readyz over bash's /dev/tcp, pure bash.
@@ -48,8 +49,8 @@ def _required_secret(var: str) -> str:
     return "${" + var + ":?set " + var + " in stack/.env}"
 
 
-def _tei_service(s: Settings, index: int) -> dict[str, Any]:
-    environment = tei_environment(s)
+def _tei_service(s: Settings, pool: Pool, index: int) -> dict[str, Any]:
+    environment = tei_environment(s, pool)
     if s.has_hf_token:  # TEI reads HF_TOKEN; the value stays in .env
         environment["HF_TOKEN"] = "${HF_TOKEN}"
     if s.has_tei_api_key:
@@ -77,7 +78,7 @@ def _tei_service(s: Settings, index: int) -> dict[str, Any]:
                     "devices": [
                         {
                             "driver": "nvidia",
-                            "device_ids": [s.gpu_ids[index]],
+                            "device_ids": [pool.gpu_ids[index]],
                             "capabilities": ["gpu"],
                         }
                     ]
@@ -85,8 +86,8 @@ def _tei_service(s: Settings, index: int) -> dict[str, Any]:
             }
         }
     if index > 0:
-        # The first replica downloads the model into the shared volume; the others wait.
-        svc["depends_on"] = {"tei-0": {"condition": "service_healthy"}}
+        # The pool's first replica downloads its model into the shared volume; the others wait.
+        svc["depends_on"] = {pool.services[0]: {"condition": "service_healthy"}}
     return svc
 
 
@@ -101,7 +102,7 @@ def _loopback_port(published: int, target: int) -> dict[str, Any]:
 
 def _proxy_service(s: Settings) -> dict[str, Any]:
     environment = {
-        "CACHED_TEI_URL": f"http://nginx:{NGINX_PORT}",
+        **pool_urls(s, "nginx"),
         "CACHED_TEI_QDRANT_URL": s.qdrant_url or f"http://qdrant:{QDRANT_HTTP_PORT}",
         "CACHED_TEI_QDRANT_API_KEY": (
             "${QDRANT_API_KEY:-}" if s.external_qdrant else _required_secret("QDRANT_API_KEY")
@@ -206,7 +207,7 @@ def _nginx_service(s: Settings) -> dict[str, Any]:
         "image": f"{s.nginx_image}:{s.nginx_version}-alpine",
         "restart": "unless-stopped",
         "volumes": ["./nginx.conf:/etc/nginx/nginx.conf:ro"],
-        "expose": [str(NGINX_PORT)],
+        "expose": [str(pool.nginx_port) for pool in s.pools],
         "healthcheck": {
             "test": _http_get("wget", NGINX_PORT, NGINX_HEALTH_PATH),
             "interval": "10s",
@@ -215,13 +216,15 @@ def _nginx_service(s: Settings) -> dict[str, Any]:
             "start_period": "5s",
         },
     }
-    if s.tei_services:
-        # nginx starts once the first TEI is serving; later replicas join as they come up
-        # (passive health: a refused connection moves the request to the next upstream).
-        nginx["depends_on"] = {
-            name: {"condition": "service_healthy" if i == 0 else "service_started"}
-            for i, name in enumerate(s.tei_services)
-        }
+    # nginx starts once the first TEI of each pool is serving; later replicas join as they
+    # come up (passive health: a refused connection moves the request to the next upstream).
+    depends_on = {
+        name: {"condition": "service_healthy" if i == 0 else "service_started"}
+        for pool in s.pools
+        for i, name in enumerate(pool.services)
+    }
+    if depends_on:
+        nginx["depends_on"] = depends_on
     if s.nginx_publish_port:
         nginx["ports"] = [_loopback_port(s.nginx_publish_port, NGINX_PORT)]
     return nginx
@@ -259,7 +262,7 @@ def _qdrant_service(s: Settings) -> dict[str, Any]:
 
 def _volumes(s: Settings) -> dict[str, dict[str, Any]]:
     volumes: dict[str, dict[str, Any]] = {}
-    if s.tei_services:
+    if any(pool.services for pool in s.pools):
         volumes["tei-models"] = {}
     if not s.external_qdrant:
         volumes["qdrant-storage"] = {}
@@ -271,7 +274,9 @@ def _volumes(s: Settings) -> dict[str, dict[str, Any]]:
 
 def build_compose(s: Settings) -> dict[str, Any]:
     """The compose file as a dict, services in start order."""
-    services = {name: _tei_service(s, i) for i, name in enumerate(s.tei_services)}
+    services = {
+        name: _tei_service(s, pool, i) for pool in s.pools for i, name in enumerate(pool.services)
+    }
     services["nginx"] = _nginx_service(s)
     if not s.external_qdrant:
         services["qdrant"] = _qdrant_service(s)

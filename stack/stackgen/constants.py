@@ -20,6 +20,9 @@ TEI_VARIANTS = {
 TEI_PORT = 80
 NGINX_PORT = 80
 NGINX_HEALTH_PATH = "/nginx-health"
+# nginx listens on one port per TEI pool, so each pool is a TEI server at its root (/info,
+# /health, /embed_sparse, /rerank, /metrics) for the proxy and any other TEI client.
+NGINX_POOL_PORTS = {"dense": NGINX_PORT, "sparse": 8081, "rerank": 8082}
 QDRANT_HTTP_PORT = 6333
 QDRANT_GRPC_PORT = 6334
 PROXY_CONTAINER_PORT = 8000

@@ -7,14 +7,15 @@ Secrets).
 from __future__ import annotations
 
 from .constants import PROXY_GRACEFUL_TIMEOUT
+from .pools import Pool
 from .settings import Settings
 
 
-def tei_environment(s: Settings) -> dict[str, str]:
-    """TEI's options (TEI reads each as an environment variable)."""
-    environment = {"MODEL_ID": s.model_id}
-    if s.model_revision:
-        environment["REVISION"] = s.model_revision
+def tei_environment(s: Settings, pool: Pool) -> dict[str, str]:
+    """The options of a TEI of `pool` (TEI reads each as an environment variable)."""
+    environment = {"MODEL_ID": pool.model_id}
+    if pool.model_revision:
+        environment["REVISION"] = pool.model_revision
     environment.update(
         {
             "MAX_CLIENT_BATCH_SIZE": str(s.tei_max_client_batch_size),
@@ -27,6 +28,11 @@ def tei_environment(s: Settings) -> dict[str, str]:
     if s.tei_dtype:
         environment["DTYPE"] = s.tei_dtype
     return environment
+
+
+def pool_urls(s: Settings, nginx_host: str) -> dict[str, str]:
+    """The proxy's TEI URL of each pool: its port on nginx (`nginx_host`)."""
+    return {pool.url_variable: f"http://{nginx_host}:{pool.nginx_port}" for pool in s.pools}
 
 
 def proxy_environment(s: Settings) -> dict[str, str]:

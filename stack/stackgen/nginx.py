@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .constants import NGINX_HEALTH_PATH, NGINX_PORT
@@ -37,9 +39,15 @@ http {
     # Upstream names are looked up again every @resolver_valid (`resolve` below), so a TEI that
     # comes back with a new address is found; nginx >= 1.27.3 (open source) has `resolve`.
     resolver @resolver valid=@resolver_valid ipv6=off;
+@pools}
+"""
+)
 
-    upstream tei {
-        zone tei 64k;
+# One TEI pool: its upstream, and the server that serves it on the pool's own port.
+POOL_TEMPLATE = _NginxTemplate(
+    """
+    upstream @upstream {
+        zone @upstream 64k;
         least_conn;
 @servers
         keepalive @keepalive;
@@ -58,7 +66,7 @@ http {
         }
 
         location / {
-            proxy_pass http://tei;
+            proxy_pass http://@upstream;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
@@ -72,9 +80,19 @@ http {
             proxy_request_buffering on;
         }
     }
-}
 """
 )
+
+
+@dataclass(frozen=True)
+class Route:
+    """One pool in nginx: the servers its upstream balances over and the address it listens
+    on; `replicas` is how many TEI servers they stand for (a headless Service name resolves to
+    every pod), default one per server."""
+
+    servers: Sequence[str]
+    listen: str | int
+    replicas: int | None = None
 
 
 def _runtime_paths(runtime_dir: Path | str | None) -> tuple[list[str], list[str]]:
@@ -101,47 +119,67 @@ def _is_address(upstream: str) -> bool:
     return True
 
 
+def _pool_block(s: Settings, upstream: str, route: Route, resolve: bool) -> str:
+    if not route.servers:
+        raise ConfigError(f"nginx needs at least one upstream for {upstream}")
+    limits = f"max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout}"
+    servers = [
+        f"        server {up}{'' if _is_address(up) or not resolve else ' resolve'} {limits};"
+        for up in route.servers
+    ]
+    return POOL_TEMPLATE.substitute(
+        upstream=upstream,
+        servers="\n".join(servers),
+        keepalive=s.nginx_keepalive,
+        listen=route.listen,
+        body_limit=s.tei_payload_limit,
+        health_path=NGINX_HEALTH_PATH,
+        connect_timeout=s.nginx_connect_timeout,
+        read_timeout=s.nginx_read_timeout,
+        tries=max(1, min(s.nginx_next_upstream_tries, route.replicas or len(route.servers))),
+    )
+
+
 def render_nginx_conf(
     settings: Settings,
-    upstreams: list[str] | None = None,
+    upstreams: Sequence[str] | None = None,
     listen: str | int = NGINX_PORT,
     runtime_dir: Path | str | None = None,
     resolver: str = DOCKER_RESOLVER,
     resolve: bool = True,
     replicas: int | None = None,
+    routes: Mapping[str, Route] | None = None,
 ) -> str:
-    """nginx.conf for the stack.
+    """nginx.conf for the stack: an upstream and a server per TEI pool.
 
-    upstreams: host:port list (default: the stack's TEI services and remote hosts).
-    listen: the listen directive's address (e.g. "127.0.0.1:18080"); default port 80.
+    upstreams, listen, replicas: the dense pool's (default: its TEI services and remote
+    hosts, on port 80, one server each); `listen` is the listen directive's address (e.g.
+    "127.0.0.1:18080").
+    routes: the sparse and rerank pools' `Route` by kind (default: each enabled pool's TEI
+    services on its own port); one for every enabled pool.
     runtime_dir: for tests as a non-root user: pid, logs and temp paths go under it and
     `user` is omitted. None renders the container configuration.
     resolver: the DNS server nginx re-resolves upstream names with (Docker's by default).
     resolve: mark named upstreams `resolve`; False for nginx older than 1.27.3 (Debian's).
-    replicas: how many TEI servers the upstreams stand for (a headless Service name resolves
-    to every pod); default one per upstream.
     """
     s = settings
-    ups = list(upstreams) if upstreams is not None else s.upstreams
-    if not ups:
-        raise ConfigError("nginx needs at least one upstream")
+    dense, *others = s.pools
+    chosen = {
+        dense.kind: Route(dense.upstreams if upstreams is None else upstreams, listen, replicas)
+    }
+    if routes is not None and set(routes) != {pool.kind for pool in others}:
+        enabled = sorted(pool.kind for pool in others)
+        raise ConfigError(f"routes must give the enabled pools {enabled}, got {sorted(routes)}")
+    for pool in others:
+        default = Route(pool.upstreams, pool.nginx_port)
+        chosen[pool.kind] = default if routes is None else routes[pool.kind]
     main_paths, http_paths = _runtime_paths(runtime_dir)
-    limits = f"max_fails={s.nginx_max_fails} fail_timeout={s.nginx_fail_timeout}"
-    servers = [
-        f"        server {up}{'' if _is_address(up) or not resolve else ' resolve'} {limits};"
-        for up in ups
-    ]
     return NGINX_TEMPLATE.substitute(
         main_paths="\n".join(main_paths),
         http_paths="\n".join(http_paths),
         resolver=resolver,
         resolver_valid=RESOLVER_VALID,
-        servers="\n".join(servers),
-        keepalive=s.nginx_keepalive,
-        listen=listen,
-        body_limit=s.tei_payload_limit,
-        health_path=NGINX_HEALTH_PATH,
-        connect_timeout=s.nginx_connect_timeout,
-        read_timeout=s.nginx_read_timeout,
-        tries=max(1, min(s.nginx_next_upstream_tries, replicas or len(ups))),
+        pools="".join(
+            _pool_block(s, pool.upstream, chosen[pool.kind], resolve) for pool in s.pools
+        ),
     )

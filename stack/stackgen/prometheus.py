@@ -1,4 +1,4 @@
-"""prometheus.yml: scrape the proxy, every TEI (local and remote) and Qdrant."""
+"""prometheus.yml: scrape the proxy, every TEI of every pool (local and remote) and Qdrant."""
 
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ def build_prometheus_config(s: Settings) -> dict[str, Any]:
                 "job_name": "cached-tei-proxy",
                 "static_configs": [{"targets": [f"proxy:{PROXY_CONTAINER_PORT}"]}],
             },
-            # TEI serves /metrics on its HTTP port, without its API key.
-            {"job_name": "tei", "static_configs": [{"targets": s.upstreams}]},
+            # TEI serves /metrics on its HTTP port, without its API key; a job per pool.
+            *(
+                {"job_name": pool.name, "static_configs": [{"targets": pool.upstreams}]}
+                for pool in s.pools
+            ),
             qdrant,
         ],
     }

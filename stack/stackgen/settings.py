@@ -13,11 +13,13 @@ from .constants import (
     NGINX_MIN_VERSION,
     QDRANT_MIN_VERSION,
     STACK_DIR,
-    TEI_PORT,
     TEI_VARIANTS,
 )
 from .env import ConfigError, parse_dotenv
 from .parsers import Parser
+from .pools import Pool
+
+OPTIONAL_POOLS = ("sparse", "rerank")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,15 @@ class Settings:
     tei_start_period: str = setting("TEI_HEALTH_START_PERIOD", "30m", p.duration)
     has_tei_api_key: bool = setting("TEI_API_KEY", "", p.is_set)
     remote_upstreams: tuple[str, ...] = setting("TEI_REMOTE_UPSTREAMS", "", p.host_ports)
+    # optional pools: a sparse (SPLADE) model and a reranker, each on TEI servers of its own
+    sparse_model_id: str = setting("SPARSE_MODEL_ID")  # empty: no sparse pool
+    sparse_model_revision: str = setting("SPARSE_MODEL_REVISION")
+    sparse_gpu_ids: tuple[str, ...] = setting("SPARSE_GPU_IDS", "", p.gpu_ids)
+    sparse_tei_replicas: int = setting("SPARSE_TEI_REPLICAS", "1", p.integer(0))  # cpu only
+    rerank_model_id: str = setting("RERANK_MODEL_ID")  # empty: no rerank pool
+    rerank_model_revision: str = setting("RERANK_MODEL_REVISION")
+    rerank_gpu_ids: tuple[str, ...] = setting("RERANK_GPU_IDS", "", p.gpu_ids)
+    rerank_tei_replicas: int = setting("RERANK_TEI_REPLICAS", "1", p.integer(0))  # cpu only
     # nginx
     nginx_image: str = setting("NGINX_IMAGE", "nginx")
     nginx_version: str = setting(
@@ -122,6 +133,12 @@ class Settings:
         "KUBERNETES_NAMESPACE", "cached-tei", p.matching(p.DNS_LABEL, "a DNS label")
     )
     kubernetes_tei_replicas: int | None = setting("KUBERNETES_TEI_REPLICAS", "", p.optional_count)
+    kubernetes_sparse_tei_replicas: int | None = setting(
+        "KUBERNETES_SPARSE_TEI_REPLICAS", "", p.optional_count
+    )
+    kubernetes_rerank_tei_replicas: int | None = setting(
+        "KUBERNETES_RERANK_TEI_REPLICAS", "", p.optional_count
+    )
     kubernetes_tei_storage: str = setting("KUBERNETES_TEI_STORAGE", "20Gi", p.quantity)
     kubernetes_storage_class: str = setting(
         "KUBERNETES_STORAGE_CLASS", "", p.matching(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", "a name")
@@ -152,6 +169,7 @@ class Settings:
                 "no TEI upstream: set GPU_IDS (GPU variants), TEI_REPLICAS>=1 (cpu) "
                 "or TEI_REMOTE_UPSTREAMS"
             )
+        self._check_pools()
         if self.external_qdrant and (self.qdrant_publish_port or self.qdrant_grpc_publish_port):
             raise ConfigError(
                 "QDRANT_PUBLISH_PORT/QDRANT_GRPC_PUBLISH_PORT need the local "
@@ -165,7 +183,74 @@ class Settings:
         if len(set(published)) != len(published):
             raise ConfigError(f"published host ports collide: {published}")
 
+    def _check_pools(self) -> None:
+        """The optional pools: a model needs its GPUs (or CPU replicas); no GPU in two pools."""
+        for kind in OPTIONAL_POOLS:
+            var = kind.upper()
+            model = getattr(self, f"{kind}_model_id")
+            gpus = getattr(self, f"{kind}_gpu_ids")
+            if not model:
+                if gpus or getattr(self, f"kubernetes_{kind}_tei_replicas"):
+                    raise ConfigError(
+                        f"{var}_GPU_IDS and KUBERNETES_{var}_TEI_REPLICAS need {var}_MODEL_ID: "
+                        f"set it, or leave them empty for no {kind} pool"
+                    )
+            elif self.cpu and gpus:
+                raise ConfigError(
+                    f"{var}_GPU_IDS must be empty with TEI_VARIANT=cpu (use {var}_TEI_REPLICAS)"
+                )
+            elif not self.cpu and not gpus:
+                raise ConfigError(
+                    f"{var}_MODEL_ID needs {var}_GPU_IDS: the GPUs of the {kind} pool, one TEI "
+                    f"each (or leave {var}_MODEL_ID empty for no {kind} pool)"
+                )
+            elif self.cpu and not getattr(self, f"{kind}_tei_replicas"):
+                raise ConfigError(
+                    f"{var}_MODEL_ID needs {var}_TEI_REPLICAS >= 1 with TEI_VARIANT=cpu "
+                    f"(or leave {var}_MODEL_ID empty for no {kind} pool)"
+                )
+        owners: dict[str, str] = {}
+        for pool in self.pools:
+            var = "GPU_IDS" if pool.kind == "dense" else f"{pool.kind.upper()}_GPU_IDS"
+            for gpu in pool.gpu_ids:
+                if gpu in owners:
+                    raise ConfigError(
+                        f"GPU {gpu} is in both {owners[gpu]} and {var}: each GPU runs one TEI, "
+                        "of one pool; give each pool GPUs of its own"
+                    )
+                owners[gpu] = var
+
     # ---- derived -------------------------------------------------------------------
+    @property
+    def pools(self) -> list[Pool]:
+        """The dense pool, then each optional pool whose model is set."""
+        pools = [
+            Pool(
+                "dense",
+                self.model_id,
+                self.model_revision,
+                self.local_tei_count,
+                self.gpu_ids,
+                self.remote_upstreams,
+                self.kubernetes_tei_replicas,
+            )
+        ]
+        for kind in OPTIONAL_POOLS:
+            model = getattr(self, f"{kind}_model_id")
+            if model:
+                gpus = getattr(self, f"{kind}_gpu_ids")
+                pools.append(
+                    Pool(
+                        kind,
+                        model,
+                        getattr(self, f"{kind}_model_revision"),
+                        getattr(self, f"{kind}_tei_replicas") if self.cpu else len(gpus),
+                        gpus,
+                        kubernetes_replicas=getattr(self, f"kubernetes_{kind}_tei_replicas"),
+                    )
+                )
+        return pools
+
     @property
     def cpu(self) -> bool:
         return self.tei_variant == "cpu"
@@ -179,18 +264,9 @@ class Settings:
         return self.tei_replicas if self.cpu else len(self.gpu_ids)
 
     @property
-    def tei_services(self) -> list[str]:
-        return [f"tei-{i}" for i in range(self.local_tei_count)]
-
-    @property
     def upstreams(self) -> list[str]:
-        """Every TEI address nginx balances over: local services, then remote hosts."""
-        return [f"{name}:{TEI_PORT}" for name in self.tei_services] + list(self.remote_upstreams)
-
-    @property
-    def kubernetes_tei_count(self) -> int:
-        """TEI pods on Kubernetes: as set, else as many as compose runs (at least one)."""
-        return self.kubernetes_tei_replicas or self.local_tei_count or 1
+        """Every TEI address of the dense pool: local services, then remote hosts."""
+        return self.pools[0].upstreams
 
     @property
     def external_qdrant(self) -> bool:

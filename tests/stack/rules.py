@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 LOOPBACK = {"127.0.0.1", "::1"}
+URL_VARIABLES = ("CACHED_TEI_URL", "CACHED_TEI_SPARSE_URL", "CACHED_TEI_RERANK_URL")
 _PINNED_TAG = re.compile(r"^(v?\d+\.\d+\.\d+)([-.][A-Za-z0-9.]+)?$|^[a-z0-9]+-\d+\.\d+\.\d+$")
 
 
@@ -63,6 +64,64 @@ def _stop_grace_problems(proxy: dict) -> list[str]:
     return []
 
 
+def _devices(svc: dict) -> list[dict]:
+    return (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get(
+        "devices"
+    ) or []
+
+
+def _pool_problems(services: dict, settings) -> list[str]:
+    """Per pool: one TEI service per GPU / replica, each pinning its one GPU, with the pool's
+    model and the right image family on the shared model volume; the first downloads, the
+    others wait; nginx serves the pool on its port; the proxy's URL for it points there."""
+    problems: list[str] = []
+    nginx = services.get("nginx") or {}
+    proxy_env = (services.get("proxy") or {}).get("environment") or {}
+    for pool in settings.pools:
+        tei = [n for n in services if re.fullmatch(rf"{pool.name}-\d+", n)]
+        if tei != pool.services:
+            problems.append(f"{pool.kind} pool: TEI services {tei}, expected {pool.services}")
+        for i, name in enumerate(n for n in tei if n in pool.services):
+            svc = services[name]
+            env = svc.get("environment") or {}
+            if (env.get("MODEL_ID"), env.get("REVISION", "")) != (
+                pool.model_id,
+                pool.model_revision,
+            ):
+                problems.append(f"{name}: does not serve the {pool.kind} pool's model")
+            tag = image_tag(svc["image"]) or ""
+            if settings.cpu != tag.startswith("cpu-"):
+                problems.append(
+                    f"{name}: image tag {tag!r} does not match variant {settings.tei_variant}"
+                )
+            pinned = [g for dev in _devices(svc) for g in dev.get("device_ids", [])]
+            if not settings.cpu and pinned != [pool.gpu_ids[i]]:
+                problems.append(f"{name}: pins GPUs {pinned}, not its one GPU {pool.gpu_ids[i]}")
+            if "tei-models:/data" not in (svc.get("volumes") or []):
+                problems.append(f"{name}: does not mount the shared model volume at /data")
+            if svc.get("ports"):
+                problems.append(f"{name}: TEI must not be published")
+            first = pool.services[0]
+            waits = (svc.get("depends_on") or {}).get(first, {}).get("condition")
+            if i > 0 and waits != "service_healthy":
+                problems.append(f"{name}: does not wait for {first} to be healthy")
+        if pool.services:
+            first = pool.services[0]
+            waits = (nginx.get("depends_on") or {}).get(first, {}).get("condition")
+            if waits != "service_healthy":
+                problems.append(f"nginx: does not wait for {first} to be healthy")
+        if str(pool.nginx_port) not in (nginx.get("expose") or []):
+            problems.append(f"nginx: does not expose the {pool.kind} pool's port {pool.nginx_port}")
+        want = f"http://nginx:{pool.nginx_port}"
+        if proxy_env.get(pool.url_variable) != want:
+            problems.append(f"proxy: {pool.url_variable} is not {want}")
+    enabled = {pool.url_variable for pool in settings.pools}
+    for var in sorted(set(URL_VARIABLES) - enabled):
+        if var in proxy_env:
+            problems.append(f"proxy: {var} is set but .env runs no such pool")
+    return problems
+
+
 def compose_problems(compose: dict, settings) -> list[str]:
     """Every rule violation, as readable strings (empty list: all good)."""
     problems: list[str] = []
@@ -107,42 +166,25 @@ def compose_problems(compose: dict, settings) -> list[str]:
     # GPUs: count and device_ids never together; each GPU id once; the ids asked for
     seen_gpus: list[str] = []
     for name, svc in services.items():
-        devices = (
-            ((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
-        ).get("devices") or []
-        for dev in devices:
+        for dev in _devices(svc):
             if "count" in dev and "device_ids" in dev:
                 problems.append(f"{name}: device reservation has both count and device_ids")
             seen_gpus.extend(str(g) for g in dev.get("device_ids", []))
     dupes = sorted({g for g in seen_gpus if seen_gpus.count(g) > 1})
     if dupes:
         problems.append(f"GPU ids used more than once: {dupes}")
+    asked = [gpu for pool in settings.pools for gpu in pool.gpu_ids]
     if settings.cpu:
         if seen_gpus:
             problems.append("cpu variant reserves GPUs")
-    elif sorted(seen_gpus) != sorted(settings.gpu_ids):
-        problems.append(f"GPU reservations {seen_gpus} != GPU_IDS {settings.gpu_ids}")
+    elif sorted(seen_gpus) != sorted(asked):
+        problems.append(f"GPU reservations {seen_gpus} != the pools' GPU ids {asked}")
 
-    # TEI: one service per GPU / replica, the right image family, shared model volume
-    tei = [n for n in services if n.startswith("tei-")]
-    if len(tei) != settings.local_tei_count:
-        problems.append(f"{len(tei)} TEI services, expected {settings.local_tei_count}")
-    for i, name in enumerate(sorted(tei, key=lambda n: int(n.split("-")[1]))):
-        svc = services[name]
-        tag = image_tag(svc["image"]) or ""
-        if settings.cpu != tag.startswith("cpu-"):
-            problems.append(
-                f"{name}: image tag {tag!r} does not match variant {settings.tei_variant}"
-            )
-        if "tei-models:/data" not in (svc.get("volumes") or []):
-            problems.append(f"{name}: does not mount the shared model volume at /data")
-        if svc.get("ports"):
-            problems.append(f"{name}: TEI must not be published")
-        if (
-            i > 0
-            and (svc.get("depends_on") or {}).get("tei-0", {}).get("condition") != "service_healthy"
-        ):
-            problems.append(f"{name}: does not wait for tei-0 to be healthy")
+    problems += _pool_problems(services, settings)
+    tei = {name for pool in settings.pools for name in pool.services}
+    for name in services:
+        if name.startswith("tei-") and name not in tei:
+            problems.append(f"{name}: a TEI service of no pool .env asks for")
 
     # published ports: exactly what .env asks, loopback-only for nginx and qdrant
     expected: dict[str, list[tuple[str, str]]] = {
@@ -178,8 +220,6 @@ def compose_problems(compose: dict, settings) -> list[str]:
         problems.append("no proxy service")
     else:
         env = proxy.get("environment") or {}
-        if env.get("CACHED_TEI_URL") != "http://nginx:80":
-            problems.append("proxy: CACHED_TEI_URL does not point at nginx")
         want_q = settings.qdrant_url or "http://qdrant:6333"
         if env.get("CACHED_TEI_QDRANT_URL") != want_q:
             problems.append(f"proxy: CACHED_TEI_QDRANT_URL != {want_q}")
@@ -276,6 +316,7 @@ def referenced_secrets(objects: list[dict]) -> set[str]:
 
 def _gpu_problems(objects: list[dict], settings) -> list[str]:
     problems = []
+    tei = {(f"StatefulSet/{pool.name}", pool.name) for pool in settings.pools}
     for key, workload in workloads(objects).items():
         for c in containers(workload):
             resources = c.get("resources") or {}
@@ -283,7 +324,7 @@ def _gpu_problems(objects: list[dict], settings) -> list[str]:
             requested = (resources.get("requests") or {}).get(GPU)
             if requested is not None and requested != gpus:
                 problems.append(f"{key}: {c['name']} requests {requested} GPUs, limits {gpus}")
-            is_tei = key == "StatefulSet/tei" and c["name"] == "tei"
+            is_tei = (key, c["name"]) in tei
             if is_tei and not settings.cpu and gpus != 1:
                 problems.append(f"{key}: a TEI pod must have exactly one GPU, has {gpus}")
             if (not is_tei or settings.cpu) and gpus is not None:
@@ -301,30 +342,70 @@ def _image_problems(objects: list[dict]) -> list[str]:
 
 
 def _tei_problems(objects: list[dict], settings) -> list[str]:
-    tei = workloads(objects).get("StatefulSet/tei")
-    if tei is None:
-        return ["no TEI StatefulSet"]
     problems = []
-    if tei["spec"]["replicas"] != settings.kubernetes_tei_count:
+    for pool in settings.pools:
+        problems += _pool_problems_k8s(objects, settings, pool)
+    running = {key for key in workloads(objects) if key.startswith("StatefulSet/tei")}
+    for key in sorted(running - {f"StatefulSet/{pool.name}" for pool in settings.pools}):
+        problems.append(f"{key}: a TEI pool .env does not ask for")
+    return problems
+
+
+def _pool_problems_k8s(objects: list[dict], settings, pool) -> list[str]:
+    """A pool's StatefulSet (its model, probes, model volume) and headless Service, the nginx
+    upstream over it on the pool's port, and the proxy's URL for it."""
+    name = pool.name
+    tei = workloads(objects).get(f"StatefulSet/{name}")
+    if tei is None:
+        return [f"no TEI StatefulSet {name}"]
+    problems = []
+    if tei["spec"]["replicas"] != pool.kubernetes_count:
         problems.append(
-            f"tei: {tei['spec']['replicas']} replicas, .env asks for "
-            f"{settings.kubernetes_tei_count}"
+            f"{name}: {tei['spec']['replicas']} replicas, .env asks for {pool.kubernetes_count}"
         )
     container = pod_spec(tei)["containers"][0]
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    if (env.get("MODEL_ID"), env.get("REVISION") or "") != (pool.model_id, pool.model_revision):
+        problems.append(f"{name}: does not serve the {pool.kind} pool's model")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         if (container.get(probe) or {}).get("httpGet", {}).get("path") != "/health":
-            problems.append(f"tei: {probe} does not GET /health")
+            problems.append(f"{name}: {probe} does not GET /health")
     mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
     claims = {t["metadata"]["name"] for t in tei["spec"].get("volumeClaimTemplates") or []}
     if mounts.get("/data") not in claims:
-        problems.append("tei: the model cache (/data) is not on a persistent volume")
+        problems.append(f"{name}: the model cache (/data) is not on a persistent volume")
     headless = [
         o
         for o in objects
         if o["kind"] == "Service" and o["metadata"]["name"] == tei["spec"]["serviceName"]
     ]
     if not headless or headless[0]["spec"].get("clusterIP") != "None":
-        problems.append("tei: no headless Service for nginx to resolve")
+        problems.append(f"{name}: no headless Service for nginx to resolve")
+    conf = next(
+        (o["data"]["nginx.conf"] for o in objects if o["metadata"]["name"] == "nginx-conf"), ""
+    )
+    block = re.search(rf"upstream {pool.upstream} {{(.*?)}}", conf, re.S)
+    host = f"{tei['spec']['serviceName']}.{settings.kubernetes_namespace}.svc.cluster.local:80"
+    if block is None or f"server {host} resolve " not in block.group(1):
+        problems.append(f"nginx: no upstream {pool.upstream} over {host}")
+    if f"listen {pool.nginx_port};" not in conf:
+        problems.append(f"nginx: does not listen on the {pool.kind} pool's port {pool.nginx_port}")
+    service_ports = [
+        p["port"]
+        for o in objects
+        if o["kind"] == "Service" and o["metadata"]["name"] == "nginx"
+        for p in o["spec"]["ports"]
+    ]
+    if pool.nginx_port not in service_ports:
+        problems.append(f"nginx: its Service lacks the {pool.kind} pool's port {pool.nginx_port}")
+    proxy = workloads(objects).get("Deployment/proxy")
+    proxy_env = {
+        e["name"]: e.get("value")
+        for e in (pod_spec(proxy)["containers"][0].get("env") if proxy else None) or []
+    }
+    want = f"http://nginx:{pool.nginx_port}"
+    if proxy_env.get(pool.url_variable) != want:
+        problems.append(f"proxy: {pool.url_variable} is not {want}")
     return problems
 
 

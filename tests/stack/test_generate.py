@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from .conftest import REPO, SCHEMA, STACK
+from .conftest import REPO, SCHEMA, STACK, pools_env_text
 from .rules import compose_problems
 
 
@@ -581,6 +581,7 @@ def test_readme_covers_the_operations(gen):
         "## Prerequisites",
         "## First start",
         "## Scaling",
+        "## Sparse and rerank pools",
         "## Adding hosts",
         "## External or clustered Qdrant",
         "## Monitoring",
@@ -592,12 +593,18 @@ def test_readme_covers_the_operations(gen):
         "CACHED_TEI_QDRANT_URL",
         "NGINX_PUBLISH_PORT",
         "QDRANT_PUBLISH_PORT",
+        "SPARSE_MODEL_ID",
+        "RERANK_GPU_IDS",
+        "CACHED_TEI_SPARSE_URL",
+        "CACHED_TEI_RERANK_URL",
     ):
         assert setting in readme
 
 
-@pytest.mark.parametrize("variant", ["example", "everything"])
-def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, monkeypatch):
+@pytest.mark.parametrize("variant", ["example", "everything", "pools"])
+def test_proxy_environment_is_what_the_package_reads(
+    gen, example_env, pools_env, variant, monkeypatch
+):
     """Every CACHED_TEI_* the compose file gives the proxy is a real setting and parses."""
     from cached_tei.proxy.settings import ProxySettings
     from cached_tei.settings import CachedTEISettings
@@ -607,7 +614,7 @@ def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, 
     for cls in (core_cls, proxy_cls):
         prefix = cls.model_config.get("env_prefix", "")
         known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
-    env = dict(example_env)
+    env = dict(pools_env if variant == "pools" else example_env)
     if variant == "everything":
         env.update(
             TEI_API_KEY="k",
@@ -631,8 +638,218 @@ def test_proxy_environment_is_what_the_package_reads(gen, example_env, variant, 
     core = core_cls()
     proxy = proxy_cls()
     assert core.tei_url == "http://nginx:80"
+    assert (core.sparse_url, core.rerank_url) == (
+        ("http://nginx:8081", "http://nginx:8082") if variant == "pools" else (None, None)
+    )
     assert proxy.log_level == env.get("PROXY_LOG_LEVEL", "info")
     if variant == "everything":
         assert (
             core.ttl == 3600 and core.qdrant_shards == 3 and core.api_key.get_secret_value() == "tk"
         )
+
+
+# ---- the sparse and rerank pools ----------------------------------------------------------
+
+
+def test_pools(gen, validator, pools_env):
+    s, c = _check(gen, validator, pools_env)
+    services = c["services"]
+    assert list(services) == [
+        "tei-0",
+        "tei-1",
+        "tei-sparse-0",
+        "tei-rerank-0",
+        "tei-rerank-1",
+        "nginx",
+        "qdrant",
+        "proxy",
+    ]
+    for name, gpu, model in (
+        ("tei-1", "1", "BAAI/bge-small-en-v1.5"),
+        ("tei-sparse-0", "2", "naver/efficient-splade-VI-BT-large-doc"),
+        ("tei-rerank-1", "GPU-5e6f", "BAAI/bge-reranker-base"),
+    ):
+        svc = services[name]
+        assert svc["image"] == services["tei-0"]["image"]
+        assert svc["environment"]["MODEL_ID"] == model
+        assert svc["deploy"]["resources"]["reservations"]["devices"] == [
+            {"driver": "nvidia", "device_ids": [gpu], "capabilities": ["gpu"]}
+        ]
+        assert svc["healthcheck"] == services["tei-0"]["healthcheck"]
+    assert "REVISION" not in services["tei-sparse-0"]["environment"]
+    assert services["tei-rerank-0"]["environment"]["REVISION"] == pools_env["RERANK_MODEL_REVISION"]
+    # the same TEI options in every pool but the model
+    options = {k: v for k, v in services["tei-0"]["environment"].items() if k != "MODEL_ID"}
+    assert options.items() <= services["tei-sparse-0"]["environment"].items()
+    assert services["tei-rerank-1"]["depends_on"] == {
+        "tei-rerank-0": {"condition": "service_healthy"}
+    }
+    assert "depends_on" not in services["tei-sparse-0"]  # its pool's first: it downloads
+    assert services["nginx"]["expose"] == ["80", "8081", "8082"]
+    env = services["proxy"]["environment"]
+    assert [(k, v) for k, v in env.items() if k.endswith("_URL") and "QDRANT" not in k] == [
+        ("CACHED_TEI_URL", "http://nginx:80"),
+        ("CACHED_TEI_SPARSE_URL", "http://nginx:8081"),
+        ("CACHED_TEI_RERANK_URL", "http://nginx:8082"),
+    ]
+    conf = gen.render_nginx_conf(s)
+    for upstream, port, servers, tries in (
+        ("tei", 80, ["tei-0:80", "tei-1:80"], 2),
+        ("tei_sparse", 8081, ["tei-sparse-0:80"], 1),
+        ("tei_rerank", 8082, ["tei-rerank-0:80", "tei-rerank-1:80"], 2),
+    ):
+        block = conf.split(f"    upstream {upstream} {{\n", 1)[1].split("\n    upstream ", 1)[0]
+        assert f"zone {upstream} 64k;" in block and "least_conn;" in block
+        ups = [line.split()[1] for line in block.splitlines() if line.startswith("        server ")]
+        assert ups == servers
+        assert f"server {servers[0]} resolve max_fails=3 fail_timeout=10s;" in block
+        assert f"listen {port};" in block and f"proxy_pass http://{upstream};" in block
+        assert f"proxy_next_upstream_tries {tries};" in block
+        assert "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;" in (
+            block
+        )
+        assert "keepalive 64;" in block and "client_max_body_size 2000000;" in block
+    scrape = {job["job_name"]: job for job in gen.build_prometheus_config(s)["scrape_configs"]}
+    assert scrape["tei"]["static_configs"] == [{"targets": ["tei-0:80", "tei-1:80"]}]
+    assert scrape["tei-sparse"]["static_configs"] == [{"targets": ["tei-sparse-0:80"]}]
+    assert scrape["tei-rerank"]["static_configs"] == [
+        {"targets": ["tei-rerank-0:80", "tei-rerank-1:80"]}
+    ]
+
+
+def test_pools_on_cpu(gen, validator, example_env):
+    env = dict(
+        example_env,
+        TEI_VARIANT="cpu",
+        GPU_IDS="",
+        TEI_REPLICAS="0",
+        TEI_REMOTE_UPSTREAMS="10.0.0.12:8080",
+        SPARSE_MODEL_ID="naver/splade-v3",
+        SPARSE_TEI_REPLICAS="2",
+        RERANK_MODEL_ID="BAAI/bge-reranker-base",
+    )
+    s, c = _check(gen, validator, env)
+    tei = [n for n in c["services"] if n.startswith("tei-")]
+    assert tei == ["tei-sparse-0", "tei-sparse-1", "tei-rerank-0"]
+    for name in tei:
+        assert "deploy" not in c["services"][name]
+        assert c["services"][name]["image"].endswith(":cpu-1.9.3")
+    # the remote hosts join the dense pool only
+    scrape = {job["job_name"]: job for job in gen.build_prometheus_config(s)["scrape_configs"]}
+    assert scrape["tei"]["static_configs"] == [{"targets": ["10.0.0.12:8080"]}]
+    assert "tei-models" in c["volumes"]
+    assert c["services"]["nginx"]["depends_on"] == {
+        "tei-sparse-0": {"condition": "service_healthy"},
+        "tei-sparse-1": {"condition": "service_started"},
+        "tei-rerank-0": {"condition": "service_healthy"},
+    }
+
+
+def test_one_optional_pool(gen, validator, example_env):
+    env = dict(example_env, RERANK_MODEL_ID="BAAI/bge-reranker-base", RERANK_GPU_IDS="1")
+    s, c = _check(gen, validator, env)
+    assert [n for n in c["services"] if n.startswith("tei-")] == ["tei-0", "tei-rerank-0"]
+    assert "CACHED_TEI_SPARSE_URL" not in c["services"]["proxy"]["environment"]
+    conf = gen.render_nginx_conf(s)
+    assert "tei_sparse" not in conf and "listen 8082;" in conf and "listen 8081;" not in conf
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"SPARSE_GPU_IDS": "1"},
+            "SPARSE_GPU_IDS and KUBERNETES_SPARSE_TEI_REPLICAS need SPARSE_MODEL_ID: set it, "
+            "or leave them empty for no sparse pool",
+        ),
+        (
+            {"KUBERNETES_RERANK_TEI_REPLICAS": "2"},
+            "RERANK_GPU_IDS and KUBERNETES_RERANK_TEI_REPLICAS need RERANK_MODEL_ID",
+        ),
+        (
+            {"RERANK_MODEL_ID": "BAAI/bge-reranker-base"},
+            r"RERANK_MODEL_ID needs RERANK_GPU_IDS: the GPUs of the rerank pool, one TEI each "
+            r"\(or leave RERANK_MODEL_ID empty for no rerank pool\)",
+        ),
+        (
+            {"SPARSE_MODEL_ID": "naver/splade-v3", "SPARSE_GPU_IDS": "1,0"},
+            "GPU 0 is in both GPU_IDS and SPARSE_GPU_IDS: each GPU runs one TEI, of one pool; "
+            "give each pool GPUs of its own",
+        ),
+        (
+            {
+                "SPARSE_MODEL_ID": "s",
+                "SPARSE_GPU_IDS": "1",
+                "RERANK_MODEL_ID": "r",
+                "RERANK_GPU_IDS": "2,1",
+            },
+            "GPU 1 is in both SPARSE_GPU_IDS and RERANK_GPU_IDS",
+        ),
+        ({"SPARSE_MODEL_ID": "s", "SPARSE_GPU_IDS": "1,1"}, "SPARSE_GPU_IDS lists a GPU more"),
+        (
+            {"TEI_VARIANT": "cpu", "GPU_IDS": "", "SPARSE_MODEL_ID": "s", "SPARSE_GPU_IDS": "1"},
+            r"SPARSE_GPU_IDS must be empty with TEI_VARIANT=cpu \(use SPARSE_TEI_REPLICAS\)",
+        ),
+        (
+            {
+                "TEI_VARIANT": "cpu",
+                "GPU_IDS": "",
+                "RERANK_MODEL_ID": "r",
+                "RERANK_TEI_REPLICAS": "0",
+            },
+            "RERANK_MODEL_ID needs RERANK_TEI_REPLICAS >= 1 with TEI_VARIANT=cpu",
+        ),
+        ({"SPARSE_TEI_REPLICAS": "-1"}, "SPARSE_TEI_REPLICAS must be >= 0"),
+    ],
+)
+def test_bad_pool_settings_are_refused(gen, example_env, change, message):
+    with pytest.raises(gen.ConfigError, match=message):
+        gen.Settings.from_env(dict(example_env, **change))
+
+
+def test_cli_generates_the_pools(tmp_path):
+    """The test .env through the command line: written, then --check clean on that folder."""
+    env = tmp_path / ".env"
+    env.write_text(pools_env_text(), encoding="utf-8")
+    out = _generate(env, tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    compose = yaml.safe_load((tmp_path / "out" / "compose.yml").read_text())
+    assert "tei-sparse-0" in compose["services"] and "tei-rerank-1" in compose["services"]
+    tei = (tmp_path / "out" / "kubernetes" / "base" / "tei.yaml").read_text()
+    assert "name: tei-sparse\n" in tei and "name: tei-rerank\n" in tei
+    cmd = [sys.executable, str(STACK / "generate.py"), "--env", str(env), "--check"]
+    ok = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    # the committed files are the example's, where the pools are off
+    stale = subprocess.run([*cmd, "--out", str(STACK)], capture_output=True, text=True)
+    assert stale.returncode == 1 and "compose.yml" in stale.stderr
+
+
+def test_rules_catch_pool_violations(gen, pools_env):
+    s = gen.Settings.from_env(pools_env)
+    c = gen.build_compose(s)
+    services = c["services"]
+    services["tei-sparse-0"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] = [
+        "2",
+        "5",
+    ]
+    services["tei-rerank-0"]["environment"]["MODEL_ID"] = "BAAI/bge-small-en-v1.5"
+    del services["tei-rerank-1"]["depends_on"]
+    services["nginx"]["expose"].remove("8081")
+    services["proxy"]["environment"]["CACHED_TEI_RERANK_URL"] = "http://nginx:80"
+    services["tei-sparse-7"] = services["tei-1"]
+    problems = "\n".join(compose_problems(c, s))
+    for expected in (
+        "tei-sparse-0: pins GPUs ['2', '5'], not its one GPU 2",
+        "GPU ids used more than once: ['1']",
+        "tei-rerank-0: does not serve the rerank pool's model",
+        "tei-rerank-1: does not wait for tei-rerank-0 to be healthy",
+        "nginx: does not expose the sparse pool's port 8081",
+        "proxy: CACHED_TEI_RERANK_URL is not http://nginx:8082",
+        "sparse pool: TEI services ['tei-sparse-0', 'tei-sparse-7'], expected ['tei-sparse-0']",
+    ):
+        assert expected in problems, problems
+    off = gen.Settings.from_env(dict(pools_env, SPARSE_MODEL_ID="", SPARSE_GPU_IDS=""))
+    problems = "\n".join(compose_problems(gen.build_compose(s), off))
+    assert "tei-sparse-0: a TEI service of no pool .env asks for" in problems
+    assert "proxy: CACHED_TEI_SPARSE_URL is set but .env runs no such pool" in problems

@@ -77,6 +77,12 @@ def committed(kubectl) -> dict[str, list[dict]]:
     return {o: kustomize(kubectl, STACK / "kubernetes" / "overlays" / o) for o in OVERLAYS}
 
 
+@pytest.fixture(scope="module")
+def pools_rendered(gen, pools_env, kubectl, tmp_path_factory) -> dict[str, list[dict]]:
+    """Every overlay for the test .env with the sparse and rerank pools."""
+    return render(gen, pools_env, tmp_path_factory.mktemp("pools"), kubectl)
+
+
 # ---- every overlay renders and validates ------------------------------------------------
 
 
@@ -146,13 +152,18 @@ def test_nginx_balances_over_the_re_resolved_headless_service(committed):
     assert annotation["cached-tei.github.io/nginx-conf"]
 
 
-def test_nginx_conf_in_kubernetes_passes_nginx_t(gen, example_env, committed, nginx_bin, tmp_path):
+@pytest.mark.parametrize("rendering", ["committed", "pools_rendered"])
+def test_nginx_conf_in_kubernetes_passes_nginx_t(request, rendering, nginx_bin, tmp_path):
     """The ConfigMap's nginx.conf with the container paths swapped for writable ones, the TEI
-    name for a loopback address and without `resolve` (Debian's nginx 1.22 lacks it)."""
-    conf = by_name(committed["production"], "ConfigMap", "nginx-conf")["data"]["nginx.conf"]
-    conf = conf.replace(
-        "server tei.cached-tei.svc.cluster.local:80 resolve ", "server 127.0.0.1:9 "
+    names for a loopback address and without `resolve` (Debian's nginx 1.22 lacks it)."""
+    objects = request.getfixturevalue(rendering)["production"]
+    conf = by_name(objects, "ConfigMap", "nginx-conf")["data"]["nginx.conf"]
+    conf, named = re.subn(
+        r"server tei(-sparse|-rerank)?\.cached-tei\.svc\.cluster\.local:80 resolve ",
+        "server 127.0.0.1:9 ",
+        conf,
     )
+    assert named == (3 if rendering == "pools_rendered" else 1)
     conf = conf.replace("resolver kube-dns.kube-system.svc.cluster.local ", "resolver 127.0.0.1 ")
     conf = conf.replace("user nginx;\n", "").replace("/var/run/nginx.pid", f"{tmp_path}/n.pid")
     conf = conf.replace("/dev/stderr", f"{tmp_path}/e.log").replace(
@@ -184,9 +195,9 @@ def test_nginx_conf_in_kubernetes_passes_nginx_t(gen, example_env, committed, ng
 # ---- the proxy --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["example", "everything"])
+@pytest.mark.parametrize("variant", ["example", "everything", "pools"])
 def test_proxy_environment_is_what_the_package_reads(
-    gen, example_env, variant, tmp_path, kubectl, monkeypatch
+    gen, example_env, pools_env, variant, tmp_path, kubectl, monkeypatch
 ):
     """Every CACHED_TEI_* the proxy pod sets is a real setting, and each value parses."""
     from cached_tei.proxy.settings import ProxySettings
@@ -196,7 +207,7 @@ def test_proxy_environment_is_what_the_package_reads(
     for cls in (CachedTEISettings, ProxySettings):
         prefix = cls.model_config.get("env_prefix", "")
         known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
-    env = dict(example_env)
+    env = dict(pools_env if variant == "pools" else example_env)
     if variant == "everything":
         env.update(
             TEI_API_KEY="k",
@@ -221,6 +232,9 @@ def test_proxy_environment_is_what_the_package_reads(
     assert core.tei_url == "http://nginx:80"
     assert core.qdrant_url == (env["QDRANT_URL"] or "http://qdrant:6333")
     assert proxy.graceful_timeout == 30
+    assert (core.sparse_url, core.rerank_url) == (
+        ("http://nginx:8081", "http://nginx:8082") if variant == "pools" else (None, None)
+    )
     if variant == "everything":
         assert (core.qdrant_shards, core.qdrant_replication_factor, core.ttl) == (6, 2, 3600)
         assert proxy_env["CACHED_TEI_API_KEY"] == (
@@ -447,3 +461,96 @@ def test_proxy_pod_serves_with_its_settings_and_writes_only_to_tmp(committed, tm
         tei.stop()
     assert list(home.rglob("*")) == []
     assert [p.name for p in work.iterdir()] == [proxy.log_path.name]
+
+
+# ---- the sparse and rerank pools --------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pools_are_valid_and_follow_the_rules(gen, pools_env, pools_rendered, overlay):
+    objects = pools_rendered[overlay]
+    assert kubernetes_problems(objects, gen.Settings.from_env(pools_env)) == []
+    for version in VERSIONS:
+        for obj in objects:
+            if obj["kind"] not in CUSTOM_KINDS:
+                kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_a_statefulset_and_an_upstream_per_pool(pools_env, pools_rendered):
+    objects = pools_rendered["production"]
+    for name, replicas, model, revision in (
+        ("tei", 2, pools_env["MODEL_ID"], None),
+        ("tei-sparse", 1, pools_env["SPARSE_MODEL_ID"], None),
+        ("tei-rerank", 2, pools_env["RERANK_MODEL_ID"], pools_env["RERANK_MODEL_REVISION"]),
+    ):
+        tei = by_name(objects, "StatefulSet", name)
+        assert tei["spec"]["replicas"] == replicas
+        container = pod_spec(tei)["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        env = env_of(container)
+        assert (env["MODEL_ID"], env.get("REVISION")) == (model, revision)
+        assert by_name(objects, "Service", name)["spec"]["clusterIP"] == "None"
+    nginx = by_name(objects, "Service", "nginx")
+    assert [(p["name"], p["port"]) for p in nginx["spec"]["ports"]] == [
+        ("http", 80),
+        ("sparse", 8081),
+        ("rerank", 8082),
+    ]
+    conf = by_name(objects, "ConfigMap", "nginx-conf")["data"]["nginx.conf"]
+    for upstream, host, tries in (
+        ("tei_sparse", "tei-sparse", 1),
+        ("tei_rerank", "tei-rerank", 2),
+    ):
+        block = conf.split(f"upstream {upstream} {{", 1)[1].split("\n    upstream ", 1)[0]
+        assert f"server {host}.cached-tei.svc.cluster.local:80 resolve max_fails" in block
+        assert "least_conn;" in block and f"proxy_next_upstream_tries {tries};" in block
+    proxy = env_of(pod_spec(by_name(objects, "Deployment", "proxy"))["containers"][0])
+    assert proxy["CACHED_TEI_SPARSE_URL"] == "http://nginx:8081"
+    assert proxy["CACHED_TEI_RERANK_URL"] == "http://nginx:8082"
+    # the monitoring overlay scrapes every pool's pods
+    monitoring = pools_rendered["monitoring"]
+    selector = by_name(monitoring, "ServiceMonitor", "cached-tei")["spec"]["selector"]
+    scraped = sorted(
+        o["metadata"]["name"]
+        for o in monitoring
+        if o["kind"] == "Service"
+        and selector["matchLabels"].items() <= o["metadata"]["labels"].items()
+    )
+    assert scraped == ["proxy", "tei", "tei-rerank", "tei-sparse"]
+
+
+def test_pool_replicas_on_kubernetes(gen, pools_env, tmp_path, kubectl):
+    env = dict(pools_env, KUBERNETES_SPARSE_TEI_REPLICAS="6")
+    objects = render(gen, env, tmp_path, kubectl)["production"]
+    assert kubernetes_problems(objects, gen.Settings.from_env(env)) == []
+    assert by_name(objects, "StatefulSet", "tei-sparse")["spec"]["replicas"] == 6
+    conf = by_name(objects, "ConfigMap", "nginx-conf")["data"]["nginx.conf"]
+    block = conf.split("upstream tei_sparse {", 1)[1].split("\n    upstream ", 1)[0]
+    assert "proxy_next_upstream_tries 3;" in block
+
+
+def test_rules_catch_pool_violations(gen, pools_env, pools_rendered):
+    settings = gen.Settings.from_env(pools_env)
+    objects = json.loads(json.dumps(pools_rendered["production"]))
+    sparse = pod_spec(by_name(objects, "StatefulSet", "tei-sparse"))["containers"][0]
+    sparse["resources"]["limits"]["nvidia.com/gpu"] = 2
+    rerank = pod_spec(by_name(objects, "StatefulSet", "tei-rerank"))["containers"][0]
+    next(e for e in rerank["env"] if e["name"] == "MODEL_ID")["value"] = "another/model"
+    nginx = by_name(objects, "Service", "nginx")
+    nginx["spec"]["ports"] = [p for p in nginx["spec"]["ports"] if p["port"] != 8082]
+    conf = by_name(objects, "ConfigMap", "nginx-conf")["data"]
+    conf["nginx.conf"] = conf["nginx.conf"].replace("tei-sparse.cached-tei", "tei.cached-tei")
+    proxy = pod_spec(by_name(objects, "Deployment", "proxy"))["containers"][0]
+    proxy["env"] = [e for e in proxy["env"] if e["name"] != "CACHED_TEI_SPARSE_URL"]
+    problems = "\n".join(kubernetes_problems(objects, settings))
+    for expected in (
+        "StatefulSet/tei-sparse: a TEI pod must have exactly one GPU, has 2",
+        "tei-rerank: does not serve the rerank pool's model",
+        "nginx: its Service lacks the rerank pool's port 8082",
+        "nginx: no upstream tei_sparse over tei-sparse.cached-tei.svc.cluster.local:80",
+        "proxy: CACHED_TEI_SPARSE_URL is not http://nginx:8081",
+    ):
+        assert expected in problems, problems
+    off = gen.Settings.from_env(dict(pools_env, RERANK_MODEL_ID="", RERANK_GPU_IDS=""))
+    problems = "\n".join(kubernetes_problems(pools_rendered["production"], off))
+    assert "StatefulSet/tei-rerank: a TEI pool .env does not ask for" in problems

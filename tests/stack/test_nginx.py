@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import re
 import subprocess
 import threading
 import time
@@ -45,24 +46,41 @@ def _nginx_test(nginx_bin: str, prefix: Path, conf: Path) -> subprocess.Complete
 # ---- nginx -t -----------------------------------------------------------------------------
 
 
+def _checkable_here(text: str, prefix: Path) -> str:
+    """A container nginx.conf as Debian's nginx can check it as this user: every upstream name
+    mapped to loopback without `resolve` (Debian's nginx 1.22 lacks it; open source nginx has
+    it from 1.27.3 and the generator refuses an older NGINX_VERSION), and the container paths
+    (user nginx, /var/run, /dev/std*) swapped for writable ones under `prefix`."""
+    text, named = re.subn(r"server [a-z0-9-]+:80 resolve ", "server 127.0.0.1:9 ", text)
+    assert named and " resolve " not in text
+    text = text.replace("user nginx;\n", "").replace(
+        "pid /var/run/nginx.pid;", f"pid {prefix}/nginx.pid;"
+    )
+    text = text.replace("/dev/stderr", str(prefix / "error.log")).replace(
+        "/dev/stdout", str(prefix / "access.log")
+    )
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        text = text.replace("http {\n", f"http {{\n    {kind}_temp_path {prefix / kind};\n", 1)
+    return text
+
+
 @pytest.mark.nginx
 def test_committed_nginx_conf_passes_nginx_t(nginx_bin, tmp_path):
     """The committed config, byte for byte, with the upstream names mapped to loopback."""
     text = (Path(__file__).resolve().parents[2] / "stack" / "nginx.conf").read_text()
-    # Debian's nginx (1.22) has no `resolve` server parameter (open source nginx has it from
-    # 1.27.3; the generator refuses an older NGINX_VERSION): the rest is checked as committed.
     assert "server tei-0:80 resolve " in text and "resolver 127.0.0.11 valid=10s" in text
-    text = text.replace("server tei-0:80 resolve ", "server 127.0.0.1:9 ")
-    # the container paths (user nginx, /var/run, /dev/std*) are swapped for writable ones
-    text = text.replace("user nginx;\n", "").replace(
-        "pid /var/run/nginx.pid;", f"pid {tmp_path}/nginx.pid;"
-    )
-    text = text.replace("/dev/stderr", str(tmp_path / "error.log")).replace(
-        "/dev/stdout", str(tmp_path / "access.log")
-    )
-    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        text = text.replace("http {\n", f"http {{\n    {kind}_temp_path {tmp_path / kind};\n", 1)
-    (tmp_path / "nginx.conf").write_text(text)
+    (tmp_path / "nginx.conf").write_text(_checkable_here(text, tmp_path))
+    out = _nginx_test(nginx_bin, tmp_path, tmp_path / "nginx.conf")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.nginx
+def test_pools_nginx_conf_passes_nginx_t(gen, pools_env, nginx_bin, tmp_path):
+    """The nginx.conf generated for the test .env with every pool, as the container gets it."""
+    text = gen.render_nginx_conf(gen.Settings.from_env(pools_env))
+    for server in ("tei-1:80", "tei-sparse-0:80", "tei-rerank-1:80"):
+        assert f"server {server} resolve " in text
+    (tmp_path / "nginx.conf").write_text(_checkable_here(text, tmp_path))
     out = _nginx_test(nginx_bin, tmp_path, tmp_path / "nginx.conf")
     assert out.returncode == 0, out.stderr
 
@@ -295,3 +313,119 @@ def test_proxy_through_nginx_equals_direct_tei(cluster, tmp_path):
             again = c.post(f"{url}/embed", json={"inputs": texts}, timeout=60)
             assert again.status_code == 200 and again.json() == direct
             assert sum(len(r.requests) for r in replicas) == before, "cache hit went to TEI"
+
+
+# ---- the sparse and rerank pools: an upstream each, on its own port --------------------------
+
+POOL_MODELS = {
+    "dense": "emulator/all-MiniLM-L6-v2",
+    "sparse": "emulator/splade",
+    "rerank": "emulator/bge-reranker",
+}
+
+
+@pytest.fixture
+def pools_cluster(gen, example_env, nginx_bin, tmp_path):
+    """The real nginx with every pool, each in front of two emulators serving its own model."""
+    from tests import tei_emulator as emu
+
+    configs = {
+        kind: emu.EmulatorConfig(model_id=model, step_ms=2.0, per_text_ms=0.1)
+        for kind, model in POOL_MODELS.items()
+    }
+    replicas = {
+        kind: [emu.EmulatorServer(config, port=0).start() for _ in range(2)]
+        for kind, config in configs.items()
+    }
+    s = _settings(
+        gen,
+        example_env,
+        TEI_REPLICAS="2",
+        SPARSE_MODEL_ID=POOL_MODELS["sparse"],
+        SPARSE_TEI_REPLICAS="2",
+        RERANK_MODEL_ID=POOL_MODELS["rerank"],
+        RERANK_TEI_REPLICAS="2",
+        NGINX_FAIL_TIMEOUT="30s",
+    )
+    servers = {kind: [f"127.0.0.1:{r.port}" for r in rs] for kind, rs in replicas.items()}
+    dense = servers.pop("dense")
+    try:
+        nginx = start_nginx(dense, tmp_path, s, nginx_bin, pools=servers)
+    except RuntimeError:
+        for r in (r for rs in replicas.values() for r in rs):
+            r.stop()
+        raise
+    try:
+        yield emu, configs, replicas, nginx
+    finally:
+        nginx.stop()
+        for r in (r for rs in replicas.values() for r in rs):
+            r.stop()
+
+
+def _sparse_oracle(emu, config, text: str) -> list[dict]:
+    """The emulator's SPLADE answer for `text`: its vector's entries above 0.1."""
+    vector = emu.expected_vector(config, text)
+    return [{"index": int(i), "value": float(vector[i])} for i in np.nonzero(vector > 0.1)[0]]
+
+
+@pytest.mark.nginx
+def test_each_pool_is_served_on_its_own_port(pools_cluster):
+    emu, configs, replicas, nginx = pools_cluster
+    urls = {
+        "dense": nginx.url,
+        "sparse": nginx.pool_url("sparse"),
+        "rerank": nginx.pool_url("rerank"),
+    }
+    with httpx.Client(timeout=30) as c:
+        for kind, url in urls.items():  # each port is a TEI of its pool's model, at the root
+            assert c.get(f"{url}/info").json()["model_id"] == POOL_MODELS[kind]
+        for i in range(10):
+            texts = [f"dense {i} a", f"dense {i} b"]
+            r = _embed(c, urls["dense"], texts)
+            assert r.status_code == 200, r.text
+            _assert_vectors(emu, configs["dense"], texts, r.json())
+
+            texts = [f"sparse {i} a", f"sparse {i} b", f"sparse {i} c"]
+            r = c.post(f"{urls['sparse']}/embed_sparse", json={"inputs": texts})
+            assert r.status_code == 200, r.text
+            assert r.json() == [_sparse_oracle(emu, configs["sparse"], t) for t in texts]
+
+            query, texts = f"query {i}", [f"passage {i} {j}" for j in range(5)]
+            body = {"query": query, "texts": texts, "return_text": True}
+            r = c.post(f"{urls['rerank']}/rerank", json=body)
+            assert r.status_code == 200, r.text
+            direct = c.post(f"{replicas['rerank'][i % 2].url}/rerank", json=body).json()
+            assert r.json() == direct
+            q = emu.expected_vector(configs["rerank"], query)
+            dots = [float(np.dot(q, emu.expected_vector(configs["rerank"], t))) for t in texts]
+            assert [hit["index"] for hit in r.json()] == sorted(range(5), key=lambda j: -dots[j])
+            assert [hit["text"] for hit in r.json()] == [texts[hit["index"]] for hit in r.json()]
+    # the dense pool's emulators got every /embed, spread over both; the others none
+    dense = [len(r.requests) for r in replicas["dense"]]
+    assert sum(dense) == 10 and min(dense) >= 2, dense
+    assert all(q.route == "/embed" for r in replicas["dense"] for q in r.requests)
+    assert [len(r.requests) for kind in ("sparse", "rerank") for r in replicas[kind]] == [0] * 4
+
+
+@pytest.mark.nginx
+def test_a_pool_retries_on_its_other_replica(pools_cluster):
+    """A sparse replica goes down: nginx moves its requests to the pool's other replica."""
+    emu, configs, replicas, nginx = pools_cluster
+    victim = replicas["sparse"][1]
+    victim.stop()
+    with httpx.Client(timeout=30) as c:
+        for i in range(12):
+            texts = [f"failover sparse {i}"]
+            r = c.post(f"{nginx.pool_url('sparse')}/embed_sparse", json={"inputs": texts})
+            assert r.status_code == 200, r.text
+            assert r.json() == [_sparse_oracle(emu, configs["sparse"], texts[0])]
+    log = nginx.error_log()
+    assert f'upstream: "http://127.0.0.1:{victim.port}/embed_sparse"' in log, log[-2000:]
+
+
+def test_routes_must_match_the_enabled_pools(gen, example_env):
+    s = _settings(gen, example_env, SPARSE_MODEL_ID="emulator/splade")
+    routes = {"rerank": gen.Route(["127.0.0.1:9"], "127.0.0.1:8082")}
+    with pytest.raises(gen.ConfigError, match=r"the enabled pools \['sparse'\], got \['rerank'\]"):
+        gen.render_nginx_conf(s, upstreams=["127.0.0.1:9"], routes=routes)

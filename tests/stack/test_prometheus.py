@@ -79,6 +79,23 @@ def test_promtool_accepts_the_committed_config():
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_promtool_accepts_the_pools_config(gen, pools_env, tmp_path):
+    """With the sparse and rerank pools, a job per pool scrapes its TEI services."""
+    text = gen.render_prometheus_config(gen.Settings.from_env(pools_env))
+    jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs["tei-sparse"]["static_configs"] == [{"targets": ["tei-sparse-0:80"]}]
+    assert jobs["tei-rerank"]["static_configs"] == [
+        {"targets": ["tei-rerank-0:80", "tei-rerank-1:80"]}
+    ]
+    (tmp_path / "prometheus.yml").write_text(text)
+    checked = subprocess.run(
+        [_binary("promtool"), "check", "config", "--syntax-only", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def loopback_config(targets: dict[str, str], key_file: Path) -> dict[str, Any]:
     """The committed prometheus.yml with each job's target on loopback, scraped every
     SCRAPE_SECONDS, and the Qdrant key read from ``key_file``."""

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -59,11 +60,20 @@ def stack_settings(replicas: int, **overrides: str) -> Any:
 
 
 class Nginx:
-    """nginx in the foreground with ``conf_text`` as its configuration, listening on ``port``;
-    ready once ``/nginx-health`` answers."""
+    """nginx in the foreground with ``conf_text`` as its configuration, listening on ``port``
+    (and on ``pool_ports``, the sparse and rerank pools' by kind); ready once
+    ``/nginx-health`` answers."""
 
-    def __init__(self, binary: str, conf_text: str, prefix: Path, port: int) -> None:
+    def __init__(
+        self,
+        binary: str,
+        conf_text: str,
+        prefix: Path,
+        port: int,
+        pool_ports: Mapping[str, int] | None = None,
+    ) -> None:
         self.prefix, self.port = prefix, port
+        self.pool_ports = dict(pool_ports or {})
         prefix.mkdir(parents=True, exist_ok=True)
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(conf_text)
@@ -90,6 +100,10 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pool_url(self, kind: str) -> str:
+        """The URL of the sparse or rerank pool's upstream."""
+        return f"http://127.0.0.1:{self.pool_ports[kind]}"
+
     @property
     def pid(self) -> int:
         return self.proc.pid
@@ -108,17 +122,35 @@ class Nginx:
                 self.proc.wait(5)
 
 
-def start_nginx(upstreams: list[str], prefix: Path, settings: Any, binary: str) -> Nginx:
+def start_nginx(
+    upstreams: list[str],
+    prefix: Path,
+    settings: Any,
+    binary: str,
+    pools: Mapping[str, list[str]] | None = None,
+) -> Nginx:
     """The stack's nginx.conf for ``settings`` in front of ``upstreams`` (host:port), on a free
-    loopback port (tried three times: a probed port may be taken before nginx binds it)."""
+    loopback port (tried three times: a probed port may be taken before nginx binds it).
+    ``pools``: the upstreams of the sparse and rerank pools ``settings`` enables, by kind,
+    each served on a free loopback port of its own."""
+    gen = stack_generator()
     last: RuntimeError | None = None
     for _ in range(3):
         port = free_port()
-        conf = stack_generator().render_nginx_conf(
-            settings, upstreams=upstreams, listen=f"127.0.0.1:{port}", runtime_dir=prefix
+        ports = {kind: free_port() for kind in pools or {}}
+        routes = {
+            kind: gen.Route(servers, f"127.0.0.1:{ports[kind]}")
+            for kind, servers in (pools or {}).items()
+        }
+        conf = gen.render_nginx_conf(
+            settings,
+            upstreams=upstreams,
+            listen=f"127.0.0.1:{port}",
+            runtime_dir=prefix,
+            routes=routes if pools is not None else None,
         )
         try:
-            return Nginx(binary, conf, prefix, port)
+            return Nginx(binary, conf, prefix, port, ports)
         except RuntimeError as exc:
             last = exc
     raise RuntimeError(f"nginx did not start: {last}")

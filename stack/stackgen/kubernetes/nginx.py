@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..constants import NGINX_HEALTH_PATH, NGINX_PORT, TEI_PORT
-from ..nginx import render_nginx_conf
+from ..constants import NGINX_HEALTH_PATH, TEI_PORT
+from ..nginx import Route, render_nginx_conf
+from ..pools import Pool
 from ..settings import Settings
 from .common import CLUSTER_DOMAIN, KUBE_DNS, http_probe, labels, metadata, service
 
@@ -14,10 +15,27 @@ NAME = "nginx"
 REPLICAS = 2
 
 
+def _route(s: Settings, pool: Pool) -> Route:
+    """A pool's TEI pods behind one name (its headless Service), on the pool's port."""
+    name = f"{pool.name}.{s.kubernetes_namespace}.svc.{CLUSTER_DOMAIN}:{TEI_PORT}"
+    return Route([name], pool.nginx_port, pool.kubernetes_count)
+
+
 def nginx_conf(s: Settings) -> str:
-    """The compose nginx.conf with the TEI pods behind one name, re-resolved via kube-dns."""
-    tei = f"tei.{s.kubernetes_namespace}.svc.{CLUSTER_DOMAIN}:{TEI_PORT}"
-    return render_nginx_conf(s, upstreams=[tei], resolver=KUBE_DNS, replicas=s.kubernetes_tei_count)
+    """The compose nginx.conf with each pool's pods behind one name, re-resolved via kube-dns."""
+    dense, *others = s.pools
+    route = _route(s, dense)
+    return render_nginx_conf(
+        s,
+        upstreams=route.servers,
+        resolver=KUBE_DNS,
+        replicas=route.replicas,
+        routes={pool.kind: _route(s, pool) for pool in others},
+    )
+
+
+def _port_name(pool: Pool) -> str:
+    return "http" if pool.kind == "dense" else pool.kind
 
 
 def nginx_objects(s: Settings) -> list[dict[str, Any]]:
@@ -31,7 +49,10 @@ def nginx_objects(s: Settings) -> list[dict[str, Any]]:
     container = {
         "name": NAME,
         "image": f"{s.nginx_image}:{s.nginx_version}-alpine",
-        "ports": [{"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": _port_name(pool), "containerPort": pool.nginx_port, "protocol": "TCP"}
+            for pool in s.pools
+        ],
         "resources": {
             "requests": {"cpu": "250m", "memory": "128Mi"},
             "limits": {"memory": "256Mi"},
@@ -63,4 +84,5 @@ def nginx_objects(s: Settings) -> list[dict[str, Any]]:
             },
         },
     }
-    return [configmap, service(NAME, {"http": NGINX_PORT}), deployment]
+    ports = {_port_name(pool): pool.nginx_port for pool in s.pools}
+    return [configmap, service(NAME, ports), deployment]

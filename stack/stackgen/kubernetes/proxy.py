@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..constants import (
-    NGINX_PORT,
     PROXY_CONTAINER_PORT,
     PROXY_STOP_GRACE,
     QDRANT_HTTP_PORT,
 )
-from ..environment import proxy_environment
+from ..environment import pool_urls, proxy_environment
 from ..settings import Settings
 from .common import (
     PROXY_KEYS_SECRET,
@@ -35,7 +34,7 @@ UID = 10001  # the image's user (stack/Dockerfile)
 def _env(s: Settings) -> list[dict[str, Any]]:
     env = plain_env(
         {
-            "CACHED_TEI_URL": f"http://nginx:{NGINX_PORT}",
+            **pool_urls(s, "nginx"),
             "CACHED_TEI_QDRANT_URL": s.qdrant_url or f"http://qdrant:{QDRANT_HTTP_PORT}",
         }
     )

@@ -1,4 +1,5 @@
-"""TEI on Kubernetes: one pod per GPU in a StatefulSet, and the headless Service nginx resolves."""
+"""TEI on Kubernetes, per pool: one pod per GPU in a StatefulSet, and the headless Service
+nginx resolves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from ..constants import TEI_PORT
 from ..environment import tei_environment
+from ..pools import Pool
 from ..settings import Settings
 from .common import (
     HF_TOKEN_SECRET,
@@ -22,7 +24,6 @@ from .common import (
     volume_claim,
 )
 
-NAME = "tei"
 GPU = "nvidia.com/gpu"
 PROBE_PERIOD = 10
 
@@ -34,14 +35,14 @@ def _resources(s: Settings) -> dict[str, Any]:
     return {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi", GPU: 1}}
 
 
-def _container(s: Settings) -> dict[str, Any]:
-    env = plain_env(tei_environment(s))
+def _container(s: Settings, pool: Pool) -> dict[str, Any]:
+    env = plain_env(tei_environment(s, pool))
     if s.has_hf_token:
         env.append(secret_env("HF_TOKEN", HF_TOKEN_SECRET, HF_TOKEN_SECRET_KEY))
     if s.has_tei_api_key:
         env.append(secret_env("API_KEY", TEI_KEY_SECRET, TEI_KEY_SECRET_KEY))
     return {
-        "name": NAME,
+        "name": pool.name,
         "image": f"{s.tei_image}:{s.tei_tag}",
         "env": env,
         "ports": [{"name": "http", "containerPort": TEI_PORT, "protocol": "TCP"}],
@@ -57,23 +58,28 @@ def _container(s: Settings) -> dict[str, Any]:
     }
 
 
-def tei_objects(s: Settings) -> list[dict[str, Any]]:
-    """The headless Service (one DNS record per ready pod) and the StatefulSet."""
-    pod_spec: dict[str, Any] = {"containers": [_container(s)]}
+def _pool_objects(s: Settings, pool: Pool) -> list[dict[str, Any]]:
+    """The headless Service (one DNS record per ready pod) and the StatefulSet of a pool."""
+    pod_spec: dict[str, Any] = {"containers": [_container(s, pool)]}
     if not s.cpu:
         pod_spec["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
     statefulset = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": metadata(NAME),
+        "metadata": metadata(pool.name),
         "spec": {
-            "serviceName": NAME,
-            "replicas": s.kubernetes_tei_count,
+            "serviceName": pool.name,
+            "replicas": pool.kubernetes_count,
             # Each pod has its own model volume: nothing to wait for, start them together.
             "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": labels(NAME)},
-            "template": {"metadata": {"labels": labels(NAME)}, "spec": pod_spec},
+            "selector": {"matchLabels": labels(pool.name)},
+            "template": {"metadata": {"labels": labels(pool.name)}, "spec": pod_spec},
             "volumeClaimTemplates": [volume_claim("models", s.kubernetes_tei_storage, s)],
         },
     }
-    return [service(NAME, {"http": TEI_PORT}, headless=True, metrics=True), statefulset]
+    return [service(pool.name, {"http": TEI_PORT}, headless=True, metrics=True), statefulset]
+
+
+def tei_objects(s: Settings) -> list[dict[str, Any]]:
+    """Every pool's headless Service and StatefulSet, the dense pool first."""
+    return [obj for pool in s.pools for obj in _pool_objects(s, pool)]
