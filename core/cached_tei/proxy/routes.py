@@ -202,10 +202,12 @@ class Handlers:
         return texts
 
     def _cache_control(self, request: Request) -> tuple[bool, bool]:
-        """(read the cache, write the cache) from ``Cache-Control: no-cache`` / ``no-store``."""
-        header = request.headers.get("cache-control")
-        if header is None:
+        """(read the cache, write the cache) from ``Cache-Control: no-cache`` / ``no-store``;
+        repeated header lines are one list (RFC 9110, 5.3)."""
+        lines = request.headers.getlist("cache-control")
+        if not lines:
             return True, True
+        header = ",".join(lines)
         directives = {part.split("=", 1)[0].strip().lower() for part in header.split(",")}
         no_cache, no_store = "no-cache" in directives, "no-store" in directives
         if no_cache:
