@@ -19,7 +19,7 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------------- settings flags
-_SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys"})
+_SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys", "metrics_key"})
 
 
 def add_setting_flags(

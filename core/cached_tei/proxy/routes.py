@@ -24,7 +24,8 @@ from ..errors import CachedTEIError
 from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
-from .auth import TENANT
+from ..stores.server import IN_MEMORY
+from .auth import TENANT, bearer_matches
 from .errors import APIError, error_response, from_engine, plain_response
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
 from .schemas import BadRequest, OpenAICall, parse_embed, parse_openai
@@ -233,7 +234,7 @@ class Handlers:
             "namespace": namespace.descriptor(),
             "collection": collection,
             "entries": await engine.entries(namespace),
-            "store": "embedded" if self.settings.qdrant_url is None else "server",
+            "store": store_kind(self.settings),
             "breaker": engine.breaker.state,
         }
         return Response(dumps(body), media_type=JSON)
@@ -254,7 +255,11 @@ class Handlers:
         return Response(b"", headers={"x-cache-store": store})
 
     async def prometheus(self, request: Request) -> Response:
-        """The metrics in Prometheus' text format."""
+        """The metrics in Prometheus' text format; with a metrics key, only for its holder
+        (TEI's 401 with an empty body otherwise)."""
+        keys = self.proxy.metrics_keys()
+        if keys and not bearer_matches(request.headers.get("authorization", "").encode(), keys):
+            return Response(b"", status_code=401)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ forwarded
@@ -281,6 +286,13 @@ class Handlers:
             )
         kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
         return Response(upstream.content, status_code=upstream.status_code, headers=kept)
+
+
+def store_kind(settings: CachedTEISettings) -> Literal["embedded", "memory", "server"]:
+    """Where the cache lives: an embedded folder, this process's memory, or a Qdrant server."""
+    if settings.qdrant_url is None:
+        return "embedded"
+    return "memory" if settings.qdrant_url == IN_MEMORY else "server"
 
 
 def _headers(started: float, texts: list[str], result: EmbedResult, length: int) -> _Headers:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..errors import StoreConfigurationError
 from ..logs import LogFormat, configure_logging
 from ..settings import CachedTEISettings
+from ..stores.server import IN_MEMORY
 from .settings import ProxySettings
 
 if TYPE_CHECKING:
@@ -44,6 +45,13 @@ def serve(
             f"{settings.qdrant_path} can be opened by one process only. Set "
             "CACHED_TEI_QDRANT_URL (--qdrant-url), or run one worker (CACHED_TEI_PROXY_WORKERS=1)"
         )
+    if workers > 1 and settings.qdrant_url == IN_MEMORY:
+        raise StoreConfigurationError(
+            f"{workers} proxy workers cannot share an in-memory cache "
+            f"(CACHED_TEI_QDRANT_URL={IN_MEMORY}): each would keep its own. Set "
+            "CACHED_TEI_QDRANT_URL to a Qdrant server, or run one worker "
+            "(CACHED_TEI_PROXY_WORKERS=1)"
+        )
     import uvicorn
 
     config = uvicorn.Config(
@@ -58,6 +66,7 @@ def serve(
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, math.ceil(proxy.graceful_timeout)),
+        timeout_keep_alive=proxy.keep_alive_timeout,
     )
     if workers > 1:
         log.info("cached-tei proxy: %d workers on %s:%d", workers, proxy.host, proxy.port)
