@@ -25,6 +25,7 @@ from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
 from ..stores.server import IN_MEMORY
+from .access import redact_target
 from .auth import TENANT, bearer_matches
 from .errors import APIError, error_response, from_engine, plain_response
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
@@ -279,7 +280,7 @@ class Handlers:
                 request.method, path, content=body, headers=headers
             )
         except httpx.HTTPError as exc:
-            log.warning("forwarding %s failed: %r", path, exc)
+            log.warning("forwarding %s failed: %r", redact_target(path), exc)
             detail = str(exc) or type(exc).__name__
             return error_response(
                 APIError("Unhealthy", f"upstream TEI is unavailable: {detail}"), openai=False

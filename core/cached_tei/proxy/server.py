@@ -87,10 +87,12 @@ def _worker_app(
     settings: CachedTEISettings, proxy: ProxySettings, log_format: LogFormat
 ) -> Starlette:
     """The app, built in the process serving it: a spawned worker sets up logging again."""
+    from .access import redact_access_log
     from .app import create_app
 
     if not logging.getLogger().handlers:
         configure_logging(proxy.log_level.upper(), log_format)
+    redact_access_log()
     return create_app(settings, proxy)
 
 
