@@ -4,15 +4,17 @@ connections are closed after ``keep_alive_timeout``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
 
 import numpy as np
 
+from tests.support.proxy import ProxyProcess
 from tests.tei_emulator import expected_vector
 
-from .support import FAST, post
+from .support import FAST, post, texts_sent
 from .test_observability import scrape, value
 
 
@@ -55,3 +57,52 @@ def test_a_client_gone_mid_body_is_neither_an_error_nor_a_500(proxy, emu, caplog
     assert np.array_equal(
         np.asarray(response.json()[0], np.float32), expected_vector(FAST, "still fine")
     )
+
+
+def test_half_sent_bodies_are_cut_off_while_others_are_served(emu, make_proxy):
+    proxy = make_proxy(emu.url, proxy={"body_timeout": 1})
+    stalled = [half_sent(proxy.url, 500, b'{"inputs": ["half') for _ in range(30)]
+    texts = [f"served while stalled {i}" for i in range(5)]
+    response = post(proxy.url + "/embed", {"inputs": texts})
+    assert response.status_code == 200
+    assert np.array_equal(
+        np.asarray(response.json(), np.float32), np.stack([expected_vector(FAST, t) for t in texts])
+    )
+    message = (
+        b"Failed to buffer the request body: not received within 1 seconds "
+        b"(CACHED_TEI_PROXY_BODY_TIMEOUT)"
+    )
+    for sock in stalled:
+        with sock:
+            received = answer(sock)  # the proxy closes the connection after its answer
+        assert received.startswith(b"HTTP/1.1 408 ") and received.endswith(message), received
+    assert texts_sent(emu) == texts
+    assert (
+        value(scrape(proxy.url), "cached_tei_proxy_requests_total", route="/embed", status="408")
+        == 30
+    )
+
+
+def test_an_honest_slow_client_is_served(emu, make_proxy):
+    proxy = make_proxy(emu.url, proxy={"body_timeout": 20})
+    body = b'{"inputs": ["slow but steady"]}'
+    sock = half_sent(proxy.url, len(body), body[:5])
+    with sock:
+        for start in range(5, len(body), 5):
+            time.sleep(0.1)
+            sock.sendall(body[start : start + 5])
+        sock.sendall(b"")
+        head, _, content = sock.recv(65536).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert np.array_equal(
+        np.asarray(json.loads(content)[0], np.float32), expected_vector(FAST, "slow but steady")
+    )
+
+
+def test_idle_keep_alive_connections_are_closed(emu, tmp_path):
+    with ProxyProcess(tmp_path, emu.url, args=("--keep-alive-timeout", "1")) as proxy:
+        host, port = proxy.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            # answer() returns once the proxy closes the idle connection (else recv times out)
+            assert answer(sock).startswith(b"HTTP/1.1 200 ")
