@@ -3,6 +3,7 @@ the engine's lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from .limits import BodyLimitMiddleware, BodyTimeoutMiddleware
 from .metrics import MetricsMiddleware
 from .routes import ROUTES, Handlers, not_found
 from .settings import ProxySettings
+from .shutdown import ShutdownMiddleware
 from .tracing import TracingMiddleware
 
 log = logging.getLogger(__name__)
@@ -53,13 +55,7 @@ def create_app(
                 yield
             finally:
                 handlers.engine = None
-                pending = engine.stats.pending_writes
-                try:
-                    await engine.aclose()
-                except Exception:
-                    log.exception("closing the engine failed; some cache writes may be lost")
-                else:
-                    log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
+                await _close(engine, proxy.graceful_timeout)
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.
@@ -68,6 +64,7 @@ def create_app(
         Middleware(TracingMiddleware, routes=paths),
         Middleware(RequestContextMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics, routes=paths),
+        Middleware(ShutdownMiddleware, openai_path="/v1/embeddings"),
     ]
     if keys:
         tenants = {key: tenant_id(key) if separate else None for key in keys}
@@ -84,3 +81,25 @@ def create_app(
     app.state.handlers = handlers
     app.state.metrics = metrics
     return app
+
+
+async def _close(engine: Engine, seconds: float) -> None:
+    """Drain the cache's writes and close the engine, waiting at most ``seconds``: a hung TEI
+    call must not hold the stop (what is still unfinished then is lost, and said so)."""
+    pending = engine.stats.pending_writes
+    closing = asyncio.ensure_future(engine.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=seconds)
+    if not done:
+        log.warning(
+            "cached-tei proxy stopped after waiting %gs (CACHED_TEI_PROXY_GRACEFUL_TIMEOUT) for "
+            "unfinished TEI calls and cache writes: %d cache writes were not drained",
+            seconds,
+            engine.stats.pending_writes,
+        )
+    elif closing.exception() is not None:
+        log.error(
+            "closing the engine failed; some cache writes may be lost",
+            exc_info=closing.exception(),
+        )
+    else:
+        log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
