@@ -20,10 +20,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..engine import EmbedResult, Engine
-from ..errors import CachedTEIError
+from ..errors import CachedTEIError, StoreLockedError
 from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
+from ..stores.embedded import EmbeddedStore
 from ..stores.server import IN_MEMORY
 from .access import redact_target
 from .auth import TENANT, bearer_matches
@@ -241,7 +242,14 @@ class Handlers:
         return Response(dumps(body), media_type=JSON)
 
     async def health(self, request: Request) -> Response:
-        """200 when the upstream is healthy; ``x-cache-store`` says ``ok`` or ``degraded``."""
+        """200 when the upstream is healthy; ``x-cache-store`` says ``ok`` or ``degraded``.
+        503 (``x-cache-store: locked``) while another process holds the embedded folder: every
+        embedding would fail."""
+        held = self._held_elsewhere()
+        if held is not None:
+            response = error_response(APIError("Unhealthy", str(held)), openai=False)
+            response.headers["x-cache-store"] = "locked"
+            return response
         try:
             upstream = await asyncio.wait_for(
                 self._engine.tei.request("GET", "/health"), self.proxy.health_timeout
@@ -254,6 +262,16 @@ class Handlers:
             return Response(_UNHEALTHY, status_code=503, media_type=JSON)
         store = "ok" if self._engine.breaker.state == "closed" else "degraded"
         return Response(b"", headers={"x-cache-store": store})
+
+    def _held_elsewhere(self) -> StoreLockedError | None:
+        store = self._engine.store
+        if not isinstance(store, EmbeddedStore):
+            return None
+        holder = store.holder()
+        # This process holding it (any of its engines) is the normal case.
+        if holder is None or holder.startswith("this process"):
+            return None
+        return StoreLockedError(store.location, holder)
 
     async def prometheus(self, request: Request) -> Response:
         """The metrics in Prometheus' text format; with a metrics key, only for its holder
