@@ -1,6 +1,6 @@
-"""Clients that go away or never finish: a disconnect mid-body is no failure of the proxy,
-half-sent bodies are cut off after ``body_timeout`` while others are served, idle keep-alive
-connections are closed after ``keep_alive_timeout``."""
+"""Clients that go away or never finish: a disconnect mid-body is no failure of the proxy;
+half-sent bodies (after ``body_timeout``) and headers (after ``header_timeout``) are cut off
+while others are served; idle keep-alive connections close after ``keep_alive_timeout``."""
 
 from __future__ import annotations
 
@@ -106,3 +106,29 @@ def test_idle_keep_alive_connections_are_closed(emu, tmp_path):
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             # answer() returns once the proxy closes the idle connection (else recv times out)
             assert answer(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_headers_that_never_end_are_cut_off_while_others_are_served(emu, tmp_path):
+    with ProxyProcess(tmp_path, emu.url, args=("--header-timeout", "1")) as proxy:
+        host, port = proxy.url.removeprefix("http://").split(":")
+        stalled = []
+        for i in range(20):
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            if i % 2:  # the other half sends nothing at all
+                sock.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+            stalled.append(sock)
+        response = post(proxy.url + "/embed", {"inputs": "served while stalled"})
+        assert np.array_equal(
+            np.asarray(response.json()[0], np.float32),
+            expected_vector(FAST, "served while stalled"),
+        )
+        for sock in stalled:
+            with sock:
+                assert answer(sock) == b""  # closed by the proxy, without an answer
+        # a kept-alive connection whose next request never ends is cut off too
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = sock.recv(65536)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHo")
+            assert (first + answer(sock)).startswith(b"HTTP/1.1 200 ")
+        assert "request headers did not arrive within 1s" in proxy.log()

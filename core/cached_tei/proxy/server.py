@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreConfigurationError
 from ..logs import LogFormat, configure_logging
@@ -67,6 +67,7 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=max(1, math.ceil(proxy.graceful_timeout)),
         timeout_keep_alive=proxy.keep_alive_timeout,
+        http=_http_protocol(proxy.header_timeout),
     )
     if workers > 1:
         log.info("cached-tei proxy: %d workers on %s:%d", workers, proxy.host, proxy.port)
@@ -81,6 +82,14 @@ def serve(
         server.run()
     if stopped.signal is not None:
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped.signal).name)
+
+
+def _http_protocol(header_timeout: float) -> Any:
+    """Uvicorn's httptools protocol with a deadline for request headers (picklable, for
+    spawned workers)."""
+    from .protocol import HeaderTimeoutProtocol
+
+    return functools.partial(HeaderTimeoutProtocol, header_timeout=header_timeout)
 
 
 def _worker_app(

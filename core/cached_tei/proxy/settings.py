@@ -51,6 +51,12 @@ class ProxySettings(BaseSettings):
     graceful_timeout: float = Field(
         30.0, gt=0, description="Seconds a shutdown waits for in-flight requests."
     )
+    header_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a connection has to send a request's headers (from its opening or "
+        "its previous answer); then it is closed.",
+    )
     body_timeout: float = Field(
         60.0,
         gt=0,

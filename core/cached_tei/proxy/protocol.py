@@ -1,0 +1,60 @@
+"""Uvicorn's HTTP protocol (httptools) with a deadline for request headers: uvicorn times out
+idle keep-alive connections, but not one that sends nothing, or headers that never end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """Closes a connection whose next request's headers are not complete within
+    ``header_timeout`` seconds of the connection (or of its previous response)."""
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Uvicorn arms its keep-alive timer when it waits for the next request (not when a
+        # pipelined one is already under way): from then on its headers must come in time.
+        if self.timeout_keep_alive_task is not None:
+            self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._stop_waiting()
+        self._header_timer = self.loop.call_later(self._header_timeout, self._too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.info(
+                "closed a connection whose request headers did not arrive within %gs "
+                "(CACHED_TEI_PROXY_HEADER_TIMEOUT)",
+                self._header_timeout,
+            )
+            self.transport.close()
