@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from tests.support.proxy import ProxyProcess
-from tests.tei_emulator import expected_vector
+from tests.tei_emulator import EmulatorConfig, EmulatorServer, expected_vector
 
 from .support import FAST, post, texts_sent
 from .test_observability import scrape, value
@@ -132,3 +132,48 @@ def test_headers_that_never_end_are_cut_off_while_others_are_served(emu, tmp_pat
             sock.sendall(b"GET /health HTTP/1.1\r\nHo")
             assert (first + answer(sock)).startswith(b"HTTP/1.1 200 ")
         assert "request headers did not arrive within 1s" in proxy.log()
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off(tmp_path):
+    """Answers larger than the kernel's socket buffers wait in the proxy for their client;
+    one that reads nothing for ``send_timeout`` is aborted and its answer dropped."""
+    config = EmulatorConfig(dim=1024, step_ms=1.0, per_text_ms=0.0, max_client_batch_size=512)
+    texts = [f"never read {i}" for i in range(512)]  # about 6.5 MB of JSON
+    body = json.dumps({"inputs": texts}).encode()
+    with (
+        EmulatorServer(config) as tei,
+        ProxyProcess(tmp_path, tei.url, args=("--send-timeout", "1")) as proxy,
+    ):
+        host, port = proxy.url.removeprefix("http://").split(":")
+        stalled = []
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+            sock.settimeout(30)
+            sock.connect((host, int(port)))
+            sock.sendall(
+                b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            stalled.append(sock)
+        served = post(proxy.url + "/embed", {"inputs": texts[:2]})
+        assert np.array_equal(
+            np.asarray(served.json(), np.float32),
+            np.stack([expected_vector(config, t) for t in texts[:2]]),
+        )
+        deadline = time.monotonic() + 30
+        while proxy.log().count("read nothing of its answer for 1s") < len(stalled):
+            assert time.monotonic() < deadline, proxy.log()[-2000:]
+            time.sleep(0.1)
+        for sock in stalled:
+            with sock:
+                received = b""
+                try:
+                    while chunk := sock.recv(1 << 20):
+                        received += chunk
+                except ConnectionResetError:
+                    pass
+            head, _, content = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert len(content) < length  # the rest was dropped, not delivered late

@@ -1,5 +1,6 @@
-"""Uvicorn's HTTP protocol (httptools) with a deadline for request headers: uvicorn times out
-idle keep-alive connections, but not one that sends nothing, or headers that never end."""
+"""Uvicorn's HTTP protocol (httptools) with deadlines for slow clients. Uvicorn times out idle
+keep-alive connections, but not one that sends nothing, headers that never end, or a client
+that never reads its answer (whose bytes the proxy holds meanwhile)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
+class SlowClientProtocol(HttpToolsProtocol):
     """Closes a connection whose next request's headers are not complete within
-    ``header_timeout`` seconds of the connection (or of its previous response)."""
+    ``header_timeout`` seconds of the connection (or of its previous response), and aborts one
+    whose client reads nothing of a waiting answer for ``send_timeout`` seconds (dropping the
+    bytes held for it)."""
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, header_timeout: float, send_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._send_timeout = send_timeout
+        self._send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -38,7 +45,23 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The transport holds more than its high-water mark: the client must read some of it
+        # (down to the low-water mark) within send_timeout.
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self._send_timeout, self._not_reading)
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
 
     def _await_headers(self) -> None:
         self._stop_waiting()
@@ -58,3 +81,13 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
                 self._header_timeout,
             )
             self.transport.close()
+
+    def _not_reading(self) -> None:
+        self._send_timer = None
+        log.info(
+            "aborted a connection whose client read nothing of its answer for %gs "
+            "(CACHED_TEI_PROXY_SEND_TIMEOUT); %d bytes dropped",
+            self._send_timeout,
+            self.transport.get_write_buffer_size(),
+        )
+        self.transport.abort()

@@ -63,6 +63,12 @@ class ProxySettings(BaseSettings):
         description="Seconds a client has to send a request's whole body; then 408 and the "
         "connection is closed.",
     )
+    send_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client may read nothing of an answer waiting for it; then the "
+        "connection is aborted and the answer dropped.",
+    )
     keep_alive_timeout: int = Field(
         5, ge=1, description="Seconds an idle keep-alive connection is kept open."
     )
