@@ -94,9 +94,9 @@ def test_sigterm_finishes_in_flight_requests_and_drains_writes(emu, tmp_path):
 
 
 def test_a_hung_tei_does_not_hold_the_stop_and_waiting_calls_get_a_503(emu, tmp_path):
-    """SIGTERM while TEI hangs: the proxy exits long before TEI would answer (after
-    --graceful-timeout for requests, then at most as long for the cache's drain), and the calls
-    still waiting get TEI's 503 JSON, never a plain-text 500."""
+    """SIGTERM while TEI hangs: the proxy exits long before TEI would answer (within
+    --graceful-timeout, the cache's drain included), and the calls still waiting get TEI's 503
+    JSON, never a plain-text 500."""
     emu.inject(Fault("delay", seconds=300, count=2))
     answers: dict[str, httpx.Response] = {}
     calls = {"/embed": {"inputs": ["hung 1"]}, "/v1/embeddings": {"input": ["hung 2"]}}

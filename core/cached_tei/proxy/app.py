@@ -21,7 +21,7 @@ from .limits import BodyLimitMiddleware, BodyTimeoutMiddleware
 from .metrics import MetricsMiddleware
 from .routes import ROUTES, Handlers, not_found
 from .settings import ProxySettings
-from .shutdown import ShutdownMiddleware
+from .shutdown import STOP_CLOCK, ShutdownMiddleware, StopClock
 from .tracing import TracingMiddleware
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def create_app(
     separate = len(keys) > 1 and not proxy.share_cache
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, StopClock]]:
         engine = handlers.engine = Engine(settings)
         log.info(
             "cached-tei proxy: upstream %s, cache %s, %s",
@@ -50,12 +50,14 @@ def create_app(
             if keys
             else "no API keys",
         )
+        clock = StopClock()
         async with metrics.publishing(engine):
             try:
-                yield
+                yield {STOP_CLOCK: clock}
             finally:
                 handlers.engine = None
-                await _close(engine, proxy.graceful_timeout)
+                # The whole stop fits in graceful_timeout; the drain gets at least a second.
+                await _close(engine, max(1.0, clock.left(proxy.graceful_timeout)))
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.
@@ -91,9 +93,9 @@ async def _close(engine: Engine, seconds: float) -> None:
     done, _ = await asyncio.wait({closing}, timeout=seconds)
     if not done:
         log.warning(
-            "cached-tei proxy stopped after waiting %gs (CACHED_TEI_PROXY_GRACEFUL_TIMEOUT) for "
-            "unfinished TEI calls and cache writes: %d cache writes were not drained",
-            seconds,
+            "cached-tei proxy stopped at the end of its graceful timeout "
+            "(CACHED_TEI_PROXY_GRACEFUL_TIMEOUT) with TEI calls or cache writes unfinished: "
+            "%d cache writes were not drained",
             engine.stats.pending_writes,
         )
     elif closing.exception() is not None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .shutdown import STOP_CLOCK, StopClock
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +51,12 @@ class SlowClientProtocol(HttpToolsProtocol):
             self._send_timer.cancel()
             self._send_timer = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        clock = self.app_state.get(STOP_CLOCK)
+        if isinstance(clock, StopClock):
+            clock.start()
+        super().shutdown()
 
     def pause_writing(self) -> None:
         # The transport holds more than its high-water mark: the client must read some of it
