@@ -9,7 +9,9 @@ from .options import CLIError, configure_logging, proxy_settings_from_args, sett
 
 # ---------------------------------------------------------------------------- serve
 def run_serve(args: argparse.Namespace) -> int:
-    missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if not _importable(m)]
+    missing = [
+        m for m in ("starlette", "uvicorn", "httptools", "prometheus_client") if not _importable(m)
+    ]
     if missing:
         raise CLIError(
             f"cached-tei serve needs the proxy extra ({', '.join(missing)} not installed): "
