@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
 from llama_index_cached_tei import CachedTEIEmbeddings as LlamaEmbeddings
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .conftest import InThreadProxy, Tally, embedded_points
+from .conftest import InThreadProxy, Tally, embedded_points, free_port
 from .fake_qdrant import FakeQdrant
 
 TEI_KEY = "tei-key-SECRET-0f9e8d"
@@ -266,3 +267,39 @@ def test_upstream_key_absent_from_proxy_errors(
         _assert_no_secret(f"the answer to {r.request.url.path}", r.text + str(r.headers))
     _assert_no_secret("the metrics", metrics)
     _assert_no_secret("the logs", _log_text(caplog))
+
+
+def test_query_string_secrets_never_reach_a_log(tei: EmulatorServer, start_proxy: Any) -> None:
+    """Keys sent in a query string (``api_key=``, ``key=``, ``token=``, bare) are in no log
+    line: not in the access log, not in a failed forward's warning."""
+    dead_tei = f"http://127.0.0.1:{free_port()}"
+    auth = {"Authorization": f"Bearer {PROXY_KEYS[0]}"}
+    proxies = [
+        start_proxy(
+            url,
+            args=("--access-log", "true", "--log-level", "debug"),
+            CACHED_TEI_PROXY_API_KEYS=PROXY_KEYS[0],
+            CACHED_TEI_RETRY_DEADLINE="0.5",
+        )
+        for url in (tei.url, dead_tei)
+    ]
+    with httpx.Client(timeout=10) as client:
+        for proxy in proxies:
+            for method, target in (
+                ("POST", "/embed?api_key=SECRET-q1"),
+                ("POST", "/v1/embeddings?key=SECRET-q2&x=1"),
+                ("POST", "/tokenize?token=SECRET-q3"),
+                ("GET", "/info?SECRET-q4"),
+                ("GET", "/health?access_token=SECRET-q5"),
+                ("POST", "/nowhere?api_key=SECRET-q6"),
+            ):
+                body = {"input" if "v1" in target else "inputs": "query string"}
+                client.request(method, proxy.url + target, json=body, headers=auth)
+                client.request(method, proxy.url + target, json=body)  # refused: 401
+    for proxy in proxies:
+        proxy.close()
+        log = proxy.log()
+        assert '"POST /embed?*** HTTP/1.1" 401' in log, log[-2000:]
+        assert '"POST /tokenize?*** HTTP/1.1" ' in log, log[-2000:]
+        _assert_no_secret("the proxy's log", log)
+    assert "forwarding /tokenize?*** failed" in proxies[1].log()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from cached_tei.proxy import ProxySettings
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
-from .support import post
+from .support import post, run_cli
 
 KEYS = "first-key, second-key"
 
@@ -114,3 +116,51 @@ def test_default_body_limit_matches_teis(proxy, emu):
             "Failed to buffer the request body: length limit exceeded",
         )
     )
+
+
+@pytest.mark.parametrize("blank", [" ", ",", "\t", " , ,\t", ",,"])
+def test_a_key_list_without_a_key_is_refused_at_start(blank, tmp_path):
+    with pytest.raises(ValidationError, match="CACHED_TEI_PROXY_API_KEYS is set but holds no key"):
+        ProxySettings(api_keys=blank)
+    with pytest.raises(ValidationError, match="CACHED_TEI_PROXY_METRICS_KEY is set but holds no"):
+        ProxySettings(metrics_key=blank)
+    result = run_cli(
+        "serve",
+        "--qdrant-path",
+        str(tmp_path / "q"),
+        env={"CACHED_TEI_PROXY_API_KEYS": blank},
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "cached-tei: error: invalid setting: api_keys: Value error, CACHED_TEI_PROXY_API_KEYS "
+        "is set but holds no key (only blanks or commas): set it to comma-separated keys, or "
+        "unset it (or set it empty) to serve without one"
+    )
+
+
+def test_an_empty_key_list_means_no_authentication():
+    assert ProxySettings(api_keys="").keys() == []
+
+
+def test_metrics_key_guards_metrics_only(emu, make_proxy):
+    keyed = make_proxy(emu.url, proxy={"api_keys": KEYS, "metrics_key": "scrape-key"})
+    for authorization in [None, "Bearer first-key", "Bearer scrape-ke", "scrape-key"]:
+        headers = {} if authorization is None else {"authorization": authorization}
+        refused = httpx.get(keyed.url + "/metrics", headers=headers)
+        assert (refused.status_code, refused.content) == (401, b""), authorization
+    scraped = httpx.get(keyed.url + "/metrics", headers={"authorization": "Bearer scrape-key"})
+    assert scraped.status_code == 200
+    assert 'cached_tei_proxy_requests_total{route="/metrics",status="401"} 4.0' in scraped.text
+    # the metrics key is no API key, and /health stays public
+    embed = post(
+        keyed.url + "/embed", {"inputs": "x"}, headers={"authorization": "Bearer scrape-key"}
+    )
+    assert embed.status_code == 401
+    assert httpx.get(keyed.url + "/health").status_code == 200
+
+
+def test_metrics_key_without_api_keys(emu, make_proxy):
+    guarded = make_proxy(emu.url, proxy={"metrics_key": "scrape-key"})
+    assert httpx.get(guarded.url + "/metrics").status_code == 401
+    assert post(guarded.url + "/embed", {"inputs": "open"}).status_code == 200

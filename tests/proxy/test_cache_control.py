@@ -43,6 +43,18 @@ def test_no_store_leaves_nothing_behind(proxy, emu):
     assert httpx.get(proxy.url + "/info").json()["cache"]["entries"] == 1
 
 
+def test_no_store_on_a_second_header_line_counts(proxy, emu):
+    """RFC 9110 5.3: repeated field lines are one comma-separated list."""
+    lines = [("cache-control", "max-age=0"), ("cache-control", "no-store")]
+    response = httpx.post(proxy.url + "/embed", json={"inputs": "second line"}, headers=lines)
+    assert response.status_code == 200 and counts(response) == ("0", "1")
+    assert counts(embed(proxy, "second line")) == ("0", "1")
+    lines = [("cache-control", "no-transform"), ("cache-control", "no-cache")]
+    response = httpx.post(proxy.url + "/embed", json={"inputs": "second line"}, headers=lines)
+    assert response.status_code == 200 and counts(response) == ("0", "1")
+    assert texts_sent(emu) == ["second line"] * 3
+
+
 def test_no_store_still_reads_a_cached_text(proxy, emu):
     embed(proxy, "already here")
     assert counts(embed(proxy, "already here", "no-store")) == ("1", "0")

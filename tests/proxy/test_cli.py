@@ -465,7 +465,7 @@ BLOCK_PROXY_EXTRA = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("uvicorn", "prometheus_client", "starlette"):
+        if name.split(".")[0] in ("uvicorn", "httptools", "prometheus_client", "starlette"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Block())
 from cached_tei.cli import main
@@ -497,5 +497,5 @@ def test_embed_and_cache_work_without_the_proxy_extra(emu, store, tmp_path):
     assert serve.returncode == 1
     assert serve.stderr.strip() == (
         "cached-tei: error: cached-tei serve needs the proxy extra (starlette, uvicorn, "
-        "prometheus_client not installed): pip install 'cached-tei[proxy]'"
+        "httptools, prometheus_client not installed): pip install 'cached-tei[proxy]'"
     )

@@ -159,3 +159,29 @@ def test_openai_and_native_routes_share_entries(proxy, emu):
     response = post(proxy.url + "/v1/embeddings", {"input": ["shared entry"]})
     assert response.headers["x-cache-hits"] == "1"
     assert texts_sent(emu) == ["shared entry"]
+
+
+@pytest.mark.parametrize(
+    ("given", "direction"),
+    [("RIGHT", "Right"), ("LEFT", "Left"), ("rIgHt", "Right"), ("left", "Left")],
+)
+def test_truncation_direction_in_any_case(proxy, emu, given, direction):
+    text = " ".join(f"case{i}" for i in range(20))  # longer than max_input_length=16 words
+    body = {"inputs": [text], "truncate": True, "truncation_direction": given}
+    response = post(proxy.url + "/embed", body)
+    assert response.status_code == 200, response.text
+    assert np.array_equal(
+        matrix(response)[0],
+        expected_vector(FAST, text, truncate=True, truncation_direction=direction),
+    )
+    assert [r.truncation_direction for r in emu.requests] == [direction]
+
+
+def test_an_unknown_truncation_direction_is_refused_as_tei_does(proxy, emu):
+    response = post(proxy.url + "/embed", {"inputs": "x", "truncation_direction": "middle"})
+    assert (response.status_code, response.text) == (
+        422,
+        "Failed to deserialize the JSON body into the target type: truncation_direction: "
+        "unknown variant `middle`, expected `Left` or `Right`",
+    )
+    assert emu.requests == []

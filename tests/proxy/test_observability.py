@@ -8,6 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from cached_tei.stats import TEI_LATENCY_BUCKETS
+from tests.support.proxy import ProxyProcess
 from tests.tei_emulator import Fault
 
 from .support import FAST, post
@@ -126,3 +127,21 @@ def test_info_is_the_upstreams_with_the_proxys_limit_and_the_cache(proxy, emu):
     assert cache["namespace"]["model_id"] == FAST.model_id
     assert cache["namespace"]["normalize"] is True and cache["namespace"]["truncate"] is True
     assert cache["collection"].startswith(proxy.settings.collection_prefix + "_")
+
+
+def test_health_is_503_while_another_process_holds_the_embedded_folder(emu, make_proxy, tmp_path):
+    store = tmp_path / "shared-folder"
+    with ProxyProcess(tmp_path, emu.url, qdrant_path=store) as holder:
+        assert post(holder.url + "/embed", {"inputs": ["held"]}).status_code == 200  # opens it
+        second = make_proxy(emu.url, qdrant_path=store)
+        health = httpx.get(second.url + "/health")
+        assert (health.status_code, health.headers["x-cache-store"]) == (503, "locked")
+        assert health.json()["error_type"] == "Unhealthy"
+        assert health.json()["error"].startswith(
+            f"the embedded cache at {store} is held by PID {holder.pid} "
+        )
+        refused = post(second.url + "/embed", {"inputs": ["held"]})
+        assert refused.status_code == 503 and refused.json()["error"] == health.json()["error"]
+    healthy = httpx.get(second.url + "/health")  # the holder is gone
+    assert (healthy.status_code, healthy.headers["x-cache-store"]) == (200, "ok")
+    assert post(second.url + "/embed", {"inputs": ["held"]}).headers["x-cache-hits"] == "1"

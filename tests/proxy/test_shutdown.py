@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 
 from tests.support.env import scrubbed_environ
+from tests.support.proxy import ProxyProcess
 from tests.tei_emulator import Fault, expected_vector
 from tests.tei_emulator.process import free_port
 
@@ -90,3 +91,50 @@ def test_sigterm_finishes_in_flight_requests_and_drains_writes(emu, tmp_path):
         assert again.status_code == 200 and again.content == answers[0].content
         assert again.headers["x-cache-hits"] == str(len(texts))
     assert texts_sent(emu) == []
+
+
+def test_a_hung_tei_does_not_hold_the_stop_and_waiting_calls_get_a_503(emu, tmp_path):
+    """SIGTERM while TEI hangs: the proxy exits long before TEI would answer (within
+    --graceful-timeout, the cache's drain included), and the calls still waiting get TEI's 503
+    JSON, never a plain-text 500."""
+    emu.inject(Fault("delay", seconds=15, count=2))
+    answers: dict[str, httpx.Response] = {}
+    calls = {"/embed": {"inputs": ["hung 1"]}, "/v1/embeddings": {"input": ["hung 2"]}}
+    with ProxyProcess(tmp_path, emu.url, args=("--graceful-timeout", "1")) as proxy:
+        threads = []
+        for faults_left, (route, body) in enumerate(calls.items()):
+
+            def call(route: str = route, body: dict = body) -> None:
+                answers[route] = httpx.post(proxy.url + route, json=body, timeout=300)
+
+            threads.append(threading.Thread(target=call))
+            threads[-1].start()
+            deadline = time.monotonic() + 10
+            while emu.stats()["pending_faults"] > 1 - faults_left:
+                assert time.monotonic() < deadline, "the call did not reach TEI"
+                time.sleep(
+                    0.02
+                )  # one TEI request each: the first is in flight when the second comes
+        assert proxy.terminate(timeout=60) == 0
+        assert emu.requests == [], "the stop waited for TEI"  # recorded once answered
+        for thread in threads:
+            thread.join(10)
+        log = proxy.log()
+    deadline = time.monotonic() + 60
+    while len(emu.requests) < 2:  # let the emulator finish its answers before it stops
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    native, openai = answers["/embed"], answers["/v1/embeddings"]
+    message = (
+        "the proxy is shutting down and this request did not finish within its graceful "
+        "timeout (CACHED_TEI_PROXY_GRACEFUL_TIMEOUT); send it again"
+    )
+    assert (native.status_code, native.json()) == (
+        503,
+        {"error": message, "error_type": "Unhealthy"},
+    ), log
+    assert (openai.status_code, openai.json()) == (
+        503,
+        {"message": message, "code": 503, "type": "Unhealthy"},
+    ), log
+    assert "Traceback" not in log and "stopped by SIGTERM" in log, log

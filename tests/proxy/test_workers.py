@@ -172,3 +172,30 @@ def test_workers_must_be_positive(tmp_path):
     result = run_cli("serve", "--workers", "0", "--qdrant-path", str(tmp_path / "q"))
     assert result.returncode == 2  # a bad flag value is a bad command line
     assert "workers must be at least 1 or 'auto'" in result.stderr
+
+
+def test_several_workers_are_refused_on_an_in_memory_cache(emu):
+    result = run_cli(
+        "serve",
+        "--tei-url",
+        emu.url,
+        "--qdrant-url",
+        ":memory:",
+        "--workers",
+        "2",
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "cached-tei: error: 2 proxy workers cannot share an in-memory cache "
+        "(CACHED_TEI_QDRANT_URL=:memory:): each would keep its own. Set CACHED_TEI_QDRANT_URL "
+        "to a Qdrant server, or run one worker (CACHED_TEI_PROXY_WORKERS=1)"
+    )
+
+
+@pytest.mark.parametrize("kind", ["embedded", "memory", "server"])
+def test_info_names_the_store_kind(emu, make_proxy, qdrant, kind):
+    urls = {"embedded": None, "memory": ":memory:", "server": qdrant.url}
+    proxy = make_proxy(emu.url, qdrant_url=urls[kind])
+    assert httpx.post(proxy.url + "/embed", json={"inputs": "kind"}).status_code == 200
+    assert httpx.get(proxy.url + "/info").json()["cache"]["store"] == kind

@@ -21,7 +21,7 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------------- settings flags
-_SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys"})
+_SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys", "metrics_key"})
 # What each maintenance command reads: where the store is.
 STORE_SETTINGS = frozenset(
     {"qdrant_url", "qdrant_path", "qdrant_prefer_grpc", "qdrant_timeout", "collection_prefix"}

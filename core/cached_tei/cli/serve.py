@@ -23,7 +23,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if refused:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in refused)
         args.parser.error(f"{flags}: {PER_REQUEST}")
-    missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if not _importable(m)]
+    missing = [
+        m for m in ("starlette", "uvicorn", "httptools", "prometheus_client") if not _importable(m)
+    ]
     if missing:
         raise CLIError(
             f"cached-tei serve needs the proxy extra ({', '.join(missing)} not installed): "

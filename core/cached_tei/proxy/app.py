@@ -3,6 +3,7 @@ the engine's lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +17,11 @@ from ..redact import redact_url
 from ..settings import CachedTEISettings
 from .auth import APIKeyMiddleware, tenant_id
 from .context import RequestContextMiddleware
-from .limits import BodyLimitMiddleware
+from .limits import BodyLimitMiddleware, BodyTimeoutMiddleware
 from .metrics import MetricsMiddleware
 from .routes import ROUTES, Handlers, not_found
 from .settings import ProxySettings
+from .shutdown import STOP_CLOCK, ShutdownMiddleware, StopClock
 from .tracing import TracingMiddleware
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def create_app(
     separate = len(keys) > 1 and not proxy.share_cache
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, StopClock]]:
         engine = handlers.engine = Engine(settings)
         log.info(
             "cached-tei proxy: upstream %s, cache %s, %s",
@@ -48,18 +50,14 @@ def create_app(
             if keys
             else "no API keys",
         )
+        clock = StopClock()
         async with metrics.publishing(engine):
             try:
-                yield
+                yield {STOP_CLOCK: clock}
             finally:
                 handlers.engine = None
-                pending = engine.stats.pending_writes
-                try:
-                    await engine.aclose()
-                except Exception:
-                    log.exception("closing the engine failed; some cache writes may be lost")
-                else:
-                    log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)
+                # The whole stop fits in graceful_timeout; the drain gets at least a second.
+                await _close(engine, max(1.0, clock.left(proxy.graceful_timeout)))
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.
@@ -68,12 +66,14 @@ def create_app(
         Middleware(TracingMiddleware, routes=paths),
         Middleware(RequestContextMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics, routes=paths),
+        Middleware(ShutdownMiddleware, openai_path="/v1/embeddings"),
     ]
     if keys:
         tenants = {key: tenant_id(key) if separate else None for key in keys}
         public = frozenset(r.path for r in ROUTES if r.public)
         middleware.append(Middleware(APIKeyMiddleware, tenants=tenants, public=public))
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=proxy.max_body_bytes))
+    middleware.append(Middleware(BodyTimeoutMiddleware, seconds=proxy.body_timeout))
     app = Starlette(
         routes=[Route(r.path, getattr(handlers, r.handler), methods=[r.method]) for r in ROUTES],
         middleware=middleware,
@@ -83,3 +83,25 @@ def create_app(
     app.state.handlers = handlers
     app.state.metrics = metrics
     return app
+
+
+async def _close(engine: Engine, seconds: float) -> None:
+    """Drain the cache's writes and close the engine, waiting at most ``seconds``: a hung TEI
+    call must not hold the stop (what is still unfinished then is lost, and said so)."""
+    pending = engine.stats.pending_writes
+    closing = asyncio.ensure_future(engine.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=seconds)
+    if not done:
+        log.warning(
+            "cached-tei proxy stopped at the end of its graceful timeout "
+            "(CACHED_TEI_PROXY_GRACEFUL_TIMEOUT) with TEI calls or cache writes unfinished: "
+            "%d cache writes were not drained",
+            engine.stats.pending_writes,
+        )
+    elif closing.exception() is not None:
+        log.error(
+            "closing the engine failed; some cache writes may be lost",
+            exc_info=closing.exception(),
+        )
+    else:
+        log.info("cached-tei proxy stopped; drained %d pending cache writes", pending)

@@ -31,6 +31,15 @@ def tenant_id(key: bytes) -> str:
     return hashlib.sha256(b"cached-tei tenant\x00" + key).hexdigest()[:16]
 
 
+def bearer_matches(header: bytes, keys: list[bytes]) -> bool:
+    """Whether ``header`` is ``Bearer <one of keys>``: compared with every key, in constant
+    time."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(header, b"Bearer " + key)
+    return matched
+
+
 class APIKeyMiddleware:
     """Refuses requests without one of the keys with TEI's 401 and an empty body.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -27,10 +28,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine import Engine
 from ..stats import TEI_LATENCY_BUCKETS, Stats
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CONTENT_TYPE_LATEST", "SHARED_FOLDER", "MetricsMiddleware", "ProxyMetrics"]
 
@@ -290,7 +294,8 @@ class ProxyMetrics:
 
 
 class MetricsMiddleware:
-    """Counts every answer (401s and 413s included) under its route, or ``other``."""
+    """Counts every answer (401s and 413s included) under its route, or ``other``; a client
+    that disconnects before sending its whole body counts as 499, not as a failure."""
 
     def __init__(self, app: ASGIApp, metrics: ProxyMetrics, routes: Iterable[str]) -> None:
         self.app = app
@@ -318,6 +323,13 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, recording_send)
+        except ClientDisconnect:
+            # Gone before sending its whole body: nothing to answer, and not the proxy's failure
+            # (nginx's 499, "client closed request").
+            status = 499
+            log.info(
+                "%s %s: the client disconnected before sending its body", scope["method"], route
+            )
         finally:
             self._durations[route].observe(time.perf_counter() - started)
             counter = self._counters.get((route, status))

@@ -20,11 +20,14 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..engine import EmbedResult, Engine
-from ..errors import CachedTEIError
+from ..errors import CachedTEIError, StoreLockedError
 from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
-from .auth import TENANT
+from ..stores.embedded import EmbeddedStore
+from ..stores.server import IN_MEMORY
+from .access import redact_target
+from .auth import TENANT, bearer_matches
 from .errors import APIError, error_response, from_engine, plain_response
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
 from .schemas import BadRequest, OpenAICall, parse_embed, parse_openai
@@ -202,10 +205,12 @@ class Handlers:
         return texts
 
     def _cache_control(self, request: Request) -> tuple[bool, bool]:
-        """(read the cache, write the cache) from ``Cache-Control: no-cache`` / ``no-store``."""
-        header = request.headers.get("cache-control")
-        if header is None:
+        """(read the cache, write the cache) from ``Cache-Control: no-cache`` / ``no-store``;
+        repeated header lines are one list (RFC 9110, 5.3)."""
+        lines = request.headers.getlist("cache-control")
+        if not lines:
             return True, True
+        header = ",".join(lines)
         directives = {part.split("=", 1)[0].strip().lower() for part in header.split(",")}
         no_cache, no_store = "no-cache" in directives, "no-store" in directives
         if no_cache:
@@ -231,13 +236,20 @@ class Handlers:
             "namespace": namespace.descriptor(),
             "collection": collection,
             "entries": await engine.entries(namespace),
-            "store": "embedded" if self.settings.qdrant_url is None else "server",
+            "store": store_kind(self.settings),
             "breaker": engine.breaker.state,
         }
         return Response(dumps(body), media_type=JSON)
 
     async def health(self, request: Request) -> Response:
-        """200 when the upstream is healthy; ``x-cache-store`` says ``ok`` or ``degraded``."""
+        """200 when the upstream is healthy; ``x-cache-store`` says ``ok`` or ``degraded``.
+        503 (``x-cache-store: locked``) while another process holds the embedded folder: every
+        embedding would fail."""
+        held = self._held_elsewhere()
+        if held is not None:
+            response = error_response(APIError("Unhealthy", str(held)), openai=False)
+            response.headers["x-cache-store"] = "locked"
+            return response
         try:
             upstream = await asyncio.wait_for(
                 self._engine.tei.request("GET", "/health"), self.proxy.health_timeout
@@ -251,8 +263,22 @@ class Handlers:
         store = "ok" if self._engine.breaker.state == "closed" else "degraded"
         return Response(b"", headers={"x-cache-store": store})
 
+    def _held_elsewhere(self) -> StoreLockedError | None:
+        store = self._engine.store
+        if not isinstance(store, EmbeddedStore):
+            return None
+        holder = store.holder()
+        # This process holding it (any of its engines) is the normal case.
+        if holder is None or holder.startswith("this process"):
+            return None
+        return StoreLockedError(store.location, holder)
+
     async def prometheus(self, request: Request) -> Response:
-        """The metrics in Prometheus' text format."""
+        """The metrics in Prometheus' text format; with a metrics key, only for its holder
+        (TEI's 401 with an empty body otherwise)."""
+        keys = self.proxy.metrics_keys()
+        if keys and not bearer_matches(request.headers.get("authorization", "").encode(), keys):
+            return Response(b"", status_code=401)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ forwarded
@@ -272,13 +298,20 @@ class Handlers:
                 request.method, path, content=body, headers=headers
             )
         except httpx.HTTPError as exc:
-            log.warning("forwarding %s failed: %r", path, exc)
+            log.warning("forwarding %s failed: %r", redact_target(path), exc)
             detail = str(exc) or type(exc).__name__
             return error_response(
                 APIError("Unhealthy", f"upstream TEI is unavailable: {detail}"), openai=False
             )
         kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
         return Response(upstream.content, status_code=upstream.status_code, headers=kept)
+
+
+def store_kind(settings: CachedTEISettings) -> Literal["embedded", "memory", "server"]:
+    """Where the cache lives: an embedded folder, this process's memory, or a Qdrant server."""
+    if settings.qdrant_url is None:
+        return "embedded"
+    return "memory" if settings.qdrant_url == IN_MEMORY else "server"
 
 
 def _headers(started: float, texts: list[str], result: EmbedResult, length: int) -> _Headers:

@@ -98,10 +98,10 @@ def _uint(body: dict[str, Any], key: str) -> int | None:
 
 def _direction(body: dict[str, Any]) -> str:
     value = body.get("truncation_direction")
-    if value is None or value == "Right" or value == "right":
+    if value is None:
         return "Right"
-    if value == "Left" or value == "left":
-        return "Left"
+    if type(value) is str and value.lower() in ("right", "left"):
+        return value.capitalize()
     raise deserialize_error(
         f"truncation_direction: unknown variant `{value}`, expected `Left` or `Right`"
     )

@@ -14,11 +14,12 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreConfigurationError
 from ..logs import LogFormat, configure_logging
 from ..settings import CachedTEISettings
+from ..stores.server import IN_MEMORY
 from .settings import ProxySettings
 
 if TYPE_CHECKING:
@@ -44,6 +45,13 @@ def serve(
             f"{settings.qdrant_path} can be opened by one process only. Set "
             "CACHED_TEI_QDRANT_URL (--qdrant-url), or run one worker (CACHED_TEI_PROXY_WORKERS=1)"
         )
+    if workers > 1 and settings.qdrant_url == IN_MEMORY:
+        raise StoreConfigurationError(
+            f"{workers} proxy workers cannot share an in-memory cache "
+            f"(CACHED_TEI_QDRANT_URL={IN_MEMORY}): each would keep its own. Set "
+            "CACHED_TEI_QDRANT_URL to a Qdrant server, or run one worker "
+            "(CACHED_TEI_PROXY_WORKERS=1)"
+        )
     import uvicorn
 
     config = uvicorn.Config(
@@ -58,6 +66,8 @@ def serve(
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, math.ceil(proxy.graceful_timeout)),
+        timeout_keep_alive=proxy.keep_alive_timeout,
+        http=_http_protocol(proxy),
     )
     if workers > 1:
         log.info("cached-tei proxy: %d workers on %s:%d", workers, proxy.host, proxy.port)
@@ -74,14 +84,26 @@ def serve(
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped.signal).name)
 
 
+def _http_protocol(proxy: ProxySettings) -> Any:
+    """Uvicorn's httptools protocol with the slow-client deadlines (picklable, for spawned
+    workers)."""
+    from .protocol import SlowClientProtocol
+
+    return functools.partial(
+        SlowClientProtocol, header_timeout=proxy.header_timeout, send_timeout=proxy.send_timeout
+    )
+
+
 def _worker_app(
     settings: CachedTEISettings, proxy: ProxySettings, log_format: LogFormat
 ) -> Starlette:
     """The app, built in the process serving it: a spawned worker sets up logging again."""
+    from .access import redact_access_log
     from .app import create_app
 
     if not logging.getLogger().handlers:
         configure_logging(proxy.log_level.upper(), log_format)
+    redact_access_log()
     return create_app(settings, proxy)
 
 

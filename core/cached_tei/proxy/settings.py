@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings
 
 from ..settings import environment_settings
@@ -25,6 +25,11 @@ class ProxySettings(BaseSettings):
         None,
         description="Comma-separated keys; when set, every route but /health and /metrics "
         "needs 'Authorization: Bearer <key>'.",
+    )
+    metrics_key: SecretStr | None = Field(
+        None,
+        description="When set, GET /metrics needs 'Authorization: Bearer <metrics key>' "
+        "(the API keys do not open it); unset, /metrics is public.",
     )
     share_cache: bool = Field(
         False,
@@ -46,13 +51,46 @@ class ProxySettings(BaseSettings):
     graceful_timeout: float = Field(
         30.0, gt=0, description="Seconds a shutdown waits for in-flight requests."
     )
+    header_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a connection has to send a request's headers (from its opening or "
+        "its previous answer); then it is closed.",
+    )
+    body_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client has to send a request's whole body; then 408 and the "
+        "connection is closed.",
+    )
+    send_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client may read nothing of an answer waiting for it; then the "
+        "connection is aborted and the answer dropped.",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection is kept open."
+    )
     access_log: bool = Field(False, description="Log every request (costs throughput).")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "metrics_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("api_keys", "metrics_key")
+    @classmethod
+    def _holds_a_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A blank list (" ", ",", a tab) must not quietly turn authentication off.
+        if value is not None and not _split(value):
+            variable = f"CACHED_TEI_PROXY_{str(info.field_name).upper()}"
+            raise ValueError(
+                f"{variable} is set but holds no key (only blanks or commas): set it to "
+                "comma-separated keys, or unset it (or set it empty) to serve without one"
+            )
+        return value
 
     @field_validator("workers")
     @classmethod
@@ -71,13 +109,20 @@ class ProxySettings(BaseSettings):
 
     def keys(self) -> list[bytes]:
         """The API keys, as bytes (empty: no authentication)."""
-        if self.api_keys is None:
-            return []
-        raw = self.api_keys.get_secret_value().split(",")
-        return [key.strip().encode("utf-8") for key in raw if key.strip()]
+        return [] if self.api_keys is None else _split(self.api_keys)
+
+    def metrics_keys(self) -> list[bytes]:
+        """The keys that open /metrics (empty: it is public)."""
+        return [] if self.metrics_key is None else _split(self.metrics_key)
 
     def worker_count(self) -> int:
         """``workers`` as a number: ``auto`` is the CPUs this process may run on."""
         if self.workers == "auto":
             return len(os.sched_getaffinity(0))
         return self.workers
+
+
+def _split(keys: SecretStr) -> list[bytes]:
+    return [
+        key.strip().encode("utf-8") for key in keys.get_secret_value().split(",") if key.strip()
+    ]
