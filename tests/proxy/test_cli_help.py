@@ -10,6 +10,7 @@ import pytest
 
 from cached_tei import CachedTEISettings
 from cached_tei.cli import main
+from cached_tei.cli.options import SECRET_FIELDS
 from cached_tei.logs import LogSettings
 from cached_tei.proxy import ProxySettings
 
@@ -50,8 +51,9 @@ _DEFAULT = re.compile(r"\(default ([^)]*)\) \[env (\w+)\]$")
 
 
 def flags(model: Any) -> set[str]:
-    secrets = {"api_key", "qdrant_api_key", "api_keys"}
-    return {f"--{name.replace('_', '-')}" for name in model.model_fields if name not in secrets}
+    return {
+        f"--{name.replace('_', '-')}" for name in model.model_fields if name not in SECRET_FIELDS
+    }
 
 
 ENGINE = flags(CachedTEISettings)

@@ -21,7 +21,8 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------------- settings flags
-_SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys", "metrics_key"})
+# Secrets stay in the environment: no flag (a flag would show in `ps` and shell history).
+SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys", "metrics_key"})
 # What each maintenance command reads: where the store is.
 STORE_SETTINGS = frozenset(
     {"qdrant_url", "qdrant_path", "qdrant_prefer_grpc", "qdrant_timeout", "collection_prefix"}
@@ -52,7 +53,7 @@ def add_setting_flags(
     group = parser.add_argument_group(title)
     for name, field in model.model_fields.items():
         shown = only is None or name in only
-        if name in _SECRET_FIELDS or not (shown or name in refused):
+        if name in SECRET_FIELDS or not (shown or name in refused):
             continue
         default = (defaults or {}).get(name, field.get_default(call_default_factory=True))
         group.add_argument(
