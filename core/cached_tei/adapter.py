@@ -73,6 +73,8 @@ class CachedTEIAdapter(BaseModel):
     batch_size: int | None = setting("batch_size")
     max_payload_bytes: int | None = setting("max_payload_bytes")
     batch_window: float | None = setting("batch_window")
+    tei_replicas: int | None = setting("tei_replicas")
+    info_refresh: float | None = setting("info_refresh")
 
     # --- what changes the vector ---------------------------------------------------------------
     normalize: bool | None = setting("normalize")
