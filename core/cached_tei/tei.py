@@ -212,6 +212,7 @@ class TEIClient:
         self._connection: _Connection | None = None
         self._info: TEIInfo | None = None
         self._info_read_at = 0.0
+        self._info_readable = True  # whether the last re-read of /info succeeded
         self._info_lock: asyncio.Lock | None = None
         self._batcher: RequestBatcher | None = None
         self._pacer: Pacer | None = None
@@ -274,6 +275,12 @@ class TEIClient:
                 await self._reread_info()
         return self._info
 
+    async def recheck_info(self) -> bool:
+        """Read ``/info`` again now (unless it was read since this was asked); False if it
+        could not be read, so that the one read before still stands."""
+        await self.info(refresh=True)
+        return self._info_readable
+
     async def _read_info(self, retry: bool) -> TEIInfo:
         if retry:
             response = await self._with_retries(lambda: self._send("GET", "/info"))
@@ -290,9 +297,11 @@ class TEIClient:
             info = await self._read_info(retry=False)
         except (TEIError, ValueError, KeyError, TypeError) as exc:
             log.warning("re-reading /info from %s failed (%s); keeping %s", self._url, exc, before)
+            self._info_readable = False
             return
         finally:
             self._info_read_at = time.monotonic()
+        self._info_readable = True
         if info != before:
             log.warning(
                 "TEI at %s now serves %s (revision %s), before %s (revision %s): its vectors "
