@@ -277,7 +277,9 @@ class TEIClient:
 
     async def recheck_info(self) -> bool:
         """Read ``/info`` again now (unless it was read since this was asked); False if it
-        could not be read, so that the one read before still stands."""
+        could not be read (the one read before still stands) or was never read."""
+        if self._info is None:
+            return False
         await self.info(refresh=True)
         return self._info_readable
 

@@ -68,6 +68,7 @@ def test_a_clients_refused_text_never_fails_another_clients_request(
 A = EmulatorConfig(model_id="emulator/a", step_ms=2.0, per_text_ms=0.05)
 B = replace(A, model_id="emulator/b", dim=768)
 B_NARROW = replace(B, dim=384)  # the same id and revision as B, another dimension
+C = replace(B_NARROW, model_id="emulator/c")  # another id, the same dimension
 
 
 def test_a_model_changed_behind_the_url_moves_the_proxy_at_once(
@@ -105,6 +106,11 @@ def test_a_model_changed_behind_the_url_moves_the_proxy_at_once(
                 tally.check(config, cached, embed(cached).json())  # no stale vector
                 info = client.get(proxy.url + "/info").json()
                 assert info["model_id"] == config.model_id
+            # A model of the same dimension: /info reads TEI's at once, and the cache follows.
+            tei.stop()
+            tei = EmulatorServer(C, port=tei.port).start()
+            assert client.get(proxy.url + "/info").json()["model_id"] == C.model_id
+            tally.check(C, cached, embed(cached).json())
             assert tally.wrong == 0
     finally:
         tei.stop()
