@@ -436,15 +436,14 @@ class Engine:
             )
             expected = self._dimensions.setdefault(namespace, stored or dimension)
         if dimension != expected:
-            readable = await self.tei.recheck_info()
-            base = Namespace.of(await self.info(), options)
-            if not readable:  # which model answered is unknown: never move on a guess
+            if not await self.tei.recheck_info():  # which model answered is unknown
                 raise ModelChangedError(
                     self.tei.url,
                     _model_name(namespace, expected),
                     f"a model of {dimension} dimensions",
                     "TEI's /info could not be read again; try the call again",
                 )
+            base = Namespace.of(await self.info(), options)
             if replace(namespace, model_dimension=None) == base:  # same /info: moved in place
                 moved = replace(base, model_dimension=dimension)
                 self._moved[base] = base if self._dimensions.get(base) == dimension else moved

@@ -239,11 +239,6 @@ class TEIClient:
         """``/info`` if it has been read and is not due to be read again, else None."""
         return None if self._info_due() else self._info
 
-    @property
-    def last_info(self) -> TEIInfo | None:
-        """The ``/info`` read last, however long ago; None before the first read."""
-        return self._info
-
     def _info_due(self) -> bool:
         return time.monotonic() - self._info_read_at >= self._settings.info_refresh
 
