@@ -5,6 +5,7 @@ on the emulator, exact rows per caller, failures confined to the calls that caus
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -460,3 +461,13 @@ async def test_closing_before_a_request_starts_still_answers_its_calls() -> None
     await batcher.aclose()
     outcome = (await asyncio.gather(task, return_exceptions=True))[0]
     assert type(outcome) is CachedTEIError and send.sent == []
+
+
+async def test_a_batch_window_is_deprecated_and_waits_no_more(server, make_client, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="cached_tei"):
+        client = await make_client(batch_window=60.0)
+        callers = singles(3)
+        assert await asyncio.wait_for(run_all(client, callers), timeout=30) == [None] * 3
+    assert "batch_window is deprecated" in caplog.text and "set it to 0" in caplog.text
+    for caller in callers:
+        caller.check(server.config)

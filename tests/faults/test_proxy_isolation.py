@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from cached_tei import ModelChangedError
+from cached_tei.proxy.errors import from_engine
 from tests.support.proxy import ProxyProcess
 from tests.tei_emulator import EmulatorConfig, EmulatorServer
 
@@ -114,3 +116,11 @@ def test_a_model_changed_behind_the_url_moves_the_proxy_at_once(
             assert tally.wrong == 0
     finally:
         tei.stop()
+
+
+def test_a_call_that_saw_the_model_change_twice_is_a_tei_shaped_503() -> None:
+    error = from_engine(
+        ModelChangedError("http://tei", "emulator/a (384 dimensions)", "emulator/b", "try again")
+    )
+    assert (error.status, error.error_type) == (503, "Unhealthy")
+    assert "emulator/a (384 dimensions) to emulator/b" in error.message
