@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .errors import (
         CachedTEIError,
         InputError,
+        ModelChangedError,
         StoreConfigurationError,
         StoreLockedError,
         TEIError,
@@ -37,6 +38,7 @@ _HOMES = {
     "Engine": "engine",
     "CachedTEIError": "errors",
     "InputError": "errors",
+    "ModelChangedError": "errors",
     "StoreConfigurationError": "errors",
     "StoreLockedError": "errors",
     "TEIError": "errors",
@@ -56,6 +58,7 @@ __all__ = [
     "Engine",
     "InputError",
     "Kind",
+    "ModelChangedError",
     "Namespace",
     "Stats",
     "StoreConfigurationError",

@@ -80,6 +80,8 @@ class CachedTEIAdapter(BaseModel):
     batch_window: float | None = setting("batch_window")
     sparse_url: str | None = setting("sparse_url")
     rerank_url: str | None = setting("rerank_url")
+    tei_replicas: int | None = setting("tei_replicas")
+    info_refresh: float | None = setting("info_refresh")
 
     # --- what changes the vector ---------------------------------------------------------------
     normalize: bool | None = setting("normalize")

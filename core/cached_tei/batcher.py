@@ -1,13 +1,16 @@
-"""Shared TEI requests: the texts of concurrent calls with the same request fields that arrive
-within a short window go out together, up to TEI's batch and payload limits.
+"""Shared TEI requests: concurrent calls' texts with the same request fields go out together
+while every slot (see :mod:`cached_tei.pacing`) is busy, up to TEI's batch and payload limits.
+A free slot means send now: there is no fixed wait.
 
-Each call still succeeds or fails whole: it gets exactly its own rows, and the error of any
-request that held one of its texts.
+Each call still succeeds or fails whole, and alone: it gets exactly its own rows, and only
+errors that its own texts caused. A merged request refused as invalid (400, 413, 422) is sent
+again as one request per call, so that each call gets what TEI would have answered it alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +18,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .errors import CachedTEIError
+from .errors import CachedTEIError, TEIError
+from .pacing import Pacer
 
 # Sends one request's texts with the given fields; returns one float32 row per text.
 SendBatch = Callable[[list[str], dict[str, Any]], Awaitable[np.ndarray]]
 BatchCallback = Callable[[int, np.ndarray], Awaitable[None]]
 _Arrival = tuple[int, np.ndarray] | Exception
+# Statuses that say the request itself was refused: one caller's texts can cause them.
+_CLIENT_ERRORS = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -72,36 +78,29 @@ class _Collector:
         self._parts: list[_Part] = []
         self._count = 0
         self._bytes = 0
-        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._parts)
 
     def add(self, call: _Call, texts: Sequence[str], sizes: Sequence[int]) -> None:
-        """Queue a call's texts; send each request as it fills, the rest when the window ends.
-
-        A call that fills a request sends its remainder at once: only small calls wait.
-        """
+        """Queue a call's texts; full requests go out at once, the rest when a slot is free."""
         limits = self._batcher.limits
-        start, filled = 0, False
+        start = 0
         for end, size in enumerate(sizes):
             if self._count and self._bytes + size > limits.bytes:
-                filled |= self._send_full(call, texts, start, end)
+                self._take(call, texts, start, end)
+                self.flush()
                 start = end
             self._count += 1
             self._bytes += size
             if self._count == limits.texts:
-                filled |= self._send_full(call, texts, start, end + 1)
+                self._take(call, texts, start, end + 1)
+                self.flush()
                 start = end + 1
         self._take(call, texts, start, len(texts))
-        window = self._batcher.window
-        if filled or window == 0:
-            self.flush()
-        elif self._parts and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(window, self.flush)
-
-    def _send_full(self, call: _Call, texts: Sequence[str], start: int, end: int) -> bool:
-        """Send the full request, ending with ``texts[start:end]``; whether it held any."""
-        self._take(call, texts, start, end)
-        self.flush()
-        return end > start
+        if self._parts:
+            self._batcher.wait_for_slot(self)
 
     def _take(self, call: _Call, texts: Sequence[str], start: int, end: int) -> None:
         if end > start:
@@ -110,9 +109,6 @@ class _Collector:
 
     def flush(self) -> None:
         """Send what is waiting (less the texts of callers that are gone)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         parts = [part for part in self._parts if not part.call.abandoned]
         self._parts, self._count, self._bytes = [], 0, 0
         if parts:
@@ -120,9 +116,6 @@ class _Collector:
 
     def discard(self, error: Exception) -> None:
         """Fail the calls waiting here without sending anything."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         for part in self._parts:
             part.call.arrivals.put_nowait(error)
         self._parts, self._count, self._bytes = [], 0, 0
@@ -131,16 +124,19 @@ class _Collector:
 class RequestBatcher:
     """Turns concurrent calls into shared requests, one collector per set of request fields.
 
-    ``window`` is how long the first waiting text may wait for others (0: every call sends
-    its own requests at once). Bound to the event loop it is used on.
+    With a ``pacer``, texts are sent at once while fewer than ``pacer.target`` requests are
+    in flight, and wait to share a request otherwise; without one (sharing off), every call
+    sends its own requests at once. Bound to the event loop it is used on.
     """
 
-    def __init__(self, send: SendBatch, limits: BatchLimits, window: float) -> None:
+    def __init__(self, send: SendBatch, limits: BatchLimits, pacer: Pacer | None) -> None:
         self.limits = limits
-        self.window = window
+        self.pacer = pacer
         self._send = send
         self._collectors: dict[bytes, _Collector] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._waiting: deque[_Collector] = deque()  # oldest first, each at most once
+        self._dispatching = False  # a dispatch is scheduled for the end of this loop turn
 
     async def embed(
         self,
@@ -175,6 +171,30 @@ class RequestBatcher:
         if error is not None:
             raise error
 
+    def wait_for_slot(self, collector: _Collector) -> None:
+        """Send the collector's texts once this loop turn ends if a slot is free (so that the
+        calls made in the same turn share a request, at no cost in time), else when one is."""
+        if self.pacer is None:
+            collector.flush()
+            return
+        if collector not in self._waiting:
+            self._waiting.append(collector)
+        if len(self._running) < self.pacer.target:
+            if not self._dispatching:
+                self._dispatching = True
+                asyncio.get_running_loop().call_soon(self._dispatch)
+        else:
+            self.pacer.held_back = True
+
+    def _dispatch(self) -> None:
+        """Send the waiting texts, oldest first, while slots are free."""
+        self._dispatching = False
+        while self._waiting and self.pacer is not None:
+            if len(self._running) >= self.pacer.target:
+                return
+            self._waiting.popleft().flush()
+            self.pacer.held_back = bool(self._waiting)
+
     def start(self, request: _Request, fields: dict[str, Any]) -> None:
         request.task = asyncio.create_task(self._run(request, fields))
         self._running.add(request.task)
@@ -183,31 +203,52 @@ class RequestBatcher:
             part.call.requests.append(request)
 
     async def _run(self, request: _Request, fields: dict[str, Any]) -> None:
+        parts = request.parts
         try:
-            vectors = await self._send([t for part in request.parts for t in part.texts], fields)
+            vectors = await self._send([t for part in parts for t in part.texts], fields)
         except Exception as exc:
-            for part in request.parts:
+            if len({id(part.call) for part in parts}) > 1 and _refused(exc):
+                await asyncio.gather(*(self._run_alone(part, fields) for part in parts))
+                return
+            for part in parts:
                 part.call.arrivals.put_nowait(exc)
             return
         offset = 0
-        for part in request.parts:
+        for part in parts:
             rows = len(part.texts)
             part.call.arrivals.put_nowait((part.start, vectors[offset : offset + rows]))
             offset += rows
+
+    async def _run_alone(self, part: _Part, fields: dict[str, Any]) -> None:
+        """Send one call's texts of a refused merged request on their own."""
+        if part.call.abandoned:
+            return
+        try:
+            vectors = await self._send(part.texts, fields)
+        except Exception as exc:
+            part.call.arrivals.put_nowait(exc)
+        else:
+            part.call.arrivals.put_nowait((part.start, vectors))
 
     def _finished(self, request: _Request, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         if task.cancelled():  # by aclose (or its callers are gone), perhaps before it started
             for part in request.parts:
                 part.call.arrivals.put_nowait(_closed())
+        self._dispatch()
 
     async def aclose(self) -> None:
         """Fail the calls still waiting, and stop the requests in flight."""
+        self._waiting.clear()
         for collector in self._collectors.values():
             collector.discard(_closed())
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _refused(error: Exception) -> bool:
+    return isinstance(error, TEIError) and error.status in _CLIENT_ERRORS
 
 
 def _closed() -> CachedTEIError:

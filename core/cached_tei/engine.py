@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -22,7 +22,7 @@ from cachetools import Cache, LRUCache, TTLCache
 
 from . import tracing
 from .breaker import CircuitBreaker
-from .errors import CachedTEIError, InputError, StoreConfigurationError, TEIError
+from .errors import CachedTEIError, InputError, ModelChangedError, StoreConfigurationError, TEIError
 from .keys import EmbedOptions, Namespace, point_id
 from .settings import CachedTEISettings
 from .stats import Stats
@@ -110,7 +110,11 @@ class Engine:
         self._namespaces: dict[tuple[TEIInfo, EmbedOptions], Namespace] = {}
         self._remembered_info: TEIInfo | None = None
         self._probe_after = 0.0
-        self._remembering: asyncio.Task[None] | None = None
+        self._remembered_for: TEIInfo | None = None
+        # Model drift: each namespace's vector dimension, and namespaces whose model now
+        # answers with another dimension under the same /info (the namespace they moved to).
+        self._dimensions: dict[Namespace, int] = {}
+        self._moved: dict[Namespace, Namespace] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[None] | None = None
 
@@ -144,8 +148,9 @@ class Engine:
                     remembered.model_id,
                 )
                 return remembered
-        if self._remembering is None:
-            self._remembering = self._in_background(self._remember_info(info))
+        if info != self._remembered_for:
+            self._remembered_for = info
+            self._in_background(self._remember_info(info))
         return info
 
     async def namespace(self, options: EmbedOptions) -> Namespace:
@@ -155,7 +160,7 @@ class Engine:
         if namespace is None:
             namespace = Namespace.of(info, options)
             self._namespaces[(info, options)] = namespace
-        return namespace
+        return self._moved.get(namespace, namespace)
 
     async def embed(
         self,
@@ -172,7 +177,9 @@ class Engine:
         (``no-store``).
         """
         with tracing.span("cached_tei.embed") as current:
-            result = await self._embed(texts, options, read_cache, write_cache)
+            result = await self._on_one_model(
+                lambda: self._embed(texts, options, read_cache, write_cache)
+            )
             current.set_attribute("cached_tei.texts", len(result.vectors))
             current.set_attribute("cached_tei.hits", result.hits)
             current.set_attribute("cached_tei.misses", result.misses)
@@ -407,6 +414,49 @@ class Engine:
                 if self._inflight.get((collection, key)) is flight:
                     del self._inflight[(collection, key)]
 
+    async def _on_one_model(self, embed: Callable[[], Awaitable[EmbedResult]]) -> EmbedResult:
+        """Run a call; if the model changed under it, run it once more in the new model's
+        namespace, so that no answer mixes two models (a second change fails the call)."""
+        try:
+            return await embed()
+        except ModelChangedError as exc:
+            log.warning("%s; computing the call again", exc)
+            return await embed()
+
+    async def _check_model(
+        self, namespace: Namespace, options: EmbedOptions, vectors: np.ndarray
+    ) -> None:
+        """Raise ModelChangedError unless ``vectors``, TEI's answer for a call in
+        ``namespace``, came from that namespace's model: same ``/info`` and dimension."""
+        dimension = int(vectors.shape[1])
+        expected = self._dimensions.get(namespace)
+        if expected is None:
+            _, stored = await self._guarded(
+                lambda: self.store.dimension(namespace), "read of the dimension"
+            )
+            expected = self._dimensions.setdefault(namespace, stored or dimension)
+        if dimension != expected:
+            if not await self.tei.recheck_info():  # which model answered is unknown
+                raise ModelChangedError(
+                    self.tei.url,
+                    _model_name(namespace, expected),
+                    f"a model of {dimension} dimensions",
+                    "TEI's /info could not be read again; try the call again",
+                )
+            base = Namespace.of(await self.info(), options)
+            if replace(namespace, model_dimension=None) == base:  # same /info: moved in place
+                moved = replace(base, model_dimension=dimension)
+                self._moved[base] = base if self._dimensions.get(base) == dimension else moved
+        current = await self.namespace(options)
+        if current != namespace:
+            raise ModelChangedError(
+                self.tei.url,
+                _model_name(namespace, expected),
+                _model_name(current, dimension),
+                "pin the model's revision on TEI (--revision) so that each model keeps its "
+                "own cache, and try the call again",
+            )
+
     async def _compute(
         self,
         namespace: Namespace,
@@ -418,6 +468,7 @@ class Engine:
         write_cache: bool,
     ) -> None:
         async def arrived(start: int, batch: np.ndarray) -> None:
+            await self._check_model(namespace, options, batch)
             part = keys[start : start + len(batch)]
             for key, row in zip(part, batch, strict=True):
                 row = row.copy()  # a row of its own, so the cache holds no whole batch
@@ -473,6 +524,11 @@ class Engine:
             self.stats.write_errors += len(ids)
         else:
             self.stats.writes_dropped += len(ids)
+
+
+def _model_name(namespace: Namespace, dimension: int) -> str:
+    revision = f" revision {namespace.model_sha}" if namespace.model_sha else ""
+    return f"{namespace.model_id}{revision} ({dimension} dimensions)"
 
 
 def _memory_cache(settings: CachedTEISettings) -> Cache[tuple[str, str], np.ndarray] | None:

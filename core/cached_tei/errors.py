@@ -43,6 +43,24 @@ class StoreLockedError(StoreConfigurationError):
         return type(self), (self.folder, self.holder)
 
 
+class ModelChangedError(CachedTEIError):
+    """The model behind TEI's URL changed while a call ran (or answers with vectors of another
+    dimension than its cache holds), so the call's vectors would have mixed two models.
+
+    ``before`` and ``after`` name the two models; the call may be tried again.
+    """
+
+    def __init__(self, url: str, before: str, after: str, hint: str) -> None:
+        self.url = url
+        self.before = before
+        self.after = after
+        self.hint = hint
+        super().__init__(f"the model behind {url} changed from {before} to {after}; {hint}")
+
+    def __reduce__(self) -> tuple[type[ModelChangedError], tuple[str, str, str, str]]:
+        return type(self), (self.url, self.before, self.after, self.hint)
+
+
 class TEIError(CachedTEIError):
     """TEI (or the nginx in front of it) refused or failed a request.
 

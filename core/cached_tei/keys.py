@@ -77,6 +77,8 @@ class Namespace:
     prompt_name: str | None
     dimensions: int | None
     tenant: str | None = None
+    # Set when the model under the same /info began to answer with vectors of another size.
+    model_dimension: int | None = None
 
     @classmethod
     def of(cls, info: TEIInfo, options: EmbedOptions) -> Namespace:
@@ -97,6 +99,8 @@ class Namespace:
         described = {"schema": NAMESPACE_SCHEMA, **asdict(self)}
         if self.tenant is None:  # namespaces without a tenant keep the digests they always had
             del described["tenant"]
+        if self.model_dimension is None:
+            del described["model_dimension"]
         return described
 
     @cached_property

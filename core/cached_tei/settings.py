@@ -104,7 +104,17 @@ class CachedTEISettings(BaseSettings):
     batch_window: float = Field(
         0.002,
         ge=0,
-        description="Seconds to wait for concurrent calls' misses to share a TEI request; 0 = off.",
+        description="Deprecated: 0 turns off sharing TEI requests between concurrent calls; "
+        "other values are ignored (misses wait only while every slot is busy).",
+    )
+    tei_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="TEI servers behind tei_url: at least this many requests stay in flight "
+        "before misses wait to share one; more are learned from TEI's x-queue-time.",
+    )
+    info_refresh: float = Field(
+        60.0, gt=0, description="Seconds between re-reads of TEI's /info (a new model's namespace)."
     )
     sparse_url: str | None = Field(
         None,

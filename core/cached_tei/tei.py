@@ -26,6 +26,7 @@ from tenacity import (
 from . import tracing
 from .batcher import BatchCallback, BatchLimits, RequestBatcher
 from .errors import InputError, TEIError
+from .pacing import Pacer
 from .settings import CachedTEISettings
 from .stats import Stats
 
@@ -218,8 +219,11 @@ class TEIClient:
         self._url = settings.tei_url
         self._connection: _Connection | None = None
         self._info: TEIInfo | None = None
+        self._info_read_at = 0.0
+        self._info_readable = True  # whether the last re-read of /info succeeded
         self._info_lock: asyncio.Lock | None = None
         self._batcher: RequestBatcher | None = None
+        self._pacer: Pacer | None = None
 
     @property
     def url(self) -> str:
@@ -240,27 +244,29 @@ class TEIClient:
 
     @property
     def known_info(self) -> TEIInfo | None:
-        """``/info`` if it has been read, else None."""
-        return self._info
+        """``/info`` if it has been read and is not due to be read again, else None."""
+        return None if self._info_due() else self._info
 
-    async def info(self, *, retry: bool = True) -> TEIInfo:
-        """TEI's ``/info``, fetched once and remembered.
+    def _info_due(self) -> bool:
+        return time.monotonic() - self._info_read_at >= self._settings.info_refresh
 
-        ``retry=False`` makes one short attempt (a probe) instead of retrying transient
-        failures under the deadline.
+    async def info(self, *, retry: bool = True, refresh: bool = False) -> TEIInfo:
+        """TEI's ``/info``, read again every ``info_refresh`` seconds (or now, with
+        ``refresh``): the model behind the URL can change.
+
+        ``retry=False`` makes the first read one short attempt (a probe) instead of
+        retrying transient failures under the deadline. A re-read is always a probe: if it
+        fails, the ``/info`` read before stands until the next one.
         """
-        if self._info is not None:
+        asked = time.monotonic()
+        if self._info is not None and not refresh and not self._info_due():
             return self._info
         if self._info_lock is None:
             self._info_lock = asyncio.Lock()
         async with self._info_lock:
             if self._info is None:
-                if retry:
-                    response = await self._with_retries(lambda: self._send("GET", "/info"))
-                else:
-                    probe = min(self._settings.timeout, _PROBE_TIMEOUT)
-                    response = await self._send("GET", "/info", timeout=probe)
-                self._info = TEIInfo.from_json(orjson.loads(response.content))
+                self._info = await self._read_info(retry)
+                self._info_read_at = time.monotonic()
                 log.info(
                     "TEI at %s serves %s (revision %s, max_client_batch_size %d)",
                     self._url,
@@ -268,7 +274,52 @@ class TEIClient:
                     self._info.model_sha,
                     self._info.max_client_batch_size,
                 )
+            elif self._info_due() or (refresh and self._info_read_at < asked):
+                await self._reread_info()
         return self._info
+
+    async def recheck_info(self) -> bool:
+        """Read ``/info`` again now (unless it was read since this was asked); False if it
+        could not be read (the one read before still stands) or was never read."""
+        if self._info is None:
+            return False
+        await self.info(refresh=True)
+        return self._info_readable
+
+    async def _read_info(self, retry: bool) -> TEIInfo:
+        if retry:
+            response = await self._with_retries(lambda: self._send("GET", "/info"))
+        else:
+            probe = min(self._settings.timeout, _PROBE_TIMEOUT)
+            response = await self._send("GET", "/info", timeout=probe)
+        return TEIInfo.from_json(orjson.loads(response.content))
+
+    async def _reread_info(self) -> None:
+        """Read ``/info`` again; a new model is logged and its batch limit applied."""
+        before = self._info
+        assert before is not None
+        try:
+            info = await self._read_info(retry=False)
+        except (TEIError, ValueError, KeyError, TypeError) as exc:
+            log.warning("re-reading /info from %s failed (%s); keeping %s", self._url, exc, before)
+            self._info_readable = False
+            return
+        finally:
+            self._info_read_at = time.monotonic()
+        self._info_readable = True
+        if info != before:
+            log.warning(
+                "TEI at %s now serves %s (revision %s), before %s (revision %s): its vectors "
+                "go to a cache namespace of their own",
+                self._url,
+                info.model_id,
+                info.model_sha,
+                before.model_id,
+                before.model_sha,
+            )
+            if self._batcher is not None:
+                self._batcher.limits = self._limits(info)
+        self._info = info
 
     async def request(
         self,
@@ -287,8 +338,8 @@ class TEIClient:
         """Embed texts, awaiting ``on_batch(start, vectors)`` as each batch of them arrives
         (``vectors``: the float32 rows of ``texts[start:start + len(vectors)]``).
 
-        Concurrent calls with the same request fields whose texts arrive within
-        ``batch_window`` share TEI requests. If any batch fails, the others still finish
+        Concurrent calls with the same request fields share TEI requests while every slot is
+        busy (see :mod:`cached_tei.batcher`). If any batch fails, the others still finish
         (and reach ``on_batch``), then the first error is raised: never a partial result.
         """
         sizes = self._body_sizes(texts)
@@ -299,15 +350,27 @@ class TEIClient:
         if self._batcher is None:
             info = await self.info()
             if self._batcher is None:  # unless a concurrent first call made it meanwhile
-                max_texts = min(
-                    info.max_client_batch_size,
-                    self._settings.batch_size or info.max_client_batch_size,
-                )
-                limits = BatchLimits(max_texts, self._settings.max_payload_bytes - _BODY_OVERHEAD)
-                self._batcher = RequestBatcher(
-                    self.embed_batch, limits, self._settings.batch_window
-                )
+                self._batcher = RequestBatcher(self.embed_batch, self._limits(info), self._paced())
         return self._batcher
+
+    def _limits(self, info: TEIInfo) -> BatchLimits:
+        settings = self._settings
+        max_texts = min(info.max_client_batch_size, settings.batch_size or 1 << 30)
+        return BatchLimits(max_texts, settings.max_payload_bytes - _BODY_OVERHEAD)
+
+    def _paced(self) -> Pacer | None:
+        """The pacer of shared requests; None when ``batch_window=0`` turns sharing off."""
+        settings = self._settings
+        if settings.batch_window == 0:
+            return None
+        if "batch_window" in settings.model_fields_set:
+            log.warning(
+                "batch_window is deprecated and ignored: misses no longer wait a fixed window, "
+                "they share a TEI request only while every slot is busy. Remove it "
+                "(CACHED_TEI_BATCH_WINDOW), or set it to 0 to turn sharing off."
+            )
+        self._pacer = Pacer(settings.tei_replicas, settings.max_concurrency)
+        return self._pacer
 
     def _body_sizes(self, texts: Sequence[str]) -> list[int]:
         """Bytes each text takes in a request body; refuses a text no request can hold."""
@@ -336,7 +399,10 @@ class TEIClient:
                     finally:
                         self._stats.observe_tei_request(time.perf_counter() - started)
 
+        started = time.perf_counter()
         response = await self._with_retries(attempt)
+        if self._pacer is not None:
+            self._pacer.observe(response.headers, time.perf_counter() - started)
         vectors = np.asarray(orjson.loads(response.content), dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise TEIError(

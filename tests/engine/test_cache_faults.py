@@ -127,6 +127,9 @@ def test_a_refused_write_is_counted_and_the_queue_keeps_draining(
     description.write_text(json.dumps({**described, "dimension": 8}))  # as if the model changed
 
     reopened = make_embedder()
+    loop, engine = reopened._engine()
+    # As if the collection changed after this engine learned its namespace's dimension.
+    engine._dimensions[loop.run(engine.namespace(EmbedOptions()))] = 384
     assert len(reopened.embed_documents(["second", "third"])) == 2
     reopened.flush()  # returns: the refused write does not stop the writer
     assert reopened.stats.write_errors == 2 and reopened.stats.writes == 0

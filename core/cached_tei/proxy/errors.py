@@ -11,7 +11,7 @@ import logging
 
 from starlette.responses import Response
 
-from ..errors import InputError, StoreConfigurationError, TEIError
+from ..errors import InputError, ModelChangedError, StoreConfigurationError, TEIError
 from ..jsonio import dumps
 from .schemas import BadRequest
 
@@ -63,6 +63,8 @@ def from_engine(exc: Exception) -> APIError:
         return APIError("Backend", f"upstream TEI failed: {exc.message}", 502)
     if isinstance(exc, InputError):
         return APIError("Validation", str(exc))
+    if isinstance(exc, ModelChangedError):
+        return APIError("Unhealthy", str(exc))
     if isinstance(exc, StoreConfigurationError):
         log.error("cache misconfigured: %s", exc)
         return APIError("Unhealthy", str(exc))

@@ -225,6 +225,7 @@ class Handlers:
         namespace and size (never another tenant's)."""
         engine = self._engine
         try:
+            await engine.tei.recheck_info()  # the model now behind the URL, not the last seen
             info = await engine.info()
             namespace = await engine.namespace(EmbedOptions(tenant=request.scope.get(TENANT)))
         except CachedTEIError as exc:
