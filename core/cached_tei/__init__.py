@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from .engine import EmbedResult, Engine
     from .errors import (
         CachedTEIError,
+        EventLoopError,
         InputError,
         StoreConfigurationError,
         StoreLockedError,
+        StoreUnavailable,
         TEIError,
     )
     from .keys import EmbedOptions, Namespace, point_id
@@ -36,9 +38,11 @@ _HOMES = {
     "EmbedResult": "engine",
     "Engine": "engine",
     "CachedTEIError": "errors",
+    "EventLoopError": "errors",
     "InputError": "errors",
     "StoreConfigurationError": "errors",
     "StoreLockedError": "errors",
+    "StoreUnavailable": "errors",
     "TEIError": "errors",
     "EmbedOptions": "keys",
     "Namespace": "keys",
@@ -54,12 +58,14 @@ __all__ = [
     "EmbedOptions",
     "EmbedResult",
     "Engine",
+    "EventLoopError",
     "InputError",
     "Kind",
     "Namespace",
     "Stats",
     "StoreConfigurationError",
     "StoreLockedError",
+    "StoreUnavailable",
     "TEIError",
     "TEIInfo",
     "point_id",
