@@ -18,25 +18,12 @@ from collections.abc import Hashable
 
 from .engine import Engine
 from .loop import LoopThread
-from .settings import CachedTEISettings
+from .settings import CachedTEISettings, settings_of_scope
 
 log = logging.getLogger(__name__)
 
 # Settings that each face applies per call (EmbedOptions, cache flags): not part of the engine.
-FACE_SETTINGS = frozenset(
-    {
-        "normalize",
-        "truncate",
-        "truncation_direction",
-        "dimensions",
-        "query_prompt_name",
-        "document_prompt_name",
-        "query_instruction",
-        "document_instruction",
-        "read_cache",
-        "write_cache",
-    }
-)
+FACE_SETTINGS = settings_of_scope("call", "vector")
 # Seconds the exit drain may take per engine before giving up on its pending writes.
 _EXIT_DRAIN_TIMEOUT = 30.0
 
