@@ -350,6 +350,8 @@ def known_variables() -> frozenset[str]:
     }
 
 
+# Process-wide (see process.py); a forked child inherits it: what its parent warned about
+# is not warned again.
 _warned: set[str] = set()
 
 

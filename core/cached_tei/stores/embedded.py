@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 import qdrant_edge as edge
 
+from .. import process
 from ..errors import StoreLockedError
 from ..keys import Namespace
 from ..settings import CachedTEISettings
@@ -85,8 +86,7 @@ def _forget_inherited_folders() -> None:
     _folders.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_folders)
+process.on_fork(_forget_inherited_folders)
 
 
 def _acquire_folder(root: Path) -> _Folder:
