@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -373,7 +374,7 @@ class Engine:
         if not self.breaker.allow():
             return "skipped", None
         try:
-            result = await asyncio.wait_for(operation(), self.settings.qdrant_timeout)
+            result = await _within(operation(), self.settings.qdrant_timeout)
         except (StoreUnavailable, asyncio.TimeoutError) as exc:
             self.breaker.record_failure()
             self.stats.cache_errors += 1
@@ -537,6 +538,16 @@ def _memory_cache(settings: CachedTEISettings) -> Cache[tuple[str, str], np.ndar
 
 def _entry_size(vector: np.ndarray) -> int:
     return int(vector.nbytes) + _ENTRY_OVERHEAD
+
+
+async def _within(operation: Awaitable[T], seconds: float) -> T:
+    """``operation`` under a timeout that never swallows the caller's cancellation (Python
+    3.11's ``wait_for`` does when the operation finishes as the caller is cancelled: then a
+    write-behind task never ends, and neither does the ``asyncio.run`` around it)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await operation
+    return await asyncio.wait_for(operation, seconds)
 
 
 def _deduplicate(texts: list[str]) -> tuple[list[str], list[int]]:
