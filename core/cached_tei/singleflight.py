@@ -36,10 +36,6 @@ class Flight(Generic[K, V]):
         self._done = done
         done.add_done_callback(_consume_exception)
 
-    @property
-    def done(self) -> bool:
-        return self._done.done()
-
 
 class SingleFlight(Generic[K, V]):
     """Claim keys, settle them with values or fail them with an error; other calls that need
