@@ -12,8 +12,8 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[all]" --group test --group bench --group lint
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install  # with coverage: fails under pyproject's [tool.coverage.report] fail_under
+	$(BIN)/python -m pytest -q --cov --cov-report=term
 
 test-fast: install  # everything but the soak and the heavier fault scenarios
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -129,7 +129,8 @@ def httpx_orjson(client: httpx.AsyncClient, name: str) -> Read:
 
 def store_lookup(store: QdrantServerStore, namespace: Namespace) -> Read:
     async def read(ids: list[str]) -> dict[str, np.ndarray]:
-        return await store.lookup(namespace, ids, CREATED)
+        rows = await store.lookup(namespace, ids)  # raw rows; the engine filters them
+        return dict(zip(rows.ids, rows.vectors, strict=True))
 
     return read
 

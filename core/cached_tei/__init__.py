@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from .engine import EmbedResult, Engine
     from .errors import (
         CachedTEIError,
+        EventLoopError,
         InputError,
         ModelChangedError,
         StoreConfigurationError,
         StoreLockedError,
+        StoreUnavailable,
         TEIError,
     )
     from .keys import EmbedOptions, Namespace, point_id
@@ -37,10 +39,12 @@ _HOMES = {
     "EmbedResult": "engine",
     "Engine": "engine",
     "CachedTEIError": "errors",
+    "EventLoopError": "errors",
     "InputError": "errors",
     "ModelChangedError": "errors",
     "StoreConfigurationError": "errors",
     "StoreLockedError": "errors",
+    "StoreUnavailable": "errors",
     "TEIError": "errors",
     "EmbedOptions": "keys",
     "Namespace": "keys",
@@ -56,6 +60,7 @@ __all__ = [
     "EmbedOptions",
     "EmbedResult",
     "Engine",
+    "EventLoopError",
     "InputError",
     "Kind",
     "ModelChangedError",
@@ -63,6 +68,7 @@ __all__ = [
     "Stats",
     "StoreConfigurationError",
     "StoreLockedError",
+    "StoreUnavailable",
     "TEIError",
     "TEIInfo",
     "point_id",

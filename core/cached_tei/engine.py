@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
@@ -22,11 +23,19 @@ from cachetools import Cache, LRUCache, TTLCache
 
 from . import tracing
 from .breaker import CircuitBreaker
-from .errors import CachedTEIError, InputError, ModelChangedError, StoreConfigurationError, TEIError
+from .errors import (
+    InputError,
+    ModelChangedError,
+    StoreConfigurationError,
+    StoreUnavailable,
+    TEIError,
+)
+from .integrity import intact
 from .keys import EmbedOptions, Namespace, point_id
 from .settings import CachedTEISettings
+from .singleflight import Flight, SingleFlight
 from .stats import Stats
-from .stores import CacheStore, open_store
+from .stores import CacheStore, Rows, open_store
 from .tei import TEIClient, TEIInfo
 from .writer import WriteBehind
 
@@ -51,6 +60,27 @@ class EmbedResult:
     vectors: np.ndarray
     hits: int
     misses: int
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one ``embed`` call fixes for all its texts: where their vectors belong, how TEI
+    computes them, and whether the cache is read and written."""
+
+    namespace: Namespace
+    collection: str
+    options: EmbedOptions
+    read: bool
+    write: bool
+
+    @property
+    def shares(self) -> bool:
+        """Only a call that reads and writes the cache computes texts for other calls."""
+        return self.read and self.write
+
+
+# A flight's key: (collection, point id).
+_Key = tuple[str, str]
 
 
 def prepare_texts(texts: Sequence[str], instruction: str = "") -> list[str]:
@@ -106,7 +136,8 @@ class Engine:
             batch_size=settings.write_batch_size,
         )
         self._memory = _memory_cache(settings)
-        self._inflight: dict[tuple[str, str], _Flight] = {}
+        self._flights: SingleFlight[_Key, np.ndarray] = SingleFlight()
+        self._corrupt_logged: set[str] = set()
         self._namespaces: dict[tuple[TEIInfo, EmbedOptions], Namespace] = {}
         self._remembered_info: TEIInfo | None = None
         self._probe_after = 0.0
@@ -188,80 +219,105 @@ class Engine:
     async def _embed(
         self, texts: Sequence[str], options: EmbedOptions, read_cache: bool, write_cache: bool
     ) -> EmbedResult:
-        prepared = prepare_texts(texts, options.instruction)
+        self._flights.check_loop()
+        prepared = prepare_texts(texts, options.instruction)  # steps 1 and 2
         if not prepared:
             return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
-        namespace = await self.namespace(options)
-        collection = namespace.collection(self.settings.collection_prefix)
-        if self._expiry is None and self.settings.ttl is not None:
-            self._expiry = asyncio.create_task(self._expire(), name="cached-tei-expiry")
-
-        positions: dict[str, int] = {}
-        inverse = [positions.setdefault(text, len(positions)) for text in prepared]
-        unique = list(positions)
+        namespace = await self.namespace(options)  # step 3
+        call = _Call(
+            namespace,
+            namespace.collection(self.settings.collection_prefix),
+            options,
+            read_cache,
+            write_cache,
+        )
+        self._start_expiry()
+        unique, inverse = _deduplicate(prepared)  # step 4
         self.stats.duplicates += len(prepared) - len(unique)
         keys = [point_id(text) for text in unique]
-
         vectors: list[np.ndarray | None] = [None] * len(unique)
-        joined: list[tuple[int, _Flight]] = []
-        own: list[int] = []
-        memory_hits = 0
-        if read_cache:
-            for index, key in enumerate(keys):
-                vector = self._from_memory(collection, key)
-                if vector is not None:
-                    vectors[index] = vector
-                    memory_hits += 1
-                    continue
-                flight = self._inflight.get((collection, key))
-                if flight is None:
-                    own.append(index)
-                else:
-                    joined.append((index, flight))
-        else:
-            own = list(range(len(unique)))
-
+        own, joined = self._claimable(call, keys, vectors)  # step 5 (memory), step 6
         store_hits = 0
-        if own:
-            flight = _Flight([keys[index] for index in own])
-            # Only a call that reads and writes the cache computes texts for others.
-            if read_cache and write_cache:
-                for key in flight.keys:
-                    self._inflight[(collection, key)] = flight
-            # The work runs as its own task so that a cancelled caller never strands other
-            # calls waiting on the same texts.
-            texts_owned = [unique[i] for i in own]
-            work = self._resolve(
-                namespace, collection, options, texts_owned, flight, read_cache, write_cache
-            )
-            store_hits = await asyncio.shield(self._in_background(work))
-            for index, key in zip(own, flight.keys, strict=True):
-                vectors[index] = flight.vectors[key]
-        if joined:  # texts another call is computing
-            flights = {id(flight): flight.done for _, flight in joined}
-            await asyncio.wait(flights.values())
-            for index, flight in joined:
-                flight.done.result()  # the other call's error, if it failed
-                vectors[index] = flight.vectors[keys[index]]
+        if own:  # steps 5 (the store), 7 and 8
+            store_hits = await self._resolve_own(call, [unique[i] for i in own], keys, own, vectors)
+        if joined:  # step 6: texts another call is computing
+            waited = await self._flights.wait([((call.collection, keys[i]), f) for i, f in joined])
+            for (index, _), vector in zip(joined, waited, strict=True):
+                vectors[index] = vector
+        memory_hits = len(unique) - len(own) - len(joined)
+        return self._result(vectors, inverse, memory_hits, store_hits, len(joined))  # step 9
 
+    def _claimable(
+        self, call: _Call, keys: list[str], vectors: list[np.ndarray | None]
+    ) -> tuple[list[int], list[tuple[int, Flight[_Key, np.ndarray]]]]:
+        """Fill ``vectors`` from memory; return the indexes this call computes itself and
+        those it waits for from another call's flight."""
+        if not call.read:
+            return list(range(len(keys))), []
+        own: list[int] = []
+        joined: list[tuple[int, Flight[_Key, np.ndarray]]] = []
+        for index, key in enumerate(keys):
+            vector = self._from_memory(call.collection, key)
+            if vector is not None:
+                vectors[index] = vector
+                continue
+            flight = self._flights.pending((call.collection, key))
+            if flight is None:
+                own.append(index)
+            else:
+                joined.append((index, flight))
+        return own, joined
+
+    async def _resolve_own(
+        self,
+        call: _Call,
+        texts: list[str],
+        keys: list[str],
+        own: list[int],
+        vectors: list[np.ndarray | None],
+    ) -> int:
+        """Claim the texts at ``own``, resolve them (store, then TEI) as a flight of their own,
+        and fill ``vectors``; returns the store hits."""
+        flight = self._flights.claim([(call.collection, keys[i]) for i in own], shared=call.shares)
+        store_hits = await self._flights.run(flight, self._resolve(call, texts, flight))
+        for index, key in zip(own, flight.keys, strict=True):
+            vectors[index] = flight.values[key]
+        return store_hits
+
+    def _result(
+        self,
+        vectors: list[np.ndarray | None],
+        inverse: list[int],
+        memory_hits: int,
+        store_hits: int,
+        coalesced: int,
+    ) -> EmbedResult:
+        """Count the call and stack its vectors in input order."""
         hits = memory_hits + store_hits
         self.stats.hits += hits
         self.stats.memory_hits += memory_hits
-        self.stats.misses += len(unique) - hits
-        self.stats.coalesced += len(joined)
+        self.stats.misses += len(vectors) - hits
+        self.stats.coalesced += coalesced
         matrix = np.stack(vectors)  # type: ignore[arg-type]
-        if len(unique) < len(prepared):
+        if len(vectors) < len(inverse):
             matrix = matrix[inverse]
-        return EmbedResult(matrix, hits, len(unique) - hits)
+        return EmbedResult(matrix, hits, len(vectors) - hits)
+
+    def _start_expiry(self) -> None:
+        if self._expiry is None and self.settings.ttl is not None:
+            self._expiry = asyncio.create_task(self._expire(), name="cached-tei-expiry")
 
     async def flush(self) -> None:
         """Wait until every vector computed so far is written to Qdrant."""
+        self._flights.check_loop()
+        await self._flights.drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._writer.flush()
 
     async def aclose(self) -> None:
         """Drain pending writes, then close the TEI and Qdrant clients."""
+        self._flights.check_loop()
         if self._expiry is not None:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)
@@ -280,7 +336,7 @@ class Engine:
             collections = await asyncio.wait_for(
                 self.store.collections(), self.settings.qdrant_timeout
             )
-        except Exception as exc:
+        except (StoreConfigurationError, StoreUnavailable, asyncio.TimeoutError) as exc:
             log.warning("could not count cache entries: %r", exc)
             return None
         collection = namespace.collection(self.settings.collection_prefix)
@@ -310,7 +366,7 @@ class Engine:
                         log.info("deleted %d expired cache entries", removed)
             except StoreConfigurationError as exc:
                 log.warning("expired cache entries cannot be deleted: %s", exc)
-            except Exception as exc:
+            except StoreUnavailable as exc:
                 log.warning("deleting expired cache entries failed (%r); will try again", exc)
 
     # ------------------------------------------------------------------ internals
@@ -325,14 +381,14 @@ class Engine:
         self, operation: Callable[[], Awaitable[T]], action: str
     ) -> tuple[Literal["done", "skipped", "failed"], T | None]:
         """Run a store operation under the breaker and ``qdrant_timeout``: the cache may
-        fail, embedding must not. The value is None unless the operation was done."""
+        fail, embedding must not. A StoreConfigurationError (permanent) is raised; a
+        StoreUnavailable or a timeout (transient) is counted, logged and bypassed. The value
+        is None unless the operation was done."""
         if not self.breaker.allow():
             return "skipped", None
         try:
-            result = await asyncio.wait_for(operation(), self.settings.qdrant_timeout)
-        except StoreConfigurationError:
-            raise
-        except Exception as exc:
+            result = await _within(operation(), self.settings.qdrant_timeout)
+        except (StoreUnavailable, asyncio.TimeoutError) as exc:
             self.breaker.record_failure()
             self.stats.cache_errors += 1
             log.warning("cache %s failed (%r); carrying on without the cache", action, exc)
@@ -372,47 +428,21 @@ class Engine:
             self._memory[(collection, key)] = vector
 
     async def _resolve(
-        self,
-        namespace: Namespace,
-        collection: str,
-        options: EmbedOptions,
-        texts: list[str],
-        flight: _Flight,
-        read_cache: bool,
-        write_cache: bool,
+        self, call: _Call, texts: list[str], flight: Flight[_Key, np.ndarray]
     ) -> int:
-        """Fill ``flight`` from Qdrant, then TEI, and settle it; returns the store hits."""
-        try:
-            found = await self._lookup(namespace, flight.keys) if read_cache else {}
-            flight.vectors.update(found)
-            if write_cache:
-                for key, vector in found.items():
-                    self._keep_in_memory(collection, key, vector)
-            missing = [index for index, key in enumerate(flight.keys) if key not in found]
-            if missing:
-                await self._compute(
-                    namespace,
-                    collection,
-                    options,
-                    [texts[index] for index in missing],
-                    [flight.keys[index] for index in missing],
-                    flight,
-                    write_cache,
-                )
-            flight.done.set_result(None)
-            return len(found)
-        except Exception as exc:
-            flight.done.set_exception(exc)
-            raise
-        except BaseException:  # cancelled (the engine is closing): never strand the waiters
-            flight.done.set_exception(
-                CachedTEIError("the call computing these texts was cancelled; try again")
+        """Fill ``flight`` from the store, then TEI; returns the store hits."""
+        ids = [key for _, key in flight.keys]
+        found = await self._lookup(call.namespace, ids) if call.read else {}
+        for key, vector in found.items():
+            flight.values[(call.collection, key)] = vector
+            if call.write:
+                self._keep_in_memory(call.collection, key, vector)
+        missing = [index for index, key in enumerate(ids) if key not in found]
+        if missing:
+            await self._compute(
+                call, [texts[i] for i in missing], [ids[i] for i in missing], flight
             )
-            raise
-        finally:
-            for key in flight.keys:
-                if self._inflight.get((collection, key)) is flight:
-                    del self._inflight[(collection, key)]
+        return len(found)
 
     async def _on_one_model(self, embed: Callable[[], Awaitable[EmbedResult]]) -> EmbedResult:
         """Run a call; if the model changed under it, run it once more in the new model's
@@ -458,40 +488,67 @@ class Engine:
             )
 
     async def _compute(
-        self,
-        namespace: Namespace,
-        collection: str,
-        options: EmbedOptions,
-        texts: list[str],
-        keys: list[str],
-        flight: _Flight,
-        write_cache: bool,
+        self, call: _Call, texts: list[str], ids: list[str], flight: Flight[_Key, np.ndarray]
     ) -> None:
+        """Send ``texts`` to TEI; each batch that lands fills ``flight``, memory and the store."""
+
         async def arrived(start: int, batch: np.ndarray) -> None:
-            await self._check_model(namespace, options, batch)
-            part = keys[start : start + len(batch)]
+            await self._check_model(call.namespace, call.options, batch)
+            part = ids[start : start + len(batch)]
             for key, row in zip(part, batch, strict=True):
                 row = row.copy()  # a row of its own, so the cache holds no whole batch
-                flight.vectors[key] = row
-                if write_cache:
-                    self._keep_in_memory(collection, key, row)
-            if write_cache:
+                flight.values[(call.collection, key)] = row
+                if call.write:
+                    self._keep_in_memory(call.collection, key, row)
+            if call.write:
                 kept = texts[start : start + len(batch)] if self.settings.store_text else None
-                await self._save(namespace, collection, part, batch, kept)
+                await self._save(call.namespace, call.collection, part, batch, kept)
 
-        await self.tei.embed(texts, options, on_batch=arrived)
+        await self.tei.embed(texts, call.options, on_batch=arrived)
 
     async def _lookup(self, namespace: Namespace, keys: list[str]) -> dict[str, np.ndarray]:
-        not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
+        """The store's entries for ``keys`` that may be served: not expired, intact."""
         with tracing.span("cached_tei.cache.lookup", keys=len(keys)) as current:
-            outcome, found = await self._guarded(
-                lambda: self.store.lookup(namespace, keys, not_before), "lookup"
+            outcome, rows = await self._guarded(
+                lambda: self.store.lookup(namespace, keys), "lookup"
             )
+            found = self._servable(namespace, rows) if rows is not None else {}
             current.set_attribute("cached_tei.outcome", outcome)
-            current.set_attribute("cached_tei.hits", len(found or ()))
+            current.set_attribute("cached_tei.hits", len(found))
         if outcome == "skipped":
             self.stats.cache_skipped += len(keys)
-        return found or {}
+        return found
+
+    def _servable(self, namespace: Namespace, rows: Rows) -> dict[str, np.ndarray]:
+        """Expiry and integrity, applied once: id -> a row of its own (so the memory cache
+        never keeps a whole chunk alive)."""
+        not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
+        checks = intact(rows.ids, rows.vectors, rows.checksums)
+        found: dict[str, np.ndarray] = {}
+        corrupt = 0
+        for index, key in enumerate(rows.ids):
+            if not checks[index]:
+                corrupt += 1
+            elif not_before is None or rows.created[index] >= not_before:
+                found[key] = rows.vectors[index].copy()
+        if corrupt:
+            self._count_corrupt(namespace, corrupt)
+        return found
+
+    def _count_corrupt(self, namespace: Namespace, count: int) -> None:
+        self.stats.corrupt += count
+        collection = namespace.collection(self.settings.collection_prefix)
+        if collection not in self._corrupt_logged:
+            self._corrupt_logged.add(collection)
+            log.error(
+                "%d cache entries in %s (%s) do not match their checksum: they are recomputed "
+                "and rewritten. Check the disk under %s; `cached-tei cache clear` starts afresh "
+                "(logged once per collection, counted in stats.corrupt)",
+                count,
+                collection,
+                namespace.model_id,
+                self.store.location,
+            )
 
     async def _save(
         self,
@@ -545,20 +602,25 @@ def _entry_size(vector: np.ndarray) -> int:
     return int(vector.nbytes) + _ENTRY_OVERHEAD
 
 
-class _Flight:
-    """Texts one call is resolving; concurrent calls that need them wait on ``done``."""
+async def _within(operation: Awaitable[T], seconds: float) -> T:
+    """``operation`` under a timeout that never swallows the caller's cancellation (Python
+    3.11's ``wait_for`` does when the operation finishes as the caller is cancelled: then a
+    write-behind task never ends, and neither does the ``asyncio.run`` around it)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await operation
+    return await asyncio.wait_for(operation, seconds)
 
-    __slots__ = ("done", "keys", "vectors")
 
-    def __init__(self, keys: list[str]) -> None:
-        self.keys = keys
-        self.vectors: dict[str, np.ndarray] = {}
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.done.add_done_callback(_consume_exception)
+def _deduplicate(texts: list[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts in first-seen order, and each input's index among them."""
+    positions: dict[str, int] = {}
+    inverse = [positions.setdefault(text, len(positions)) for text in texts]
+    return list(positions), inverse
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
-    # Several calls may wait on one flight (or none, when its caller was cancelled); mark
-    # its exception retrieved so asyncio does not log "exception was never retrieved".
+    # A background task's caller may be gone; mark its exception retrieved so asyncio does
+    # not log "exception was never retrieved".
     if not future.cancelled():
         future.exception()

@@ -9,12 +9,21 @@ class CachedTEIError(Exception):
     """Base class of every error cached-tei raises."""
 
 
+class EventLoopError(CachedTEIError, RuntimeError):
+    """An engine was used from an event loop other than the one it belongs to."""
+
+
 class InputError(CachedTEIError, ValueError):
     """The texts given cannot be embedded; raised before any network I/O."""
 
 
 class StoreConfigurationError(CachedTEIError):
     """The cache store cannot be used as configured (folder locked, collection mismatch)."""
+
+
+class StoreUnavailable(CachedTEIError):
+    """The cache store failed this time (unreachable, timed out, refused); a later try may
+    succeed. The engine carries on without the cache and counts it."""
 
 
 class StoreLockedError(StoreConfigurationError):

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InputError
-from .settings import CachedTEISettings, TruncationDirection
-from .tei import TEIInfo
+from .settings import CachedTEISettings, TruncationDirection, settings_of_scope
+
+if TYPE_CHECKING:
+    from .tei import TEIInfo
 
 NAMESPACE_SCHEMA = 1
+_Kind = Literal["query", "document"]
+# Settings named "<kind>_<option>" apply to that kind's texts only.
+_KINDS: tuple[_Kind, ...] = ("query", "document")
 
 
 @dataclass(frozen=True)
@@ -34,21 +39,16 @@ class EmbedOptions:
     tenant: str | None = None
 
     @classmethod
-    def from_settings(
-        cls, settings: CachedTEISettings, kind: Literal["query", "document"]
-    ) -> EmbedOptions:
+    def from_settings(cls, settings: CachedTEISettings, kind: _Kind) -> EmbedOptions:
         """The options for queries or documents, with that kind's prompt and instruction."""
-        if kind not in ("query", "document"):
+        if kind not in _KINDS:
             raise InputError(f"kind must be 'query' or 'document', got {kind!r}")
-        query = kind == "query"
-        return cls(
-            normalize=settings.normalize,
-            truncate=settings.truncate,
-            truncation_direction=settings.truncation_direction,
-            prompt_name=settings.query_prompt_name if query else settings.document_prompt_name,
-            dimensions=settings.dimensions,
-            instruction=settings.query_instruction if query else settings.document_instruction,
-        )
+        values = {}
+        for name in settings_of_scope("vector"):
+            setting_kind, option = _option_of(name)
+            if setting_kind in (None, kind):
+                values[option] = getattr(settings, name)
+        return cls(**values)
 
     def request_fields(self) -> dict[str, Any]:
         """The fields of a TEI ``/embed`` body besides ``inputs``, omitting server defaults."""
@@ -82,17 +82,11 @@ class Namespace:
 
     @classmethod
     def of(cls, info: TEIInfo, options: EmbedOptions) -> Namespace:
-        truncate = info.auto_truncate if options.truncate is None else options.truncate
-        return cls(
-            model_id=info.model_id,
-            model_sha=info.model_sha,
-            normalize=options.normalize,
-            truncate=truncate,
-            truncation_direction=options.truncation_direction,
-            prompt_name=options.prompt_name,
-            dimensions=options.dimensions,
-            tenant=options.tenant,
-        )
+        """The namespace of ``options`` on the model ``info`` describes; ``truncate=None``
+        resolved to the server's ``--auto-truncate``."""
+        values = {name: getattr(options, name) for name in _NAMESPACED_OPTIONS}
+        values["truncate"] = info.auto_truncate if options.truncate is None else options.truncate
+        return cls(model_id=info.model_id, model_sha=info.model_sha, **values)
 
     def descriptor(self) -> dict[str, Any]:
         """A JSON-able description, stored with the collection and checked when it is opened."""
@@ -110,6 +104,40 @@ class Namespace:
 
     def collection(self, prefix: str) -> str:
         return f"{prefix}_{self.digest[:24]}"
+
+
+def _option_of(setting: str) -> tuple[_Kind | None, str]:
+    """The kind a vector setting is for (None: both) and the EmbedOptions field it sets."""
+    for kind in _KINDS:
+        if setting.startswith(f"{kind}_"):
+            return kind, setting[len(kind) + 1 :]
+    return None, setting
+
+
+# Options that change the vector but not the text: part of the namespace. ``instruction``
+# changes the text itself (and so its key); ``tenant`` is set per client, not by settings.
+_NAMESPACED_OPTIONS = tuple(f.name for f in fields(EmbedOptions) if f.name != "instruction")
+
+
+def _check_scopes() -> None:
+    """Raise TypeError unless the vector settings, EmbedOptions and Namespace agree."""
+    from_settings = {_option_of(name)[1] for name in settings_of_scope("vector")}
+    options = {f.name for f in fields(EmbedOptions)} - {"tenant"}
+    if from_settings != options:
+        raise TypeError(
+            f"the vector settings set {sorted(from_settings)} but EmbedOptions has "
+            f"{sorted(options)}: give EmbedOptions a field per vector setting (a query_/document_ "
+            "pair sets one field)"
+        )
+    namespaced = {f.name for f in fields(Namespace)} - {"model_id", "model_sha"}
+    if namespaced != set(_NAMESPACED_OPTIONS):
+        raise TypeError(
+            f"Namespace has {sorted(namespaced)} but the options that change a vector are "
+            f"{sorted(_NAMESPACED_OPTIONS)}: give Namespace a field per option"
+        )
+
+
+_check_scopes()
 
 
 def point_id(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from .settings import environment_settings
+from .environment import environment_settings
 
 LogFormat = Literal["text", "json"]
 

@@ -10,12 +10,11 @@ engine is closed when its last face is, and every engine is drained at interpret
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 from collections.abc import Hashable
 
+from . import process
 from .engine import Engine
 from .loop import LoopThread
 from .settings import FACE_SETTINGS, CachedTEISettings
@@ -50,7 +49,6 @@ class Runtime:
         self._mutex = threading.Lock()
         self._loop: LoopThread | None = None
         self._engines: dict[Hashable, _Shared] = {}
-        self._exit_hook = False
         # Loops and engines inherited through fork() are dead there: kept, never touched.
         self._abandoned: list[object] = []
 
@@ -59,9 +57,7 @@ class Runtime:
         with self._mutex:
             if self._loop is None or not self._loop.running:
                 self._loop = LoopThread()
-                if not self._exit_hook:
-                    atexit.register(self.shutdown)
-                    self._exit_hook = True
+                process.at_exit(self.shutdown)
             key = engine_key(settings)
             shared = self._engines.get(key)
             if shared is None:
@@ -117,6 +113,7 @@ class Runtime:
         loop.stop()
 
     def forget_after_fork(self) -> None:
+        """In a forked child: keep the parent's loop and engines, never touch them."""
         self._abandoned.extend([self._loop, *self._engines.values()])
         self._loop = None
         self._engines = {}
@@ -124,6 +121,4 @@ class Runtime:
 
 
 RUNTIME = Runtime()
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=RUNTIME.forget_after_fork)
+process.on_fork(RUNTIME.forget_after_fork)

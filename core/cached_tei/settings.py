@@ -11,18 +11,30 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
-from pydantic_settings import (
-    BaseSettings,
-    DotEnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    JsonValue,
+    SecretStr,
+    ValidationError,
+    field_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource
+
+from .environment import environment_settings
+from .environment import environment_variable as environment_variable  # re-exported
 
 log = logging.getLogger(__name__)
 
 TruncationDirection = Literal["Right", "Left"]
+# Where each setting applies, declared on its field: per call (a face's cache flags), per vector
+# (the face's EmbedOptions, part of the namespace), or per engine (shared by faces that agree).
+Scope = Literal["call", "vector", "engine"]
+CALL: dict[str, JsonValue] = {"scope": "call"}
+VECTOR: dict[str, JsonValue] = {"scope": "vector"}
+ENGINE: dict[str, JsonValue] = {"scope": "engine"}
 
 PREFIX = "CACHED_TEI_"
 # Read by the test suite, not by a settings class.
@@ -33,42 +45,11 @@ _BASE_ARGUMENTS = frozenset(
 )
 
 
-# Settings that each face applies per call (EmbedOptions, cache flags): not part of the
-# engine; the proxy takes them per request, as TEI's API does.
-FACE_SETTINGS = frozenset(
-    {
-        "normalize",
-        "truncate",
-        "truncation_direction",
-        "dimensions",
-        "query_prompt_name",
-        "document_prompt_name",
-        "query_instruction",
-        "document_instruction",
-        "read_cache",
-        "write_cache",
-    }
-)
-
-
 def default_qdrant_path() -> Path:
     """The embedded store's folder: ``$XDG_CACHE_HOME/cached-tei/qdrant`` (default
     ``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cached-tei" / "qdrant"
-
-
-def environment_settings(prefix: str, *, populate_by_name: bool = False) -> SettingsConfigDict:
-    """The configuration every cached-tei settings class shares: variables named
-    ``<prefix><FIELD>``, read from the environment and ``.env``, frozen once built."""
-    return SettingsConfigDict(
-        env_prefix=prefix,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        populate_by_name=populate_by_name,
-    )
 
 
 class CachedTEISettings(BaseSettings):
@@ -87,83 +68,199 @@ class CachedTEISettings(BaseSettings):
         "http://localhost:8080",
         validation_alias=AliasChoices("tei_url", "CACHED_TEI_URL"),
         description="TEI, or the nginx that balances several TEI servers.",
+        json_schema_extra=ENGINE,
     )
-    api_key: SecretStr | None = Field(None, description="TEI's --api-key, sent as a Bearer token.")
-    timeout: float = Field(60.0, gt=0, description="Seconds for one TEI request.")
+    api_key: SecretStr | None = Field(
+        None, description="TEI's --api-key, sent as a Bearer token.", json_schema_extra=ENGINE
+    )
+    timeout: float = Field(
+        60.0, gt=0, description="Seconds for one TEI request.", json_schema_extra=ENGINE
+    )
     retry_deadline: float = Field(
-        120.0, gt=0, description="Seconds a call may spend retrying transient TEI failures."
+        120.0,
+        gt=0,
+        description="Seconds a call may spend retrying transient TEI failures.",
+        json_schema_extra=ENGINE,
     )
-    max_retries: int = Field(10, ge=0, description="Retries of one batch after its first try.")
-    max_concurrency: int = Field(16, ge=1, description="TEI requests in flight at once.")
+    max_retries: int = Field(
+        10, ge=0, description="Retries of one batch after its first try.", json_schema_extra=ENGINE
+    )
+    max_concurrency: int = Field(
+        16, ge=1, description="TEI requests in flight at once.", json_schema_extra=ENGINE
+    )
     batch_size: int | None = Field(
-        None, ge=1, description="Texts per TEI request; capped by /info's max_client_batch_size."
+        None,
+        ge=1,
+        description="Texts per TEI request; unset = /info's max_client_batch_size (the cap).",
+        json_schema_extra=ENGINE,
     )
     max_payload_bytes: int = Field(
-        2_000_000, ge=1024, description="Largest request body sent to TEI (its --payload-limit)."
+        2_000_000,
+        ge=1024,
+        description="Largest request body sent to TEI (its --payload-limit).",
+        json_schema_extra=ENGINE,
     )
     batch_window: float = Field(
         0.002,
         ge=0,
         description="Deprecated: 0 turns off sharing TEI requests between concurrent calls; "
         "other values are ignored (misses wait only while every slot is busy).",
+        json_schema_extra=ENGINE,
     )
     tei_replicas: int | None = Field(
         None,
         ge=1,
         description="TEI servers behind tei_url: at least this many requests stay in flight "
         "before misses wait to share one; more are learned from TEI's x-queue-time.",
+        json_schema_extra=ENGINE,
     )
     info_refresh: float = Field(
-        60.0, gt=0, description="Seconds between re-reads of TEI's /info (a new model's namespace)."
+        60.0,
+        gt=0,
+        description="Seconds between re-reads of TEI's /info (a new model's namespace).",
+        json_schema_extra=ENGINE,
     )
     sparse_url: str | None = Field(
         None,
         validation_alias=AliasChoices("sparse_url", "CACHED_TEI_SPARSE_URL"),
         description="TEI serving a sparse (SPLADE) model; unset = the dense URL's server is not "
         "used for sparse.",
+        json_schema_extra=ENGINE,
     )
     rerank_url: str | None = Field(
         None,
         validation_alias=AliasChoices("rerank_url", "CACHED_TEI_RERANK_URL"),
         description="TEI serving a reranker; unset = the dense URL's server is not used for "
         "reranking.",
+        json_schema_extra=ENGINE,
     )
 
     # --- what changes the vector (part of the cache namespace) ------------------------------
-    normalize: bool = True
-    truncate: bool | None = Field(None, description="None: the server's --auto-truncate.")
-    truncation_direction: TruncationDirection = "Right"
-    dimensions: int | None = Field(None, ge=1, description="Matryoshka output size.")
-    query_prompt_name: str | None = None
-    document_prompt_name: str | None = None
-    query_instruction: str = Field("", description="Plain-text prefix added to each query.")
-    document_instruction: str = Field("", description="Plain-text prefix added to each document.")
+    normalize: bool = Field(
+        True, description="TEI's normalize: unit-length vectors.", json_schema_extra=VECTOR
+    )
+    truncate: bool | None = Field(
+        None,
+        description="TEI's truncate: cut texts longer than the model's limit; "
+        "unset = the server's --auto-truncate.",
+        json_schema_extra=VECTOR,
+    )
+    truncation_direction: TruncationDirection = Field(
+        "Right",
+        description="Which end a truncated text loses: Right or Left (any case).",
+        json_schema_extra=VECTOR,
+    )
+    dimensions: int | None = Field(
+        None,
+        ge=1,
+        description="Matryoshka output size; unset = the model's.",
+        json_schema_extra=VECTOR,
+    )
+    query_prompt_name: str | None = Field(
+        None,
+        description="TEI's prompt_name for queries (a prompt of the model's "
+        "sentence-transformers config); unset = none.",
+        json_schema_extra=VECTOR,
+    )
+    document_prompt_name: str | None = Field(
+        None,
+        description="TEI's prompt_name for documents; unset = none.",
+        json_schema_extra=VECTOR,
+    )
+    query_instruction: str = Field(
+        "", description="Plain-text prefix added to each query.", json_schema_extra=VECTOR
+    )
+    document_instruction: str = Field(
+        "", description="Plain-text prefix added to each document.", json_schema_extra=VECTOR
+    )
 
     # --- the cache --------------------------------------------------------------------------
-    qdrant_url: str | None = Field(None, description="Qdrant server; unset = embedded store.")
-    qdrant_path: Path = Field(default_factory=default_qdrant_path)
-    qdrant_api_key: SecretStr | None = None
-    qdrant_prefer_grpc: bool = False
-    qdrant_timeout: float = Field(5.0, gt=0, description="Seconds for one Qdrant operation.")
-    qdrant_shards: int | None = Field(None, ge=1, description="shard_number for new collections.")
-    qdrant_replication_factor: int | None = Field(None, ge=1)
-    collection_prefix: str = Field("cached_tei", pattern=r"^[A-Za-z0-9_-]+$")
-    ttl: float | None = Field(None, gt=0, description="Seconds an entry is served; None = forever.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server; unset = embedded store.", json_schema_extra=ENGINE
+    )
+    qdrant_path: Path = Field(
+        default_factory=default_qdrant_path,
+        description="The embedded store's folder (without qdrant_url); "
+        "default $XDG_CACHE_HOME/cached-tei/qdrant.",
+        json_schema_extra=ENGINE,
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        None, description="The Qdrant server's API key.", json_schema_extra=ENGINE
+    )
+    qdrant_prefer_grpc: bool = Field(
+        False,
+        description="Talk to the Qdrant server over gRPC (port 6334) instead of REST.",
+        json_schema_extra=ENGINE,
+    )
+    qdrant_timeout: float = Field(
+        5.0, gt=0, description="Seconds for one Qdrant operation.", json_schema_extra=ENGINE
+    )
+    qdrant_shards: int | None = Field(
+        None,
+        ge=1,
+        description="shard_number for new collections; unset = the server's default.",
+        json_schema_extra=ENGINE,
+    )
+    qdrant_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="replication_factor for new collections; unset = the server's default.",
+        json_schema_extra=ENGINE,
+    )
+    collection_prefix: str = Field(
+        "cached_tei",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Prefix of the cache's collections (letters, digits, _ and -); "
+        "change it to start a separate cache.",
+        json_schema_extra=ENGINE,
+    )
+    ttl: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds an entry is served; unset = forever.",
+        json_schema_extra=ENGINE,
+    )
     prune_interval: float | None = Field(
         None,
         gt=0,
         description="Seconds between deletions of expired entries (with a TTL); "
-        "None = the smaller of the TTL and 60 s.",
+        "unset = the smaller of the TTL and 60 s.",
+        json_schema_extra=ENGINE,
     )
-    store_text: bool = Field(False, description="Also store the text in the entry's payload.")
-    lru_bytes: int = Field(64 * 2**20, ge=0, description="In-process LRU size in bytes; 0 = off.")
-    write_through: bool = Field(False, description="Write to Qdrant before returning.")
-    write_queue_size: int = Field(50_000, ge=1, description="Vectors waiting to be written.")
-    write_batch_size: int = Field(512, ge=1, description="Vectors per Qdrant upsert.")
-    breaker_threshold: int = Field(3, ge=1, description="Qdrant failures that open the breaker.")
-    breaker_cooldown: float = Field(30.0, gt=0, description="Seconds Qdrant is skipped then.")
-    read_cache: bool = Field(True, description="Serve vectors from the cache (off: no-cache).")
-    write_cache: bool = Field(True, description="Keep new vectors in the cache (off: no-store).")
+    store_text: bool = Field(
+        False,
+        description="Also store the text in the entry's payload.",
+        json_schema_extra=ENGINE,
+    )
+    lru_bytes: int = Field(
+        64 * 2**20,
+        ge=0,
+        description="In-process LRU size in bytes; 0 = off.",
+        json_schema_extra=ENGINE,
+    )
+    write_through: bool = Field(
+        False, description="Write to Qdrant before returning.", json_schema_extra=ENGINE
+    )
+    write_queue_size: int = Field(
+        50_000, ge=1, description="Vectors waiting to be written.", json_schema_extra=ENGINE
+    )
+    write_batch_size: int = Field(
+        512, ge=1, description="Vectors per Qdrant upsert.", json_schema_extra=ENGINE
+    )
+    breaker_threshold: int = Field(
+        3, ge=1, description="Qdrant failures that open the breaker.", json_schema_extra=ENGINE
+    )
+    breaker_cooldown: float = Field(
+        30.0, gt=0, description="Seconds Qdrant is skipped then.", json_schema_extra=ENGINE
+    )
+    read_cache: bool = Field(
+        True, description="Serve vectors from the cache (off: no-cache).", json_schema_extra=CALL
+    )
+    write_cache: bool = Field(
+        True,
+        description="Keep new vectors in the cache (off: no-store).",
+        json_schema_extra=CALL,
+    )
 
     def __init__(self, **values: Any) -> None:
         reject_unknown_arguments(type(self), values, _BASE_ARGUMENTS)
@@ -231,6 +328,29 @@ class CachedTEISettings(BaseSettings):
         return value.rstrip("/")
 
 
+# ---------------------------------------------------------------------------- scopes
+def settings_of_scope(*scopes: Scope) -> frozenset[str]:
+    """The names of the settings declared with one of ``scopes``."""
+    return frozenset(
+        name
+        for name, field in CachedTEISettings.model_fields.items()
+        if isinstance(field.json_schema_extra, dict)
+        and field.json_schema_extra.get("scope") in scopes
+    )
+
+
+_unscoped = set(CachedTEISettings.model_fields) - settings_of_scope("call", "vector", "engine")
+if _unscoped:
+    raise TypeError(
+        f"settings {sorted(_unscoped)} declare no scope: add json_schema_extra=CALL, VECTOR or "
+        "ENGINE to their Field"
+    )
+
+# Settings that each face applies per call (EmbedOptions, cache flags): not part of the
+# engine; the proxy takes them per request, as TEI's API does.
+FACE_SETTINGS = settings_of_scope("call", "vector")
+
+
 # ---------------------------------------------------------------------------- names
 @functools.cache
 def _argument_names(model: type[BaseModel]) -> frozenset[str]:
@@ -264,21 +384,10 @@ def reject_unknown_arguments(
     raise ValidationError.from_exception_data(model.__name__, errors)
 
 
-def environment_variable(model: type[BaseSettings], name: str) -> str:
-    """The variable a settings field reads (``tei_url``: ``CACHED_TEI_URL``)."""
-    prefix = model.model_config.get("env_prefix", "")
-    alias = model.model_fields[name].validation_alias
-    if isinstance(alias, AliasChoices):
-        for choice in alias.choices:
-            if isinstance(choice, str) and choice.upper().startswith(prefix.upper()):
-                return choice.upper()
-    return f"{prefix}{name}".upper()
-
-
 @functools.cache
 def known_variables() -> frozenset[str]:
     """Every ``CACHED_TEI_*`` variable something reads: the settings classes', the tests'."""
-    from .logs import LogSettings
+    from .logs import LogSettings  # each imports only .environment: no circle
     from .proxy.settings import ProxySettings
 
     models: tuple[type[BaseSettings], ...] = (CachedTEISettings, ProxySettings, LogSettings)
@@ -287,6 +396,8 @@ def known_variables() -> frozenset[str]:
     }
 
 
+# Process-wide (see process.py); a forked child inherits it: what its parent warned about
+# is not warned again.
 _warned: set[str] = set()
 
 

@@ -40,6 +40,7 @@ class Stats:
     bytes_written: int = 0
     pending_writes: int = 0
     expired: int = 0
+    corrupt: int = 0  # entries read back that did not match their checksum (recomputed)
     # Requests per latency bucket (not cumulative); the last counts those above every bound.
     tei_latency_counts: list[int] = field(
         default_factory=lambda: [0] * (len(TEI_LATENCY_BUCKETS) + 1)

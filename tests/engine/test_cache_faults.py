@@ -81,8 +81,8 @@ def test_the_lru_never_exceeds_its_bytes(make_embedder, tei) -> None:
 
 def test_texts_are_not_stored_unless_asked(make_embedder, tei) -> None:
     for store_text, text, expected_payload in (
-        (False, "private words", {"created"}),
-        (True, "shareable words", {"created", "text"}),
+        (False, "private words", {"created", "crc32"}),
+        (True, "shareable words", {"created", "crc32", "text"}),
     ):
         embedder = make_embedder(store_text=store_text)
         embedder.embed_documents([text])

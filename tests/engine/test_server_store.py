@@ -1,6 +1,6 @@
 """The server store against the Qdrant stand-in (real HTTP, validated against Qdrant 1.19's
-API) and in qdrant-client's in-memory mode: exact vectors, TTL, missing ids, and how often it
-asks Qdrant whether a collection exists."""
+API) and in qdrant-client's in-memory mode: exact raw rows (vectors, creation times,
+checksums), missing ids, and how often it asks Qdrant whether a collection exists."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cached_tei import CachedEmbedder
+from cached_tei.integrity import checksums
 from cached_tei.keys import Namespace
 from cached_tei.settings import CachedTEISettings
 from cached_tei.stores import server
@@ -69,32 +70,39 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype == np.float32 and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
+async def found(store: QdrantServerStore, ids: list[str]) -> dict[str, np.ndarray]:
+    """id -> vector of the rows a lookup returns."""
+    rows = await store.lookup(NAMESPACE, ids)
+    return dict(zip(rows.ids, rows.vectors, strict=True))
+
+
 async def test_lookup_round_trips_float32_exactly(store: QdrantServerStore) -> None:
     ids = ids_of(CHUNK * 2 + 5)  # three chunks
     vectors = hard_vectors(len(ids), 24)
     await store.upsert(NAMESPACE, ids, vectors)
-    found = await store.lookup(NAMESPACE, ids, None)
-    assert list(found) == ids
-    assert same_bits(np.stack([found[i] for i in ids]), vectors)
-    assert all(row.base is None for row in found.values()), "rows must not share a chunk"
+    rows = await store.lookup(NAMESPACE, ids)
+    assert rows.ids == ids
+    assert same_bits(rows.vectors, vectors)
 
 
-async def test_lookup_leaves_out_missing_ids_and_expired_entries(store: QdrantServerStore) -> None:
+async def test_lookup_returns_creation_times_and_checksums_raw(store: QdrantServerStore) -> None:
     ids = ids_of(6)
     vectors = hard_vectors(6, 8)
+    before = int(time.time())
     await store.upsert(NAMESPACE, ids[:4], vectors[:4])
-    now = int(time.time())
-    found = await store.lookup(NAMESPACE, ids, now - 60)
-    assert list(found) == ids[:4]
-    assert same_bits(np.stack(list(found.values())), vectors[:4])
-    assert await store.lookup(NAMESPACE, ids, now + 60) == {}
-    assert await store.lookup(NAMESPACE, [], None) == {}
+    rows = await store.lookup(NAMESPACE, ids)
+    assert rows.ids == ids[:4]  # missing ids left out
+    assert same_bits(rows.vectors, vectors[:4])
+    assert all(before <= created <= time.time() for created in rows.created)
+    assert rows.checksums == checksums(ids[:4], vectors[:4])
+    empty = await store.lookup(NAMESPACE, [])
+    assert (empty.ids, empty.vectors.shape) == ([], (0, 0))
 
 
 async def test_a_missing_collection_is_asked_about_once_per_interval(qdrant: FakeQdrant) -> None:
     store = make_store(qdrant.url)
     for _ in range(50):
-        assert await store.lookup(NAMESPACE, ids_of(3), None) == {}
+        assert await found(store, ids_of(3)) == {}
     await store.aclose()
     assert qdrant.requests[EXISTS] == 1
     assert qdrant.requests[RETRIEVE] == 0
@@ -103,11 +111,11 @@ async def test_a_missing_collection_is_asked_about_once_per_interval(qdrant: Fak
 async def test_creating_the_collection_forgets_it_was_missing(qdrant: FakeQdrant) -> None:
     store = make_store(qdrant.url)
     ids, vectors = ids_of(3), hard_vectors(3, 8)
-    assert await store.lookup(NAMESPACE, ids, None) == {}
+    assert await found(store, ids) == {}
     await store.upsert(NAMESPACE, ids, vectors)
-    found = await store.lookup(NAMESPACE, ids, None)  # within the interval
+    rows = await store.lookup(NAMESPACE, ids)  # within the interval
     await store.aclose()
-    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+    assert same_bits(rows.vectors, vectors)
 
 
 class Clock:
@@ -130,15 +138,15 @@ async def test_a_collection_created_elsewhere_is_seen_after_the_interval(
     monkeypatch.setattr(server, "time", clock)
     reader, writer = make_store(qdrant.url), make_store(qdrant.url)
     ids, vectors = ids_of(3), hard_vectors(3, 8)
-    assert await reader.lookup(NAMESPACE, ids, None) == {}
+    assert await found(reader, ids) == {}
     await writer.upsert(NAMESPACE, ids, vectors)
     clock.now += server.MISSING_RECHECK_S * 0.9
-    assert await reader.lookup(NAMESPACE, ids, None) == {}  # still remembered as missing
+    assert await found(reader, ids) == {}  # still remembered as missing
     clock.now += server.MISSING_RECHECK_S * 0.2
-    found = await reader.lookup(NAMESPACE, ids, None)
+    rows = await reader.lookup(NAMESPACE, ids)
     await reader.aclose()
     await writer.aclose()
-    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+    assert same_bits(rows.vectors, vectors)
     assert qdrant.requests[EXISTS] == 3  # reader twice, writer once
 
 
@@ -148,14 +156,14 @@ async def test_a_collection_cleared_elsewhere_is_missing_then_recreated(
     mine, other = make_store(qdrant.url), make_store(qdrant.url)
     ids, vectors = ids_of(3), hard_vectors(3, 8)
     await mine.upsert(NAMESPACE, ids, vectors)
-    assert len(await mine.lookup(NAMESPACE, ids, None)) == 3
+    assert len(await found(mine, ids)) == 3
     assert await other.clear() == 3
     retrieves = qdrant.requests[RETRIEVE]
-    assert await mine.lookup(NAMESPACE, ids, None) == {}  # Qdrant's 404
-    assert await mine.lookup(NAMESPACE, ids, None) == {}  # remembered: not asked again
+    assert await found(mine, ids) == {}  # Qdrant's 404
+    assert await found(mine, ids) == {}  # remembered: not asked again
     assert qdrant.requests[RETRIEVE] == retrieves + 1
     await mine.upsert(NAMESPACE, ids, vectors)
-    assert len(await mine.lookup(NAMESPACE, ids, None)) == 3
+    assert len(await found(mine, ids)) == 3
     await mine.aclose()
     await other.aclose()
 
@@ -169,11 +177,11 @@ async def test_workers_starting_cold_both_write(qdrant: FakeQdrant) -> None:
         first.upsert(NAMESPACE, ids[:2], vectors[:2]),
         second.upsert(NAMESPACE, ids[2:], vectors[2:]),
     )
-    found = await first.lookup(NAMESPACE, ids, None)
+    stored = await found(first, ids)
     await first.aclose()
     await second.aclose()
     assert qdrant.requests[CREATE] == 2
-    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+    assert same_bits(np.stack([stored[i] for i in ids]), vectors)
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
@@ -182,10 +190,10 @@ async def test_the_api_key_goes_with_every_request() -> None:
         store = make_store(qdrant.url, qdrant_api_key="s3cret")
         ids, vectors = ids_of(3), hard_vectors(3, 8)
         await store.upsert(NAMESPACE, ids, vectors)
-        found = await store.lookup(NAMESPACE, ids, int(time.time()) - 60)
+        rows = await store.lookup(NAMESPACE, ids)
         await store.aclose()
         assert qdrant.violations == []
-    assert same_bits(np.stack([found[i] for i in ids]), vectors)
+    assert same_bits(rows.vectors, vectors)
 
 
 def grpc_store(qdrant: FakeQdrant) -> QdrantServerStore:
@@ -206,20 +214,21 @@ async def test_lookups_over_grpc_read_packed_floats_exactly() -> None:
     unknown = ids_of(3, seed=1)
     with FakeQdrant(grpc=True) as qdrant:
         writer, reader = make_store(qdrant.url), grpc_store(qdrant)
-        assert await reader.lookup(NAMESPACE, ids, None) == {}
+        assert await found(reader, ids) == {}
+        before = int(time.time())
         await writer.upsert(NAMESPACE, ids[:-1], vectors[:-1])
         reader._missing_until.clear()
-        now = int(time.time())
-        found = await reader.lookup(NAMESPACE, unknown + ids, now - 60)
-        assert await reader.lookup(NAMESPACE, ids, now + 60) == {}
+        rows = await reader.lookup(NAMESPACE, unknown + ids)
         assert await writer.clear() == len(ids) - 1
-        assert await reader.lookup(NAMESPACE, ids, None) == {}  # NOT_FOUND
+        assert await found(reader, ids) == {}  # NOT_FOUND
         await reader.aclose()
         await writer.aclose()
-        assert qdrant.requests["grpc Points/Get"] == 2 + 2 + 1
+        assert qdrant.requests["grpc Points/Get"] == 2 + 1
         assert qdrant.requests[RETRIEVE] == 0
-    assert list(found) == ids[:-1]
-    assert same_bits(np.stack(list(found.values())), vectors[:-1])
+    assert rows.ids == ids[:-1]
+    assert same_bits(rows.vectors, vectors[:-1])
+    assert all(before <= created <= time.time() for created in rows.created)
+    assert rows.checksums == checksums(ids[:-1], vectors[:-1])
 
 
 def test_grpc_answers_with_the_deprecated_flat_field_are_read() -> None:
@@ -235,10 +244,11 @@ def test_grpc_answers_with_the_deprecated_flat_field_are_read() -> None:
         else:
             point.vectors.vector.data.extend(vector.tolist())
         points.append(point)
-    keys, matrix = server.fresh_grpc_rows(points, 101)
-    assert keys == ["id-1", "id-2"]
-    assert same_bits(matrix, vectors[1:])
-    assert server.fresh_grpc_rows([], None)[1].shape == (0, 0)
+    rows = server.grpc_rows(points)
+    assert rows.ids == ["id-0", "id-1", "id-2"]
+    assert same_bits(rows.vectors, vectors)
+    assert (rows.created, rows.checksums) == ([100, 101, 102], [None, None, None])
+    assert server.grpc_rows([]).vectors.shape == (0, 0)
 
 
 @pytest.mark.parametrize(

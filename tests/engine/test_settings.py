@@ -175,3 +175,55 @@ def test_the_readme_documents_every_setting() -> None:
         for name in CachedTEISettings.model_fields
     }
     assert documented == expected
+
+
+def test_every_setting_has_a_description_and_says_unset_not_none() -> None:
+    for name, field in CachedTEISettings.model_fields.items():
+        assert field.description, f"{name} has no description"
+        assert "None" not in field.description, f"{name}: say 'unset', not None"
+
+
+def test_settings_declare_their_scope_and_faces_share_engines_by_it() -> None:
+    from cached_tei.runtime import FACE_SETTINGS, engine_key
+    from cached_tei.settings import settings_of_scope
+
+    assert settings_of_scope("call") == {"read_cache", "write_cache"}
+    assert "query_prompt_name" in settings_of_scope("vector")
+    assert FACE_SETTINGS == settings_of_scope("call", "vector")
+    base = CachedTEISettings()
+    per_face = CachedTEISettings(dimensions=64, document_instruction="passage: ", read_cache=False)
+    assert engine_key(per_face) == engine_key(base)
+    assert engine_key(CachedTEISettings(lru_bytes=0)) != engine_key(base)
+
+
+def test_embed_options_come_from_the_vector_settings_of_their_kind() -> None:
+    from cached_tei import EmbedOptions
+
+    settings = CachedTEISettings(
+        normalize=False,
+        truncate=True,
+        truncation_direction="left",
+        dimensions=64,
+        query_prompt_name="query",
+        document_prompt_name="passage",
+        query_instruction="q: ",
+        document_instruction="d: ",
+    )
+    shared = {"normalize": False, "truncate": True, "truncation_direction": "Left"}
+    assert EmbedOptions.from_settings(settings, "query") == EmbedOptions(
+        **shared, dimensions=64, prompt_name="query", instruction="q: "
+    )
+    assert EmbedOptions.from_settings(settings, "document") == EmbedOptions(
+        **shared, dimensions=64, prompt_name="passage", instruction="d: "
+    )
+
+
+def test_a_vector_setting_without_an_option_fails_at_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cached_tei.keys
+
+    vector = cached_tei.settings.settings_of_scope("vector")
+    monkeypatch.setattr(cached_tei.keys, "settings_of_scope", lambda *scopes: vector | {"pooling"})
+    with pytest.raises(TypeError, match=r"EmbedOptions a field per vector setting"):
+        cached_tei.keys._check_scopes()

@@ -350,6 +350,26 @@ class FakeQdrant:
                 out.update({str(p.id): p.vector for p in points})  # type: ignore[misc]
         return out
 
+    def overwrite(
+        self,
+        point_id: str,
+        *,
+        vector: list[float] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """Change a stored entry behind the client's back (a vector, or its whole payload),
+        as a disk or a bug on the server could."""
+        with self._lock:
+            for c in self._cache_collections():
+                if not self.backend.retrieve(c.name, [point_id]):
+                    continue
+                if vector is not None:
+                    self.backend.update_vectors(
+                        c.name, points=[models.PointVectors(id=point_id, vector=vector)]
+                    )
+                if payload is not None:
+                    self.backend.overwrite_payload(c.name, payload=payload, points=[point_id])
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeQdrant:
         app = web.Application(middlewares=[self._tally, self._faults], client_max_size=64 * 2**20)

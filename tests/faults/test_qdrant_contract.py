@@ -96,10 +96,11 @@ async def test_the_store_lifecycle_sends_only_what_qdrant_1_19_knows() -> None:
         )
         store = QdrantServerStore(settings)
         try:
-            assert await store.lookup(namespace, ids, None) == {}
+            assert (await store.lookup(namespace, ids)).ids == []
             await store.upsert(namespace, ids, vectors, [f"text {i}" for i in range(5)])
-            found = await store.lookup(namespace, ids, int(time.time()) - 60)
-            assert np.array_equal(np.stack([found[i] for i in ids]), vectors)
+            rows = await store.lookup(namespace, ids)
+            assert rows.ids == ids
+            assert np.array_equal(rows.vectors, vectors)
             (info,) = await store.collections()
             assert (info.namespace, info.dimension, info.count) == (
                 namespace.descriptor(),

@@ -61,7 +61,7 @@ def test_embedded_cache_stores_no_text_by_default(
     points = embedded_points(tmp_path / "default")
     assert len(points) == 50
     for _, payload in points.values():
-        assert set(payload) == {"created"}, payload
+        assert set(payload) == {"created", "crc32"}, payload
     raw = b"".join(p.read_bytes() for p in (tmp_path / "default").rglob("*") if p.is_file())
     assert b"confidential document" not in raw, "the text is somewhere in the store's files"
     # the control: with store_text=True the same inspection finds the texts
@@ -82,7 +82,7 @@ def test_server_cache_stores_no_text_by_default(tei: EmulatorServer, tally: Tall
             tally.check(tei.config, texts, embedder.embed(texts).vectors)
         payloads = qdrant.payloads()
     assert len(payloads) == 50
-    assert all(set(p) == {"created"} for p in payloads), payloads[:3]
+    assert all(set(p) == {"created", "crc32"} for p in payloads), payloads[:3]
 
 
 # ---------------------------------------------------------------------------- engine secrets

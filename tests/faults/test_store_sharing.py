@@ -143,7 +143,7 @@ def test_process_killed_mid_write_leaves_a_consistent_store(
         if line.startswith("done"):
             done = int(line.split()[1])
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)  # reaps it and closes its pipes
     tally.sent += done
     texts = [f"crash {i}" for i in range(done * 32 + 64 + 64 * 4)]
     points = embedded_points(store)

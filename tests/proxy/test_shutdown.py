@@ -73,7 +73,7 @@ def test_sigterm_finishes_in_flight_requests_and_drains_writes(emu, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-    log = process.stdout.read()
+    log, _ = process.communicate()  # the whole log; closes the pipe
     assert len(answers) == 1 and answers[0].status_code == 200, log
     assert np.array_equal(
         np.asarray(answers[0].json(), np.float32),

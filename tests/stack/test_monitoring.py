@@ -76,7 +76,7 @@ def proxy_metrics(tmp_path_factory: pytest.TempPathFactory) -> Samples:
                 text = client.get("/metrics").text
         finally:
             proc.terminate()
-            proc.wait(15)
+            proc.communicate(timeout=15)  # reaps it and closes its pipe
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -168,11 +168,14 @@ def _run_load(url: str, n: int, workers: int, tag: str, on_done=None):
     results: dict[int, tuple[int, object, list[str]]] = {}
     lock = threading.Lock()
     local = threading.local()
+    clients: list[httpx.Client] = []  # one per worker thread, closed at the end
 
     def one(i: int):
         texts = [f"{tag} request {i} text a", f"{tag} request {i} text b"]
         if not hasattr(local, "client"):
             local.client = httpx.Client()
+            with lock:
+                clients.append(local.client)
         r = _embed(local.client, url, texts)
         with lock:
             results[i] = (r.status_code, r.json() if r.status_code == 200 else r.text, texts)
@@ -180,9 +183,13 @@ def _run_load(url: str, n: int, workers: int, tag: str, on_done=None):
         if on_done is not None:
             on_done(done)
 
-    with cf.ThreadPoolExecutor(workers) as pool:
-        for f in [pool.submit(one, i) for i in range(n)]:
-            f.result()
+    try:
+        with cf.ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(one, i) for i in range(n)]:
+                f.result()
+    finally:
+        for client in clients:
+            client.close()
     return results
 
 

@@ -69,6 +69,11 @@ _PLAIN_COUNTERS = (
         "cache_skipped",
     ),
     ("cached_tei_cache_expired", "Expired entries deleted from the cache.", "expired"),
+    (
+        "cached_tei_cache_corrupt",
+        "Cache entries that did not match their checksum (recomputed).",
+        "corrupt",
+    ),
 )
 
 

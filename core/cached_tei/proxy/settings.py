@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings
 
-from ..settings import environment_settings
+from ..environment import environment_settings
 
 
 class ProxySettings(BaseSettings):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..settings import CachedTEISettings
-from .base import CacheStore, CollectionInfo
+from .base import CacheStore, CollectionInfo, Rows
 from .embedded import EmbeddedStore
 
 
@@ -20,4 +20,4 @@ def open_store(settings: CachedTEISettings) -> CacheStore:
     return EmbeddedStore(settings)
 
 
-__all__ = ["CacheStore", "CollectionInfo", "EmbeddedStore", "open_store"]
+__all__ = ["CacheStore", "CollectionInfo", "EmbeddedStore", "Rows", "open_store"]

@@ -1,25 +1,43 @@
-"""What every cache store provides, and the rules they share."""
+"""What every cache store provides, and the rules they share.
+
+The contract: a store keeps entries and hands them back raw (:class:`Rows`: ids, one float32
+matrix, creation times, checksums); the engine decides what is served (expiry, integrity).
+A store raises only StoreConfigurationError (permanent: fix the configuration) or
+StoreUnavailable (transient: the engine carries on without the cache); :func:`store_contract`
+turns anything else a store's client raises into StoreUnavailable. A new store is one class
+with the methods of :class:`CacheStore`, decorated with :func:`store_contract`.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 
-from ..errors import StoreConfigurationError
+from ..errors import StoreConfigurationError, StoreUnavailable
+from ..integrity import checksums
 from ..keys import Namespace
 
 CREATED = "created"
+CHECKSUM = "crc32"
 TEXT = "text"
+# The payload fields a lookup reads back.
+READ_FIELDS = [CREATED, CHECKSUM]
 # The texts of new entries, kept in their payloads when ``store_text`` asks for it.
 Texts = Sequence[str] | None
 # Lookups and writes go to the store in chunks of this many points.
 CHUNK = 1024
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound=type)
 
 
 @dataclass(frozen=True)
@@ -33,15 +51,59 @@ class CollectionInfo:
     count: int | None
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Entries as a store holds them, in no particular order: ``vectors`` has one float32 row
+    per id; ``created`` is unix seconds (0 when unknown); ``checksums`` is None for entries
+    written before checksums were kept."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    created: list[int]
+    checksums: list[int | None]
+
+    @classmethod
+    def empty(cls) -> Rows:
+        return cls([], np.zeros((0, 0), dtype=np.float32), [], [])
+
+    @classmethod
+    def join(cls, parts: Sequence[Rows]) -> Rows:
+        """One Rows of several chunks' (empty chunks left out)."""
+        parts = [part for part in parts if part.ids]
+        if len(parts) <= 1:
+            return parts[0] if parts else cls.empty()
+        return cls(
+            [i for part in parts for i in part.ids],
+            np.concatenate([part.vectors for part in parts]),
+            [c for part in parts for c in part.created],
+            [c for part in parts for c in part.checksums],
+        )
+
+    @classmethod
+    def of(
+        cls, ids: list[str], vectors: np.ndarray, payloads: Iterable[dict[str, Any] | None]
+    ) -> Rows:
+        """Rows from ids, their matrix and their payloads (as both Qdrant clients return)."""
+        created, sums = [], []
+        for payload in payloads:
+            payload = payload or {}
+            created.append(int(payload.get(CREATED, 0)))
+            value = payload.get(CHECKSUM)
+            sums.append(None if value is None else int(value))
+        return cls(ids, vectors, created, sums)
+
+
 class CacheStore(Protocol):
-    """A persistent map from (namespace, point id) to a float32 vector and its creation time.
+    """A persistent map from (namespace, point id) to a float32 vector, its creation time and
+    its checksum.
 
     One collection per namespace, created when the first vector (and so its dimension) is
-    known. Every method may raise; the engine decides how failures are handled.
+    known. Methods raise only StoreConfigurationError or StoreUnavailable.
     """
 
     @property
-    def location(self) -> str: ...
+    def location(self) -> str:
+        """Where the store is, for messages (a folder, or a URL without credentials)."""
 
     async def dimension(self, namespace: Namespace) -> int | None:
         """The vector size of the namespace's collection, None if it does not exist yet.
@@ -52,15 +114,14 @@ class CacheStore(Protocol):
     async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
         """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
 
-    async def lookup(
-        self, namespace: Namespace, ids: Sequence[str], not_before: int | None
-    ) -> dict[str, np.ndarray]:
-        """Vectors stored under ``ids``; entries created before ``not_before`` are left out."""
+    async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
+        """The entries stored under ``ids`` (missing ids left out), raw: nothing is filtered."""
 
     async def upsert(
         self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
-        """Write entries (created now); returns the bytes of vector data written."""
+        """Write entries (created now, with their checksums); returns the bytes of vector
+        data written."""
 
     async def collections(self) -> list[CollectionInfo]:
         """Every cache collection under the configured prefix."""
@@ -85,35 +146,40 @@ class CacheStore(Protocol):
         """Persist everything and release the store."""
 
 
-class StoredRecord(Protocol):
-    """A point as both Qdrant clients return it."""
-
-    @property
-    def id(self) -> Any: ...
-
-    @property
-    def vector(self) -> Any: ...
-
-    @property
-    def payload(self) -> dict[str, Any] | None: ...
+def store_contract(cls: S) -> S:
+    """Make every public coroutine method of a store raise only StoreConfigurationError or
+    StoreUnavailable: whatever else its client raises becomes StoreUnavailable."""
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _unavailable_on_error(method))
+    return cls
 
 
-def fresh_vectors(records: Iterable[StoredRecord], not_before: int | None) -> dict[str, np.ndarray]:
-    """id -> float32 vector of the records created at or after ``not_before`` (all if None)."""
-    found: dict[str, np.ndarray] = {}
-    for record in records:
-        if not_before is not None and (record.payload or {}).get(CREATED, 0) < not_before:
-            continue
-        found[str(record.id)] = np.asarray(record.vector, dtype=np.float32)
-    return found
+def _unavailable_on_error(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (StoreConfigurationError, StoreUnavailable):
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"the cache store failed in {method.__name__}: {exc!r}") from exc
+
+    return guarded
 
 
-def entry_payloads(count: int, texts: Sequence[str] | None) -> list[dict[str, Any]]:
-    """The payloads of ``count`` new entries: their creation time, and the text if kept."""
+def entry_payloads(
+    ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """The payloads of new entries: their creation time, checksum, and the text if kept."""
     created = int(time.time())
-    if texts is None:
-        return [{CREATED: created} for _ in range(count)]
-    return [{CREATED: created, TEXT: text} for text in texts]
+    payloads: list[dict[str, Any]] = [
+        {CREATED: created, CHECKSUM: crc} for crc in checksums(ids, vectors)
+    ]
+    if texts is not None:
+        for payload, text in zip(payloads, texts, strict=True):
+            payload[TEXT] = text
+    return payloads
 
 
 def url_key(tei_url: str) -> str:

@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 import qdrant_edge as edge
 
+from .. import process
 from ..errors import StoreLockedError
 from ..keys import Namespace
 from ..settings import CachedTEISettings
@@ -31,11 +32,12 @@ from .base import (
     CHUNK,
     CREATED,
     CollectionInfo,
+    Rows,
     Texts,
     dimension_mismatch,
     entry_payloads,
-    fresh_vectors,
     namespace_mismatch,
+    store_contract,
     url_key,
 )
 
@@ -84,8 +86,7 @@ def _forget_inherited_folders() -> None:
     _folders.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_folders)
+process.on_fork(_forget_inherited_folders)
 
 
 def _acquire_folder(root: Path) -> _Folder:
@@ -153,6 +154,7 @@ def folder_holder(root: Path) -> str | None:
     return None
 
 
+@store_contract
 class EmbeddedStore:
     """Cache entries in folders under ``qdrant_path``.
 
@@ -169,6 +171,7 @@ class EmbeddedStore:
 
     @property
     def location(self) -> str:
+        """The folder."""
         return str(self._root)
 
     def holder(self) -> str | None:
@@ -206,6 +209,10 @@ class EmbeddedStore:
         return stored
 
     async def dimension(self, namespace: Namespace) -> int | None:
+        """The vector size of the namespace's collection, None if it does not exist yet.
+
+        Raises StoreConfigurationError when the collection holds another namespace.
+        """
         with self._use().mutex:
             return self._dimension(namespace)
 
@@ -219,6 +226,7 @@ class EmbeddedStore:
         return opened[1] if opened else None
 
     async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
+        """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
         with self._use().mutex:
             self._ensure_collection(namespace, dimension)
 
@@ -254,30 +262,30 @@ class EmbeddedStore:
         log.info("created cache collection %s (%d dimensions) in %s", name, dimension, folder)
         return shard
 
-    async def lookup(
-        self, namespace: Namespace, ids: Sequence[str], not_before: int | None
-    ) -> dict[str, np.ndarray]:
+    async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
+        """The entries stored under ``ids``, raw (the engine filters), chunk by chunk."""
         if not ids:
-            return {}
+            return Rows.empty()
         with self._use().mutex:
             if self._dimension(namespace) is None:
-                return {}
+                return Rows.empty()
             shard = self._use().shards[namespace.collection(self._collection_prefix)][0]
-            found: dict[str, np.ndarray] = {}
+            parts = []
             for start in range(0, len(ids), CHUNK):
                 records = shard.retrieve(
-                    point_ids=list(ids[start : start + CHUNK]),
-                    with_payload=not_before is not None,
-                    with_vector=True,
+                    point_ids=list(ids[start : start + CHUNK]), with_payload=True, with_vector=True
                 )
-                found.update(fresh_vectors(records, not_before))
-            return found
+                matrix = np.array([r.vector for r in records], dtype=np.float32)
+                ids_found = [str(r.id) for r in records]
+                parts.append(Rows.of(ids_found, matrix, (r.payload for r in records)))
+            return Rows.join(parts)
 
     async def upsert(
         self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
+        """Write entries (created now, with their checksums); returns the bytes written."""
         rows = vectors.tolist()
-        payloads = entry_payloads(len(ids), texts)
+        payloads = entry_payloads(ids, vectors, texts)
         with self._use().mutex:
             shard = self._ensure_collection(namespace, int(vectors.shape[1]))
             for start in range(0, len(ids), CHUNK):
@@ -322,6 +330,7 @@ class EmbeddedStore:
         )
 
     async def prune(self, older_than: int) -> int:
+        """Delete entries created before ``older_than`` (unix seconds); returns how many."""
         expired = edge.Filter(
             must=[edge.FieldCondition(key=CREATED, range=edge.RangeFloat(lt=older_than))]
         )
@@ -336,6 +345,7 @@ class EmbeddedStore:
         return removed
 
     async def clear(self) -> int:
+        """Delete every cache collection under the prefix; returns how many entries went."""
         removed = 0
         with self._use().mutex:
             shards = self._use().shards
@@ -349,9 +359,11 @@ class EmbeddedStore:
         return removed
 
     async def claim_prune(self, owner: str, seconds: float) -> bool:
-        return True  # the folder lock makes this process the only one
+        """Always true: the folder lock makes this process the only one."""
+        return True
 
     async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
+        """Keep the ``/info`` last read from ``tei_url`` in a file of its own."""
         folder = self._root / _INFO_DIR
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f"{url_key(tei_url)}.{os.getpid()}.tmp"
@@ -359,6 +371,7 @@ class EmbeddedStore:
         temporary.replace(folder / f"{url_key(tei_url)}.json")
 
     async def recall_info(self, tei_url: str) -> dict[str, Any] | None:
+        """The ``/info`` last read from ``tei_url``, or None."""
         path = self._root / _INFO_DIR / f"{url_key(tei_url)}.json"
         if not path.exists():
             return None

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..errors import StoreUnavailable
 from ..keys import Namespace
 from ..settings import CachedTEISettings
 from .base import (
+    CHECKSUM,
     CHUNK,
     CREATED,
+    READ_FIELDS,
     CollectionInfo,
+    Rows,
     Texts,
     dimension_mismatch,
     entry_payloads,
     namespace_mismatch,
+    store_contract,
     url_key,
 )
 
@@ -52,21 +57,19 @@ def rest_base_url(qdrant_url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
 
 
-def fresh_grpc_rows(
-    points: Sequence[grpc.RetrievedPoint], not_before: int | None
-) -> tuple[list[str], np.ndarray]:
-    """Ids and one float32 matrix of the gRPC points created at or after ``not_before``."""
-    if not_before is not None:
-        points = [p for p in points if _created(p) >= not_before]
+def grpc_rows(points: Sequence[grpc.RetrievedPoint]) -> Rows:
+    """The rows of a gRPC ``Get`` answer, its packed floats read into one float32 matrix."""
     matrix = np.empty((len(points), len(_dense(points[0]) if points else ())), dtype=np.float32)
     for row, point in enumerate(points):
         matrix[row] = _dense(point)
-    return [point.id.uuid or str(point.id.num) for point in points], matrix
+    ids = [point.id.uuid or str(point.id.num) for point in points]
+    created = [_integer(point, CREATED) or 0 for point in points]
+    return Rows(ids, matrix, created, [_integer(point, CHECKSUM) for point in points])
 
 
-def _created(point: grpc.RetrievedPoint) -> int:
-    value = point.payload.get(CREATED)
-    return int(value.integer_value) if value is not None else 0
+def _integer(point: grpc.RetrievedPoint, field: str) -> int | None:
+    value = point.payload.get(field)
+    return int(value.integer_value) if value is not None else None
 
 
 def _dense(point: grpc.RetrievedPoint) -> Sequence[float]:
@@ -76,23 +79,21 @@ def _dense(point: grpc.RetrievedPoint) -> Sequence[float]:
     return data
 
 
-def fresh_rows(
-    records: Sequence[dict[str, Any]], not_before: int | None
-) -> tuple[list[str], np.ndarray]:
-    """Ids and one float32 matrix of the REST records created at or after ``not_before``."""
-    if not_before is not None:
-        records = [r for r in records if (r.get("payload") or {}).get(CREATED, 0) >= not_before]
+def rest_rows(records: Sequence[dict[str, Any]]) -> Rows:
+    """The rows of a REST ``POST /collections/{name}/points`` answer."""
     ids = [str(r["id"]) for r in records]
-    return ids, np.array([r["vector"] for r in records], dtype=np.float32)
+    matrix = np.array([r["vector"] for r in records], dtype=np.float32)
+    return Rows.of(ids, matrix, (r.get("payload") for r in records))
 
 
+@store_contract
 class QdrantServerStore:
     """Cache entries in a Qdrant server at ``qdrant_url`` (``":memory:"``: in this process only).
 
     Collections are created when the first vector (and so its dimension) is known:
     DOT distance (COSINE would normalise stored vectors), float32, HNSW ``m=0`` (id lookups
-    need no graph), payload ``created`` (unix seconds, indexed on a server). Every method
-    may raise; the engine decides how a failure is handled.
+    need no graph), payload ``created`` (unix seconds, indexed on a server) and ``crc32``.
+    The read path (in memory, gRPC or REST) is chosen once, here.
     """
 
     def __init__(self, settings: CachedTEISettings) -> None:
@@ -102,14 +103,19 @@ class QdrantServerStore:
         self._dimensions: dict[str, int] = {}
         self._missing_until: dict[str, float] = {}
         self._info_collection_ready = False
+        self._in_memory = settings.qdrant_url == IN_MEMORY
+        self._read: Callable[[str, list[str]], Awaitable[Rows | None]]
+        if self._in_memory:
+            self._read = self._read_memory
+        elif settings.qdrant_prefer_grpc:
+            self._read = self._read_grpc
+        else:
+            self._read = self._read_rest
 
     @property
     def location(self) -> str:
+        """The server's URL (``:memory:`` for the in-process mode)."""
         return str(self._settings.qdrant_url)
-
-    @property
-    def _in_memory(self) -> bool:
-        return self._settings.qdrant_url == IN_MEMORY
 
     def client(self) -> AsyncQdrantClient:
         """The qdrant-client instance, created on first use."""
@@ -147,6 +153,7 @@ class QdrantServerStore:
         return self._http
 
     async def aclose(self) -> None:
+        """Close the clients (the server keeps everything written)."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -176,6 +183,7 @@ class QdrantServerStore:
         self._info_collection_ready = True
 
     async def remember_info(self, tei_url: str, info: dict[str, Any]) -> None:
+        """Keep the ``/info`` last read from ``tei_url`` in the info collection."""
         from qdrant_client import models
 
         await self._ensure_info_collection()
@@ -189,6 +197,7 @@ class QdrantServerStore:
         )
 
     async def recall_info(self, tei_url: str) -> dict[str, Any] | None:
+        """The ``/info`` last read from ``tei_url``, or None."""
         client = self.client()
         if not await client.collection_exists(self._info_collection):
             return None
@@ -201,8 +210,9 @@ class QdrantServerStore:
         return info if isinstance(info, dict) else None
 
     async def claim_prune(self, owner: str, seconds: float) -> bool:
-        """A lease kept in the info collection: taken by a process when the last holder's
-        has run out, renewed by its holder at each of its prunes."""
+        """Whether ``owner`` should delete expired entries now: a lease kept in the info
+        collection, taken by a process when the last holder's has run out, renewed by its
+        holder at each of its prunes."""
         from qdrant_client import models
 
         client = self.client()
@@ -296,58 +306,38 @@ class QdrantServerStore:
         self._dimensions[name] = dimension
         self._missing_until.pop(name, None)
 
-    async def lookup(
-        self, namespace: Namespace, ids: Sequence[str], not_before: int | None
-    ) -> dict[str, np.ndarray]:
-        """Vectors stored under ``ids``; entries created before ``not_before`` are left out."""
+    async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
+        """The entries stored under ``ids``, raw (the engine filters), chunk by chunk."""
         if not ids or await self.dimension(namespace) is None:
-            return {}
+            return Rows.empty()
         name = self._name(namespace)
-        found: dict[str, np.ndarray] = {}
+        parts = []
         for start in range(0, len(ids), CHUNK):
-            part = list(ids[start : start + CHUNK])
-            if self._in_memory:
-                rows: tuple[list[str], np.ndarray] | None = await self._read_memory(
-                    name, part, not_before
-                )
-            elif self._settings.qdrant_prefer_grpc:
-                rows = await self._read_grpc(name, part, not_before)
-            else:
-                rows = await self._read_rest(name, part, not_before)
+            rows = await self._read(name, list(ids[start : start + CHUNK]))
             if rows is None:  # deleted meanwhile (cache clear in another process)
                 self._dimensions.pop(name, None)
                 self._missing_until[name] = time.monotonic() + MISSING_RECHECK_S
-                return {}
-            keys, matrix = rows
-            # One copy per row: a row kept in the LRU must not keep its whole chunk alive.
-            found.update(zip(keys, (row.copy() for row in matrix), strict=True))
-        return found
+                return Rows.empty()
+            parts.append(rows)
+        return Rows.join(parts)
 
-    async def _read_rest(
-        self, name: str, ids: list[str], not_before: int | None
-    ) -> tuple[list[str], np.ndarray] | None:
+    async def _read_rest(self, name: str, ids: list[str]) -> Rows | None:
         """One chunk over REST, or None when the collection does not exist."""
         import orjson
 
-        body = {
-            "ids": ids,
-            "with_vector": True,
-            "with_payload": [CREATED] if not_before is not None else False,
-        }
+        body = {"ids": ids, "with_vector": True, "with_payload": READ_FIELDS}
         response = await self._rest().post(
             f"/collections/{name}/points", content=orjson.dumps(body)
         )
         if response.status_code == 404:
             return None
         if response.is_error:
-            raise RuntimeError(
+            raise StoreUnavailable(
                 f"Qdrant answered {response.status_code} to a lookup in {name}: {response.text}"
             )
-        return fresh_rows(orjson.loads(response.content)["result"], not_before)
+        return rest_rows(orjson.loads(response.content)["result"])
 
-    async def _read_grpc(
-        self, name: str, ids: list[str], not_before: int | None
-    ) -> tuple[list[str], np.ndarray] | None:
+    async def _read_grpc(self, name: str, ids: list[str]) -> Rows | None:
         """One chunk over gRPC, or None when the collection does not exist."""
         import grpc as grpcio  # type: ignore[import-untyped]
         from qdrant_client import grpc
@@ -357,10 +347,8 @@ class QdrantServerStore:
             ids=[grpc.PointId(uuid=i) for i in ids],
             with_vectors=grpc.WithVectorsSelector(enable=True),
             with_payload=grpc.WithPayloadSelector(
-                include=grpc.PayloadIncludeSelector(fields=[CREATED])
-            )
-            if not_before is not None
-            else grpc.WithPayloadSelector(enable=False),
+                include=grpc.PayloadIncludeSelector(fields=READ_FIELDS)
+            ),
         )
         try:
             response = await self.client().grpc_points.Get(
@@ -370,22 +358,15 @@ class QdrantServerStore:
             if exc.code() == grpcio.StatusCode.NOT_FOUND:
                 return None
             raise
-        return fresh_grpc_rows(response.result, not_before)
+        return grpc_rows(response.result)
 
-    async def _read_memory(
-        self, name: str, ids: list[str], not_before: int | None
-    ) -> tuple[list[str], np.ndarray]:
+    async def _read_memory(self, name: str, ids: list[str]) -> Rows:
         """One chunk from qdrant-client's in-memory engine."""
         records = await self.client().retrieve(
-            name,
-            ids=ids,
-            with_vectors=True,
-            with_payload=[CREATED] if not_before is not None else False,
+            name, ids=ids, with_vectors=True, with_payload=READ_FIELDS
         )
-        if not_before is not None:
-            records = [r for r in records if (r.payload or {}).get(CREATED, 0) >= not_before]
-        keys = [str(r.id) for r in records]
-        return keys, np.array([r.vector for r in records], dtype=np.float32)
+        matrix = np.array([r.vector for r in records], dtype=np.float32)
+        return Rows.of([str(r.id) for r in records], matrix, (r.payload for r in records))
 
     async def upsert(
         self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
@@ -395,7 +376,7 @@ class QdrantServerStore:
 
         await self.ensure_collection(namespace, int(vectors.shape[1]))
         name = self._name(namespace)
-        payloads = entry_payloads(len(ids), texts)
+        payloads = entry_payloads(ids, vectors, texts)
         for start in range(0, len(ids), CHUNK):
             part = slice(start, start + CHUNK)
             await self.client().upsert(

@@ -1,0 +1,29 @@
+"""Checksums of cache entries: what is read back is what was written.
+
+Each entry keeps the CRC32 of its id and its float32 bytes in its payload. The engine checks it
+once per read; an entry whose checksum differs is a miss (recomputed and rewritten). Entries
+written before checksums were kept have none and are served as they are.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def checksums(ids: Sequence[str], vectors: np.ndarray) -> list[int]:
+    """The checksum of each row of ``vectors`` under its id: the CRC32 of the id's UTF-8
+    bytes, then the row's float32 bytes."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    return [zlib.crc32(row, zlib.crc32(i.encode())) for i, row in zip(ids, matrix, strict=True)]
+
+
+def intact(ids: Sequence[str], vectors: np.ndarray, stored: Sequence[int | None]) -> list[bool]:
+    """For each row, whether it matches its stored checksum (True when none was stored)."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    return [
+        crc is None or zlib.crc32(row, zlib.crc32(i.encode())) == crc
+        for i, row, crc in zip(ids, matrix, stored, strict=True)
+    ]
