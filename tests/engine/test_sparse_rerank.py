@@ -170,8 +170,9 @@ def test_rerank_async_and_empty(make_reranker: Callable[..., CachedReranker]) ->
     face = make_reranker()
     assert asyncio.run(face.arerank("q", DOCS[:4])) == oracle_ranks("q", DOCS[:4])
     assert face.rerank("q", []) == []
+    assert face.rerank("q", ["a", ""]) == oracle_ranks("q", ["a", ""])  # TEI reads the pair
     with pytest.raises(InputError, match="index 1"):
-        face.rerank("q", ["a", ""])
+        face.rerank("q", ["a", None])  # type: ignore[list-item]
     with pytest.raises(InputError, match="top_n"):
         face.rerank("q", ["a"], top_n=-1)
 

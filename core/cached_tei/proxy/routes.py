@@ -206,7 +206,8 @@ class Handlers:
             raise BadRequest(400, f"Failed to parse the request body as JSON: {exc}") from None
 
     def _checked(self, texts: list[str], is_batch: bool, field: str = "inputs") -> list[str]:
-        """TEI's checks, in TEI's order, with the proxy's batch limit instead of TEI's."""
+        """TEI's checks, in TEI's order, with the proxy's batch limit instead of TEI's; a
+        rerank's ``texts`` may hold empty strings (TEI reads each with its query)."""
         if is_batch:
             if not texts:
                 raise APIError("Empty", f"`{field}` cannot be empty")
@@ -215,7 +216,7 @@ class Handlers:
                     "Validation",
                     f"batch size {len(texts)} > maximum allowed batch size {self.proxy.max_inputs}",
                 )
-        if "" in texts:
+        if field == "inputs" and "" in texts:
             raise APIError("Empty", "Input validation error: `inputs` cannot be empty")
         return texts
 
