@@ -260,3 +260,17 @@ def test_sparse_and_rerank_entries_live_in_collections_of_their_kind(
         for d in described
     )
     assert kinds == [("rerank", False, 1), ("rerank", True, 1), ("sparse", None, 0)]
+
+
+def test_pairs_are_computed_once_across_concurrent_calls_and_faces(
+    make_reranker: Callable[..., CachedReranker], reranker: EmulatorServer
+) -> None:
+    first, second = make_reranker(), make_reranker(normalize=False)  # one engine, two faces
+
+    async def main() -> list[list[Rank]]:
+        calls = [face.arerank("q", DOCS) for face in (first, second) for _ in range(3)]
+        return list(await asyncio.gather(*calls))
+
+    results = asyncio.run(main())
+    assert all(result == oracle_ranks("q", DOCS) for result in results)
+    assert reranker.rerank_pairs_computed == len(DOCS)
