@@ -190,6 +190,17 @@ def test_a_url_of_the_wrong_kind_is_a_clear_error(
     assert tei.requests == []  # refused before any text was sent
 
 
+def test_a_reranker_behind_the_dense_url_is_a_clear_error(
+    reranker: EmulatorServer, qdrant_path: Path
+) -> None:
+    from cached_tei import CachedEmbedder
+
+    with CachedEmbedder(tei_url=reranker.url, qdrant_path=qdrant_path) as face:
+        with pytest.raises(TEIError, match="CACHED_TEI_URL .* a reranker, which has no /embed"):
+            face.embed_query("a")
+    assert reranker.requests == []
+
+
 def test_an_unset_url_names_its_variable(qdrant_path: Path) -> None:
     with pytest.raises(InputError, match="CACHED_TEI_SPARSE_URL"):
         CachedSparseEmbedder(qdrant_path=qdrant_path).embed_query("a")
