@@ -229,7 +229,8 @@ class Engine:
         self, texts: Sequence[str], options: EmbedOptions, read_cache: bool, write_cache: bool
     ) -> EmbedResult:
         self._flights.check_loop()
-        prepared = prepare_texts(texts, options.instruction, pairs=options.query is not None)
+        pairs = options.query is not None  # a rerank's texts, each read with its query
+        prepared = prepare_texts(texts, options.instruction, pairs=pairs)  # steps 1 and 2
         if not prepared:
             return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
         namespace = await self.namespace(options)  # step 3
