@@ -22,7 +22,13 @@ from cachetools import Cache, LRUCache, TTLCache
 
 from . import tracing
 from .breaker import CircuitBreaker
-from .errors import CachedTEIError, InputError, StoreConfigurationError, TEIError
+from .errors import (
+    CachedTEIError,
+    InputError,
+    StoreConfigurationError,
+    StoreDiskFullError,
+    TEIError,
+)
 from .keys import EmbedOptions, Namespace, point_id
 from .settings import CachedTEISettings
 from .stats import Stats
@@ -323,6 +329,9 @@ class Engine:
             return "skipped", None
         try:
             result = await asyncio.wait_for(operation(), self.settings.qdrant_timeout)
+        except StoreDiskFullError:  # the store declined (and logged it): no Qdrant failure
+            self.stats.disk_full += 1
+            return "skipped", None
         except StoreConfigurationError:
             raise
         except Exception as exc:

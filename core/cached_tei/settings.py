@@ -120,6 +120,15 @@ class CachedTEISettings(BaseSettings):
     write_through: bool = Field(False, description="Write to Qdrant before returning.")
     write_queue_size: int = Field(50_000, ge=1, description="Vectors waiting to be written.")
     write_batch_size: int = Field(512, ge=1, description="Vectors per Qdrant upsert.")
+    min_free_disk_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Embedded store: free disk kept; below it the cache stops writing. "
+        "None = the store's next growth (256 vectors of the collection's size, plus 8 MiB).",
+    )
+    max_open_collections: int = Field(
+        32, ge=1, description="Embedded store: collections kept open; the least used close."
+    )
     breaker_threshold: int = Field(3, ge=1, description="Qdrant failures that open the breaker.")
     breaker_cooldown: float = Field(30.0, gt=0, description="Seconds Qdrant is skipped then.")
     read_cache: bool = Field(True, description="Serve vectors from the cache (off: no-cache).")

@@ -37,6 +37,8 @@ class Stats:
     bytes_written: int = 0
     pending_writes: int = 0
     expired: int = 0
+    # Store operations skipped for lack of free disk (embedded store).
+    disk_full: int = 0
     # Requests per latency bucket (not cumulative); the last counts those above every bound.
     tei_latency_counts: list[int] = field(
         default_factory=lambda: [0] * (len(TEI_LATENCY_BUCKETS) + 1)
