@@ -83,10 +83,14 @@ class DiskGuard:
 
     def _check(self, what: str, needed: int, action: str) -> None:
         free = free_bytes(self._root)
-        if free >= needed:
-            if what in self._refused:
+        refused = what in self._refused
+        # Once refused, twice the space is needed again: no flapping with every write's size.
+        if free >= (2 * needed if refused else needed):
+            if refused:
                 self._refused.discard(what)
-                log.warning("free disk space is back at %s: %s resumes", self._root, action)
+                log.warning(
+                    "%.1f MiB free again at %s: %s resumes", free / 2**20, self._root, action
+                )
             return
         error = StoreDiskFullError(str(self._root), free, needed, action)
         if what not in self._refused:

@@ -134,10 +134,13 @@ def _lock_folder(root: Path) -> IO[str] | None:
         recorded = handle.read()
         handle.close()
         raise StoreLockedError(str(root), _describe_holder(recorded)) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "program": Path(sys.argv[0]).name}))
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "program": Path(sys.argv[0]).name}))
+        handle.flush()
+    except OSError as exc:  # a full disk: the record only names the holder to others
+        log.warning("could not record this process as the holder of %s: %s", root, exc)
     return handle
 
 
