@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 # qdrant-edge holds the GIL in every call (0.9: no allow_threads), so the store calls it in
 # steps that each hold it for a few milliseconds. Measured on a 2-core machine: an upsert
 # costs ~15 us per point plus ~1.7 ns per vector byte, a flush ~5 ns per unflushed vector byte.
-_STEP_BYTES = 1 << 20
-_MAX_STEP = 256
+_STEP_BYTES = 1 << 19
+_MAX_STEP = 128
 # Unflushed vector bytes after which a shard is flushed (~5 ms), so that close stays short.
-FLUSH_BYTES = 1 << 20
+FLUSH_BYTES = 4 << 20
 
 
 def step_points(dimension: int) -> int:
