@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,10 @@ import numpy as np
 import pytest
 
 from cached_tei.stores.disk import free_bytes
-from tests.support.env import scrubbed_environ
+from tests.proxy.support import run_cli
 from tests.tei_emulator import EmulatorServer, expected_vector
 
 BATCH = 1000
-_MAIN = "import sys; from cached_tei.cli import main; sys.exit(main())"
 
 
 @pytest.fixture
@@ -62,14 +60,7 @@ def _metric(proxy_url: str, name: str) -> float:
 
 
 def _cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", _MAIN, "cache", *args, "--qdrant-path", str(store)],
-        capture_output=True,
-        text=True,
-        env=scrubbed_environ(),
-        timeout=120,
-        check=False,
-    )
+    return run_cli("cache", *args, "--qdrant-path", str(store))
 
 
 def test_a_full_disk_stops_writes_and_never_kills_the_proxy(

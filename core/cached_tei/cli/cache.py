@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ..errors import CachedTEIError
 from ..settings import CachedTEISettings
 from ..stores import CacheStore, CollectionInfo, EmbeddedStore, open_store
 from .options import CLIError, settings_from_args
@@ -24,11 +25,25 @@ def _with_store(settings: CachedTEISettings, action: Callable[[CacheStore], Awai
     async def run() -> T:
         store = open_store(settings)
         try:
-            return await action(store)
+            return await _readable(settings, action(store))
         finally:
             await store.aclose()
 
     return asyncio.run(run())
+
+
+async def _readable(settings: CachedTEISettings, work: Awaitable[T]) -> T:
+    """``work``, with a failure to read the store told in one line that names the recovery."""
+    try:
+        return await work
+    except (CachedTEIError, OSError):
+        raise  # they say what to do already
+    except Exception as exc:
+        problem = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise CLIError(
+            f"the cache in {settings.cache_location} cannot be read ({problem}); "
+            "cached-tei cache clear --yes deletes it, and the cache fills again"
+        ) from exc
 
 
 def run_cache_stats(args: argparse.Namespace) -> int:

@@ -388,6 +388,23 @@ class EmbeddedStore:
                 shutil.rmtree(folder)
         return removed
 
+    async def sample(self, name: str, size: int) -> list[tuple[str, np.ndarray, dict[str, Any]]]:
+        """Up to ``size`` entries of collection ``name``, drawn at random: (id, vector,
+        payload), for ``cached-tei cache verify``."""
+        with self._use().mutex:
+            opened = self._opened(name)
+            if opened is None:
+                return []
+            records = opened.shard.query(
+                edge.QueryRequest(
+                    limit=size, query=edge.Sample.Random, with_vector=True, with_payload=True
+                )
+            )
+        return [
+            (str(r.id), np.asarray(r.vector, dtype=np.float32), dict(r.payload or {}))
+            for r in records
+        ]
+
     async def claim_prune(self, owner: str, seconds: float) -> bool:
         return True  # the folder lock makes this process the only one
 
