@@ -160,6 +160,7 @@ def test_threads_fds_and_maps_stay_bounded_with_a_thousand_namespaces(
     # a closed one reopens on demand, with its entries
     first = loop.run(engine.embed(["text of 0"], EmbedOptions(tenant="t0")))
     assert first.hits == 1 and _exact(tei, ["text of 0"], first.vectors)
+    embedder.close()  # before fast_folder goes
 
 
 # ---------------------------------------------------------------------------- the caller's loop

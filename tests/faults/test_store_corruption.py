@@ -116,3 +116,28 @@ def test_verify_without_stored_texts_checks_what_it_can(tei, tmp_path) -> None:
     result = _verify(tei, store)
     assert result.returncode == 4, (result.stdout, result.stderr)
     assert "0 drifted, 1 corrupt, 9 without text" in result.stdout
+
+
+def test_a_truncated_id_tracker_is_detected_and_counted_truthfully(tei, tmp_path) -> None:
+    store = tmp_path / "qdrant"
+    texts = [f"tracked {i}" for i in range(3000)]
+    collection = _fill(tei, store, texts)
+    [mappings] = (collection / "shard" / "segments").glob("*/mutable_id_tracker.mappings")
+    mappings.write_bytes(mappings.read_bytes()[: mappings.stat().st_size // 3])
+
+    stats = run_cli("cache", "stats", "--json", "--qdrant-path", str(store))
+    assert stats.returncode == 0, stats.stderr
+    [described] = json.loads(stats.stdout)["collections"]
+    kept = described["count"]
+    assert 0 < kept < 3000 and described["lost"] == 3000 - kept
+    assert "id tracker lost them" in stats.stderr
+
+    with CachedEmbedder(tei_url=tei.url, qdrant_path=store, lru_bytes=0) as embedder:
+        vectors = embedder.embed_documents(texts)
+        assert (embedder.stats.hits, embedder.stats.misses) == (kept, 3000 - kept)
+    assert np.array_equal(
+        np.asarray(vectors, dtype=np.float32),
+        np.stack([expected_vector(tei.config, t) for t in texts]),
+    )
+    stats = run_cli("cache", "stats", "--json", "--qdrant-path", str(store))
+    assert json.loads(stats.stdout)["collections"][0] == {**described, "count": 3000, "lost": 0}

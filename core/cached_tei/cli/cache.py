@@ -71,6 +71,7 @@ def run_cache_stats(args: argparse.Namespace) -> int:
                     "namespace": c.namespace,
                     "dimension": c.dimension,
                     "count": c.count,
+                    "lost": c.lost,
                 }
                 for c in collections
             ],
@@ -92,7 +93,21 @@ def run_cache_stats(args: argparse.Namespace) -> int:
         print(
             f"{settings.cache_location} is held by {holder}: entry counts unknown until it closes"
         )
+    lost = _lost_note(collections)
+    if lost is not None:
+        print(lost)
     return 0
+
+
+def _lost_note(collections: list[CollectionInfo]) -> str | None:
+    """A line on entries lost by damaged id trackers since their collections were written."""
+    lost = sum(c.lost for c in collections)
+    if not lost:
+        return None
+    return (
+        f"{lost} entries were lost since they were written (a damaged id tracker): they are "
+        "computed again; check the rest with cached-tei cache verify"
+    )
 
 
 def run_cache_prune(args: argparse.Namespace) -> int:

@@ -213,7 +213,7 @@ class EmbeddedStore:
             if "WouldBlock" in str(exc):  # a process that does not take the folder lock
                 raise StoreLockedError(str(self._root), None) from exc
             raise
-        return folder.shards.add(name, shard, dimension)
+        return folder.shards.add(self._root / name, shard, dimension)
 
     def _stored_namespace(self, name: str) -> dict[str, Any] | None:
         description = _read_description(self._root / name)
@@ -264,7 +264,7 @@ class EmbeddedStore:
         (folder / f"{_NAMESPACE_FILE}.tmp").replace(folder / _NAMESPACE_FILE)
         (folder / _CREATING).unlink()
         log.info("created cache collection %s (%d dimensions) in %s", name, dimension, folder)
-        return self._use().shards.add(name, shard, dimension)
+        return self._use().shards.add(folder, shard, dimension)
 
     async def lookup(
         self, namespace: Namespace, ids: Sequence[str], not_before: int | None
@@ -343,18 +343,18 @@ class EmbeddedStore:
     def _describe(self, folder: Path, *, count: bool) -> CollectionInfo:
         description = _read_description(folder)
         assert description is not None  # a collection folder without one raised
-        entries = None
+        opened = None
         if count:
             try:
                 opened = self._opened(folder.name)
             except StoreDiskFullError:
-                opened = None
-            entries = None if opened is None else _count(opened.shard, folder)
+                pass
         return CollectionInfo(
             name=folder.name,
             namespace=description.get("namespace"),
             dimension=int(description["dimension"]),
-            count=entries,
+            count=None if opened is None else opened.count(),
+            lost=0 if opened is None else opened.lost,
         )
 
     async def prune(self, older_than: int) -> int:
@@ -369,6 +369,7 @@ class EmbeddedStore:
                 shard = opened.shard
                 removed += shard.count(edge.CountRequest(filter=expired, exact=True))
                 shard.update(edge.UpdateOperation.delete_points_by_filter(expired))
+                opened.flush()  # records the new count
         return removed
 
     async def clear(self) -> int:
@@ -379,12 +380,12 @@ class EmbeddedStore:
             for folder in self._root.glob(f"{self._collection_prefix}_*"):
                 try:
                     opened = self._opened(folder.name)
-                    removed += 0 if opened is None else _count(opened.shard, folder)
+                    removed += 0 if opened is None else opened.count()
                 except Exception as exc:  # what cannot be read is deleted all the same
                     log.warning(
                         "deleting cache collection %s, which cannot be read: %s", folder, exc
                     )
-                self._use().shards.close(folder.name)
+                self._use().shards.forget(folder.name)
                 shutil.rmtree(folder)
         return removed
 
@@ -466,7 +467,3 @@ def _undescribed(folder: Path, problem: str) -> StoreConfigurationError:
         f"{folder / _NAMESPACE_FILE} {problem}, so what they are is unknown; nothing was "
         "deleted. Run cached-tei cache clear to delete the cache (or restore the file)."
     )
-
-
-def _count(shard: edge.EdgeShard, folder: Path) -> int:
-    return int(shard.count(edge.CountRequest(exact=True)))

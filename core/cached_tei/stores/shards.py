@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 import qdrant_edge as edge
+
+from .ledger import lost_entries, record
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +34,38 @@ def step_points(dimension: int) -> int:
 
 
 class OpenShard:
-    """An open shard, its vector size, and the vector bytes written since its last flush."""
+    """An open shard in ``folder``: its vector size, the vector bytes written since its last
+    flush, and the entries its id tracker lost before it was opened."""
 
-    __slots__ = ("dimension", "shard", "unflushed")
+    __slots__ = ("dimension", "folder", "lost", "shard", "unflushed")
 
-    def __init__(self, shard: edge.EdgeShard, dimension: int) -> None:
+    def __init__(self, shard: edge.EdgeShard, folder: Path, dimension: int) -> None:
         self.shard = shard
+        self.folder = folder
         self.dimension = dimension
         self.unflushed = 0
+        self.lost = lost_entries(folder, self.count())
+
+    def count(self) -> int:
+        return int(self.shard.count(edge.CountRequest(exact=True)))
 
     def wrote(self, points: int) -> None:
         """Count ``points`` written; flush once enough are pending."""
         self.unflushed += points * 4 * self.dimension
         if self.unflushed >= FLUSH_BYTES:
-            self.shard.flush()
-            self.unflushed = 0
+            self.flush()
+
+    def flush(self) -> None:
+        """Persist the shard, and record how many entries it holds."""
+        self.shard.flush()
+        self.unflushed = 0
+        record(self.folder, self.count())
 
     def close(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # a folder deleted under it: still close, and say so
+            log.warning("cache collection %s could not be flushed: %s", self.folder, exc)
         self.shard.close()
 
 
@@ -77,19 +95,21 @@ class OpenShards:
     def __iter__(self) -> Iterator[str]:
         return iter(self._open)
 
-    def add(self, name: str, shard: edge.EdgeShard, dimension: int) -> OpenShard:
-        """Keep ``shard`` open, closing the least recently used ones beyond the cap."""
+    def add(self, folder: Path, shard: edge.EdgeShard, dimension: int) -> OpenShard:
+        """Keep the shard of the collection in ``folder`` open, closing the least recently
+        used ones beyond the cap."""
         while len(self._open) >= self.cap:
             oldest, idle = self._open.popitem(last=False)
             idle.close()
             log.debug("closed idle cache collection %s (%d open at most)", oldest, self.cap)
-        opened = self._open[name] = OpenShard(shard, dimension)
+        opened = self._open[folder.name] = OpenShard(shard, folder, dimension)
         return opened
 
-    def close(self, name: str) -> None:
+    def forget(self, name: str) -> None:
+        """Close a shard whose folder is about to go, without a last flush."""
         opened = self._open.pop(name, None)
         if opened is not None:
-            opened.close()
+            opened.shard.close()
 
     def pop_oldest(self) -> OpenShard | None:
         """Forget the least recently used shard and return it (to close), None if none is open."""
