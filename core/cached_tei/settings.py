@@ -124,7 +124,7 @@ class CachedTEISettings(BaseSettings):
         None,
         ge=0,
         description="Embedded store: free disk kept; below it the cache stops writing. "
-        "None = the store's next growth (256 vectors of the collection's size, plus 8 MiB).",
+        "None = the store's next growth (one write step, at most 512 KiB of vectors, plus 8 MiB).",
     )
     max_open_collections: int = Field(
         32, ge=1, description="Embedded store: collections kept open; the least used close."

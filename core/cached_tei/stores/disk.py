@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import StoreDiskFullError
+from .shards import step_points
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,12 @@ class DiskGuard:
     """Checks free space before the store writes or opens a shard; logs once per episode.
 
     ``min_free`` (``min_free_disk_bytes``) is the margin kept free; None sizes it to the
-    store's next growth: ``step`` points of the collection's dimension, plus 8 MiB.
+    store's next growth: one write step of the collection's vectors, plus 8 MiB.
     """
 
-    def __init__(self, root: Path, min_free: int | None, step: int) -> None:
+    def __init__(self, root: Path, min_free: int | None) -> None:
         self._root = root
         self._min_free = min_free
-        self._step = step
         self._refused: set[str] = set()  # what is refused now: "write" or a shard's name
 
     @property
@@ -69,7 +69,7 @@ class DiskGuard:
     def margin(self, dimension: int) -> int:
         if self._min_free is not None:
             return self._min_free
-        return write_growth(self._step, dimension) + _DEFAULT_SLACK
+        return write_growth(step_points(dimension), dimension) + _DEFAULT_SLACK
 
     def check_write(self, points: int, dimension: int) -> None:
         """Raise StoreDiskFullError unless ``points`` new vectors leave the margin free."""

@@ -70,7 +70,7 @@ class _Folder:
         self.users = 0
         self.mutex = threading.RLock()
         self.shards = OpenShards(settings.max_open_collections)
-        self.disk = DiskGuard(root, settings.min_free_disk_bytes, step_points(1024))
+        self.disk = DiskGuard(root, settings.min_free_disk_bytes)
         self._lock = _lock_folder(root)
 
     async def close(self) -> None:
