@@ -367,9 +367,11 @@ class EmbeddedStore:
                 opened = self._opened(folder.name)
                 assert opened is not None
                 shard = opened.shard
-                removed += shard.count(edge.CountRequest(filter=expired, exact=True))
-                shard.update(edge.UpdateOperation.delete_points_by_filter(expired))
-                opened.flush()  # records the new count
+                expiring = shard.count(edge.CountRequest(filter=expired, exact=True))
+                if expiring:
+                    shard.update(edge.UpdateOperation.delete_points_by_filter(expired))
+                    opened.flush()  # records the new count
+                removed += expiring
         return removed
 
     async def clear(self) -> int:
@@ -378,6 +380,8 @@ class EmbeddedStore:
         removed = 0
         with self._use().mutex:
             for folder in self._root.glob(f"{self._collection_prefix}_*"):
+                if not folder.is_dir():
+                    continue
                 try:
                     opened = self._opened(folder.name)
                     removed += 0 if opened is None else opened.count()
