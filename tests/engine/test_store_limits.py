@@ -168,7 +168,7 @@ def test_the_callers_loop_runs_between_store_steps(make_embedder, tei) -> None:
     embedder = make_embedder()
     loop, engine = embedder._engine()
     namespace = loop.run(engine.namespace(EmbedOptions()))
-    count = 5000
+    count = 12_000  # more vector bytes than shards.FLUSH_BYTES
     ids = [point_id(f"step {i}") for i in range(count)]
     vectors = np.random.default_rng(7).standard_normal((count, 384), dtype=np.float32)
 
@@ -198,4 +198,4 @@ def test_the_callers_loop_runs_between_store_steps(make_embedder, tei) -> None:
     assert during_write >= steps - 1 and during_read >= steps - 1
     assert np.array_equal(np.stack([found[i] for i in ids]), vectors)
     opened = engine.store._use().shards.get(namespace.collection("cached_tei"))
-    assert opened.unflushed < shards.FLUSH_BYTES  # flushed in steps: close has little left
+    assert vectors.nbytes > shards.FLUSH_BYTES > opened.unflushed  # flushed on the way

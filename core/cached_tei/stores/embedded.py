@@ -78,10 +78,11 @@ class _Folder:
         while True:
             with self.mutex:
                 opened = self.shards.pop_oldest()
-                if opened is None:
-                    break
+            if opened is None:
+                break
+            await asyncio.to_thread(opened.write_back)
+            with self.mutex:
                 opened.close()
-            await asyncio.sleep(0)
         if self._lock is not None:
             self._lock.close()  # releases the lock
 
@@ -310,7 +311,13 @@ class EmbeddedStore:
             with self._use().mutex:
                 opened = self._ensure_collection(namespace, dimension)
                 opened.shard.update(edge.UpdateOperation.upsert_points(points))
-                opened.wrote(len(points))
+                write_back, flush = opened.wrote(len(points))
+            if write_back or flush:
+                await asyncio.to_thread(opened.write_back)
+            if flush:
+                with self._use().mutex:
+                    if self._use().shards.get(opened.folder.name) is opened:  # still open
+                        opened.flush()
         return int(vectors.nbytes)
 
     def _collection_folders(self) -> list[Path]:
