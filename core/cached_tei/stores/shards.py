@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 
 # qdrant-edge holds the GIL in every call (0.9: no allow_threads), so the store calls it in
 # steps that each hold it for a few milliseconds. Measured on a 2-core machine: an upsert
-# costs ~15 us per point plus ~1.7 ns per vector byte, a flush ~5 ns per unflushed vector byte.
+# costs ~15 us per point plus ~1.7 ns per vector byte, a flush ~0.6 ns per unflushed vector
+# byte of CPU (plus its syncs).
 _STEP_BYTES = 1 << 19
 _MAX_STEP = 128
 # Vector bytes after which a shard's pages are written back to disk in a thread (no GIL:
 # qdrant-edge's own flush holds it through its syncs, ~100 ms on a busy disk), and after which
-# it is flushed (~10 ms of CPU at 0.6 ns per byte), so that close has little left to do.
+# it is flushed (~5 ms of CPU at 0.6 ns per byte), so that close has little left to do.
 WRITE_BACK_BYTES = 4 << 20
-FLUSH_BYTES = 16 << 20
+FLUSH_BYTES = 8 << 20
 
 
 def step_points(dimension: int) -> int:
