@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
-from cached_tei import EmbedOptions, StoreConfigurationError, point_id
+from cached_tei import CachedEmbedder, EmbedOptions, StoreConfigurationError, point_id
 from cached_tei.stores import disk, shards
 from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorServer, expected_vector
@@ -199,3 +201,24 @@ def test_the_callers_loop_runs_between_store_steps(make_embedder, tei) -> None:
     assert np.array_equal(np.stack([found[i] for i in ids]), vectors)
     opened = engine.store._use().shards.get(namespace.collection("cached_tei"))
     assert vectors.nbytes > shards.FLUSH_BYTES > opened.unflushed  # flushed on the way
+
+
+def test_interpreter_exit_closes_the_store_in_steps_without_threads(tei, qdrant_path) -> None:
+    texts = [f"closed at exit {i}" for i in range(6000)]  # write-backs while writing, too
+    script = (
+        # DEBUG logging, as where this was seen: the executor is then shut down before the drain
+        "import logging; logging.basicConfig(level=logging.DEBUG)\n"
+        "from cached_tei import CachedEmbedder\n"
+        f"embedder = CachedEmbedder(tei_url={tei.url!r}, qdrant_path={str(qdrant_path)!r})\n"
+        "embedder.embed_documents([f'closed at exit {i}' for i in range(6000)])\n"
+        "# no close(): at exit the executor takes no more threads; the store closes anyway\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "closing cached-tei failed" not in done.stderr, done.stderr[-3000:]
+    tei.reset_log()
+    reopened = CachedEmbedder(tei_url=tei.url, qdrant_path=qdrant_path, lru_bytes=0)
+    with reopened:
+        assert _exact(tei, texts, reopened.embed_documents(texts))
+        assert reopened.stats.hits == 6000

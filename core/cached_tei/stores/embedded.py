@@ -80,7 +80,7 @@ class _Folder:
                 opened = self.shards.pop_oldest()
             if opened is None:
                 break
-            await asyncio.to_thread(opened.write_back)
+            await opened.write_back_off_loop()
             with self.mutex:
                 opened.close()
         if self._lock is not None:
@@ -313,7 +313,7 @@ class EmbeddedStore:
                 opened.shard.update(edge.UpdateOperation.upsert_points(points))
                 write_back, flush = opened.wrote(len(points))
             if write_back or flush:
-                await asyncio.to_thread(opened.write_back)
+                await opened.write_back_off_loop()
             if flush:
                 with self._use().mutex:
                     if self._use().shards.get(opened.folder.name) is opened:  # still open

@@ -8,6 +8,7 @@ disk when it is needed again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections import OrderedDict
@@ -77,6 +78,13 @@ class OpenShard:
                     os.fsync(descriptor)
                 finally:
                     os.close(descriptor)
+
+    async def write_back_off_loop(self) -> None:
+        """``write_back`` in a thread; inline once the interpreter is exiting (no threads)."""
+        try:
+            await asyncio.to_thread(self.write_back)
+        except RuntimeError:  # "cannot schedule new futures after shutdown"
+            self.write_back()
 
     def flush(self) -> None:
         """Persist the shard, and record how many entries it holds."""
