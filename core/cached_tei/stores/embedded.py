@@ -174,8 +174,9 @@ class EmbeddedStore:
 
     Every store in a process that points at one folder shares it (and its lock) with the
     others; another process that points at it gets a StoreLockedError at its first use.
-    qdrant-edge holds the GIL during its calls, so they run directly on the event loop:
-    a thread would add overhead without adding parallelism.
+    qdrant-edge holds the GIL during its calls, so they run directly on the event loop, in
+    steps (a thread would add overhead without adding parallelism); only the write-back of a
+    shard's pages, plain ``os.fsync`` calls that release the GIL, runs in a thread.
     """
 
     def __init__(self, settings: CachedTEISettings) -> None:
