@@ -27,6 +27,7 @@ from .errors import (
     InputError,
     ModelChangedError,
     StoreConfigurationError,
+    StoreDiskFullError,
     StoreUnavailable,
     TEIError,
 )
@@ -388,6 +389,9 @@ class Engine:
             return "skipped", None
         try:
             result = await _within(operation(), self.settings.qdrant_timeout)
+        except StoreDiskFullError:  # the store declined (and logged it): no Qdrant failure
+            self.stats.disk_full += 1
+            return "skipped", None
         except (StoreUnavailable, asyncio.TimeoutError) as exc:
             self.breaker.record_failure()
             self.stats.cache_errors += 1

@@ -49,6 +49,8 @@ class CollectionInfo:
     namespace: dict[str, Any] | None
     dimension: int
     count: int | None
+    # Entries lost since the collection was last written (a damaged id tracker; embedded).
+    lost: int = 0
 
 
 @dataclass(frozen=True)
