@@ -189,7 +189,7 @@ def test_the_callers_loop_runs_between_store_steps(make_embedder, tei) -> None:
         before = ticks
         await engine.store.upsert(namespace, ids, vectors)
         during_write, before = ticks - before, ticks
-        found = await engine.store.lookup(namespace, ids, None)
+        found = await engine.store.lookup(namespace, ids)
         during_read = ticks - before
         running = False
         await task
@@ -198,7 +198,7 @@ def test_the_callers_loop_runs_between_store_steps(make_embedder, tei) -> None:
     during_write, during_read, found = loop.run(run())
     steps = -(-count // shards.step_points(384))
     assert during_write >= steps - 1 and during_read >= steps - 1
-    assert np.array_equal(np.stack([found[i] for i in ids]), vectors)
+    assert found.ids == ids and np.array_equal(found.vectors, vectors)
     opened = engine.store._use().shards.get(namespace.collection("cached_tei"))
     assert vectors.nbytes > shards.FLUSH_BYTES > opened.unflushed  # flushed on the way
 

@@ -75,6 +75,7 @@ def test_a_full_disk_stops_writes_and_never_kills_the_proxy(
     while _metric(proxy.url, "cached_tei_write_queue_depth") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert proxy.log().count("the cache is skipped until space is freed") == 1  # logged once
+    assert _metric(proxy.url, "cached_tei_cache_disk_full_total") > 0  # and counted
     assert free_bytes(small_disk) > 0
     # what was stored is still served from the cache, and right
     served = _embed(proxy.url, tei, batches[0])
