@@ -24,7 +24,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import qdrant_edge as edge
@@ -40,6 +40,7 @@ from .base import (
     Texts,
     dimension_mismatch,
     entry_payloads,
+    float32_matrix,
     namespace_mismatch,
     store_contract,
     url_key,
@@ -297,10 +298,11 @@ class EmbeddedStore:
                 records = opened.shard.retrieve(
                     point_ids=list(ids[start : start + step]), with_payload=True, with_vector=True
                 )
-            matrix = np.array([r.vector for r in records], dtype=np.float32)
-            parts.append(
-                Rows.of([str(r.id) for r in records], matrix, (r.payload for r in records))
-            )
+            # Dense vectors only: the binding builds each one's list of floats here.
+            lists = cast(list[list[float]], [r.vector for r in records])
+            matrix = float32_matrix(lists, dimension)
+            ids_found = [str(r.id) for r in records]
+            parts.append(Rows.of(ids_found, matrix, (r.payload for r in records), lists))
         return Rows.join(parts)
 
     async def upsert(
