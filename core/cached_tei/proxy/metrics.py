@@ -74,6 +74,11 @@ _PLAIN_COUNTERS = (
         "Cache entries that did not match their checksum (recomputed).",
         "corrupt",
     ),
+    (
+        "cached_tei_cache_disk_full",
+        "Cache operations skipped for lack of free disk (embedded store).",
+        "disk_full",
+    ),
 )
 
 
