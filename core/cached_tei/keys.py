@@ -129,7 +129,7 @@ def _check_scopes() -> None:
             f"{sorted(options)}: give EmbedOptions a field per vector setting (a query_/document_ "
             "pair sets one field)"
         )
-    namespaced = {f.name for f in fields(Namespace)} - {"model_id", "model_sha"}
+    namespaced = {f.name for f in fields(Namespace)} - {"model_id", "model_sha", "model_dimension"}
     if namespaced != set(_NAMESPACED_OPTIONS):
         raise TypeError(
             f"Namespace has {sorted(namespaced)} but the options that change a vector are "
