@@ -17,8 +17,11 @@ from tests.tei_emulator import (
     EmulatorServer,
     Fault,
     RecordedRequest,
+    expected_score,
+    expected_sparse,
     expected_vector,
 )
+from tests.tei_emulator._core import MODEL_TYPES
 
 CFG = EmulatorConfig(
     dim=32,
@@ -406,13 +409,6 @@ def test_info_health_metrics(emu):
 def test_forwardable_routes(emu):
     toks = httpx.post(emu.url + "/tokenize", json={"inputs": "hello big world"}).json()
     assert [t["text"] for t in toks[0]] == ["hello", "big", "world"] and toks[0][1]["start"] == 6
-    ranks = httpx.post(
-        emu.url + "/rerank", json={"query": "q", "texts": ["a", "b", "c"], "return_text": True}
-    ).json()
-    assert sorted(r["index"] for r in ranks) == [0, 1, 2] and all("text" in r for r in ranks)
-    assert ranks == sorted(ranks, key=lambda r: -r["score"])
-    sparse = httpx.post(emu.url + "/embed_sparse", json={"inputs": ["a", "b"]}).json()
-    assert len(sparse) == 2 and all({"index", "value"} == set(x) for x in sparse[0])
     pred = httpx.post(emu.url + "/predict", json={"inputs": "a"}).json()
     assert {p["label"] for p in pred} == {"LABEL_0", "LABEL_1"}
     assert len(httpx.post(emu.url + "/predict", json={"inputs": [["a"], ["b", "c"]]}).json()) == 2
@@ -421,6 +417,54 @@ def test_forwardable_routes(emu):
     ).json()
     assert abs(sim[0] - 1.0) < 1e-5 and len(sim) == 2
     assert emu.requests == []  # not embed routes
+
+
+def test_rerank_follows_the_oracle_and_tei_order():
+    cfg = EmulatorConfig(dim=16, model_type="reranker", step_ms=0, per_text_ms=0)
+    texts = ["a", "b", "c", "a"]  # equal scores: TEI sorts ascending, then reverses
+    with EmulatorServer(cfg) as s:
+        ranks = post(s.url + "/rerank", {"query": "q", "texts": texts, "return_text": True})
+        raw = post(s.url + "/rerank", {"query": "q", "texts": texts, "raw_scores": True})
+        assert s.rerank_pairs_computed == 8
+        assert [r.texts for r in s.requests] == [texts, texts]
+    scores = [expected_score(cfg, "q", t) for t in texts]
+    order = sorted(range(4), key=lambda i: scores[i])[::-1]
+    assert [(r["index"], r["text"]) for r in ranks.json()] == [(i, texts[i]) for i in order]
+    assert [np.float32(r["score"]) for r in ranks.json()] == [scores[i] for i in order]
+    assert order.index(3) < order.index(0)  # the tie: last index first
+    logits = {r["index"]: np.float32(r["score"]) for r in raw.json()}
+    assert logits == {i: expected_score(cfg, "q", t, raw_scores=True) for i, t in enumerate(texts)}
+
+
+def test_embed_sparse_follows_the_oracle():
+    cfg = EmulatorConfig(dim=64, model_type="splade", step_ms=0, per_text_ms=0)
+    with EmulatorServer(cfg) as s:
+        body = post(s.url + "/embed_sparse", {"inputs": ["a", "b c"]}).json()
+        assert s.sparse_texts_computed == 2
+    for text, entries in zip(["a", "b c"], body, strict=True):
+        indices, values = expected_sparse(cfg, text)
+        assert [e["index"] for e in entries] == indices and indices == sorted(indices)
+        assert np.array_equal(np.array([e["value"] for e in entries], dtype=np.float32), values)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "path", "body", "message"),
+    [
+        ("embedding", "/rerank", {"query": "q", "texts": ["a"]}, "not a re-ranker model"),
+        ("embedding", "/embed_sparse", {"inputs": "a"}, "SPLADE"),
+        ("reranker", "/embed", {"inputs": "a"}, "not an embedding model"),
+        ("reranker", "/embed_sparse", {"inputs": "a"}, "SPLADE"),
+        ("splade", "/rerank", {"query": "q", "texts": ["a"]}, "not a re-ranker model"),
+    ],
+)
+def test_a_route_the_model_lacks_is_tei_424(model_type, path, body, message):
+    cfg = EmulatorConfig(dim=8, model_type=model_type, step_ms=0, per_text_ms=0)
+    with EmulatorServer(cfg) as s:
+        r = post(s.url + path, body)
+        info = httpx.get(s.url + "/info").json()
+    assert r.status_code == 424 and r.json()["error_type"] == "Backend"
+    assert message in r.json()["error"]
+    assert info["model_type"] == MODEL_TYPES[model_type]
 
 
 def test_api_key():

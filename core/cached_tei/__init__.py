@@ -24,9 +24,12 @@ if TYPE_CHECKING:
         TEIError,
     )
     from .keys import EmbedOptions, Namespace, point_id
+    from .reranker import CachedReranker
     from .settings import CachedTEISettings
+    from .sparse import CachedSparseEmbedder
     from .stats import Stats
     from .tei import TEIInfo
+    from .values import Rank, SparseVector
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -50,11 +53,17 @@ _HOMES = {
     "Namespace": "keys",
     "point_id": "keys",
     "CachedTEISettings": "settings",
+    "CachedReranker": "reranker",
+    "CachedSparseEmbedder": "sparse",
+    "Rank": "values",
+    "SparseVector": "values",
     "Stats": "stats",
     "TEIInfo": "tei",
 }
 __all__ = [
     "CachedEmbedder",
+    "CachedReranker",
+    "CachedSparseEmbedder",
     "CachedTEIError",
     "CachedTEISettings",
     "EmbedOptions",
@@ -65,6 +74,8 @@ __all__ = [
     "Kind",
     "ModelChangedError",
     "Namespace",
+    "Rank",
+    "SparseVector",
     "Stats",
     "StoreConfigurationError",
     "StoreLockedError",

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-import threading
-import weakref
 from collections.abc import Coroutine, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 from typing_extensions import TypedDict, Unpack
 
-from .engine import EmbedResult, Engine
+from .engine import EmbedResult
 from .errors import InputError
+from .face import Face
 from .keys import EmbedOptions
 from .loop import LoopThread
-from .runtime import RUNTIME
 from .settings import CachedTEISettings
-from .stats import Stats
-from .tei import TEIInfo
 
 Kind = Literal["query", "document"]
 KINDS: tuple[Kind, ...] = ("query", "document")
@@ -31,28 +25,7 @@ class CacheControl(TypedDict, total=False):
     write_cache: bool  # False: keep no new vector anywhere, memory included (no-store)
 
 
-class _Lease:
-    """The engine a face uses, from its first call until it is closed."""
-
-    def __init__(self) -> None:
-        self.mutex = threading.Lock()
-        self.loop: LoopThread | None = None
-        self.engine: Engine | None = None
-
-    def take(self) -> tuple[LoopThread, Engine] | None:
-        with self.mutex:
-            loop, engine = self.loop, self.engine
-            self.loop = self.engine = None
-        return (loop, engine) if loop is not None and engine is not None else None
-
-
-def _release_collected(lease: _Lease) -> None:
-    taken = lease.take()
-    if taken is not None:
-        RUNTIME.release_soon(*taken)
-
-
-class CachedEmbedder:
+class CachedEmbedder(Face):
     """Text embeddings from TEI with a persistent Qdrant cache in front.
 
     Settings come from ``CACHED_TEI_*`` environment variables (see
@@ -67,19 +40,8 @@ class CachedEmbedder:
     """
 
     def __init__(self, settings: CachedTEISettings | None = None, **overrides: Any) -> None:
-        if settings is None:
-            settings = CachedTEISettings(**overrides)
-        elif overrides:
-            settings = CachedTEISettings(**{**dict(settings), **overrides})
-        if not settings.write_through and _in_multiprocessing_worker():
-            # A multiprocessing worker may be ended without exit handlers (Pool.terminate,
-            # os._exit): each call stores its vectors before it returns.
-            settings = settings.model_copy(update={"write_through": True})
-        self.settings = settings
-        self._options = {kind: EmbedOptions.from_settings(settings, kind) for kind in KINDS}
-        self._lease = _Lease()
-        self._final_stats = Stats()
-        self._finalizer = weakref.finalize(self, _release_collected, self._lease)
+        super().__init__(settings, **overrides)
+        self._options = {kind: EmbedOptions.from_settings(self.settings, kind) for kind in KINDS}
 
     def __repr__(self) -> str:
         settings = self.settings
@@ -87,19 +49,6 @@ class CachedEmbedder:
             settings.cache_location if settings.qdrant_url else f"embedded:{settings.qdrant_path}"
         )
         return f"CachedEmbedder(tei_url={self.settings.tei_url!r}, store={store!r})"
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["settings"])  # type: ignore[misc]
-
-    def _engine(self) -> tuple[LoopThread, Engine]:
-        lease = self._lease
-        with lease.mutex:
-            if lease.loop is None or lease.engine is None:
-                lease.loop, lease.engine = RUNTIME.acquire(self.settings)
-            return lease.loop, lease.engine
 
     def _call(
         self, texts: Sequence[str], kind: Kind, cache: CacheControl
@@ -138,35 +87,6 @@ class CachedEmbedder:
         loop, work = self._call(texts, kind, cache)
         return loop.run(work)
 
-    def info(self) -> TEIInfo:
-        """TEI's ``/info`` (fetched once)."""
-        loop, engine = self._engine()
-        return loop.run(engine.info())
-
-    def flush(self) -> None:
-        """Block until every computed vector is written to the cache."""
-        loop, engine = self._engine()
-        loop.run(engine.flush())
-
-    def close(self) -> None:
-        """Write pending vectors and let go of the engine (closed when no other embedder of
-        this process uses it). ``stats`` keep their final values; a later call starts afresh."""
-        taken = self._lease.take()
-        if taken is not None:
-            RUNTIME.release(*taken)
-            self._final_stats = taken[1].stats.snapshot()
-
-    def __enter__(self) -> CachedEmbedder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ async
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`, from any event loop."""
@@ -184,49 +104,6 @@ class CachedEmbedder:
         """Async :meth:`embed`, from any event loop."""
         loop, work = self._call(texts, kind, cache)
         return await loop.run_async(work)
-
-    async def ainfo(self) -> TEIInfo:
-        """Async :meth:`info`."""
-        loop, engine = self._engine()
-        return await loop.run_async(engine.info())
-
-    async def aflush(self) -> None:
-        """Async :meth:`flush`."""
-        loop, engine = self._engine()
-        await loop.run_async(engine.flush())
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`; the caller's loop keeps running while the writes drain."""
-        taken = self._lease.take()
-        if taken is not None:
-            await RUNTIME.arelease(*taken)
-            self._final_stats = taken[1].stats.snapshot()
-
-    async def __aenter__(self) -> CachedEmbedder:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    # ------------------------------------------------------------------ state
-    @property
-    def stats(self) -> Stats:
-        """A snapshot of the counters (hits, misses, TEI requests, retries, cache errors...)
-        of the engine this embedder uses, shared with the embedders that share it; after
-        :meth:`close`, their final values."""
-        engine = self._lease.engine
-        return engine.stats.snapshot() if engine is not None else self._final_stats
-
-
-def _in_multiprocessing_worker() -> bool:
-    # A worker has imported multiprocessing already; anyone else need not pay for it.
-    multiprocessing = sys.modules.get("multiprocessing")
-    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def _single(text: str) -> str:

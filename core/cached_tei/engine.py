@@ -31,12 +31,13 @@ from .errors import (
     TEIError,
 )
 from .integrity import intact
-from .keys import EmbedOptions, Namespace, point_id
+from .keys import EmbedOptions, Namespace, point_ids
 from .settings import CachedTEISettings
 from .singleflight import Flight, SingleFlight
 from .stats import Stats
 from .stores import CacheStore, Rows, open_store
 from .tei import TEIClient, TEIInfo
+from .values import ModelKind
 from .writer import WriteBehind
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ _ENTRY_OVERHEAD = 420
 @dataclass(frozen=True)
 class EmbedResult:
     """Vectors for one call (float32, one row per input, input order) and where they came from.
+
+    A sparse engine's ``vectors`` is an object array of SparseVectors; a rerank engine's
+    holds one score per text.
 
     ``hits`` and ``misses`` count distinct texts: ``hits`` came from the cache, ``misses`` were
     computed by TEI (for this call or a concurrent one).
@@ -119,14 +123,16 @@ class Engine:
     """Cached, batched, parallel embeddings. Async; bound to the event loop it first runs on.
 
     Use :class:`cached_tei.CachedEmbedder` for a sync API or from several loops; use the
-    engine directly inside one event loop (as the proxy does).
+    engine directly inside one event loop (as the proxy does). ``kind`` is the kind of model
+    it caches (dense, sparse or rerank), each at its own TEI URL.
     """
 
-    def __init__(self, settings: CachedTEISettings) -> None:
+    def __init__(self, settings: CachedTEISettings, kind: ModelKind = "embedding") -> None:
         tracing.configure()
         self.settings = settings
+        self.kind = kind
         self.stats = Stats()
-        self.tei = TEIClient(settings, self.stats)
+        self.tei = TEIClient(settings, self.stats, kind)
         self.store: CacheStore = open_store(settings)
         self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
         self._writer = WriteBehind(
@@ -186,6 +192,8 @@ class Engine:
 
     async def namespace(self, options: EmbedOptions) -> Namespace:
         """The namespace (and so the collection) that vectors for ``options`` belong to."""
+        if options.query is not None:  # a rerank's query is part of each key, not the namespace
+            options = replace(options, query=None)
         info = await self.info()
         namespace = self._namespaces.get((info, options))
         if namespace is None:
@@ -234,7 +242,7 @@ class Engine:
         self._start_expiry()
         unique, inverse = _deduplicate(prepared)  # step 4
         self.stats.duplicates += len(prepared) - len(unique)
-        keys = [point_id(text) for text in unique]
+        keys = point_ids(unique, options)
         vectors: list[np.ndarray | None] = [None] * len(unique)
         own, joined = self._claimable(call, keys, vectors)  # step 5 (memory), step 6
         store_hits = 0
@@ -298,7 +306,7 @@ class Engine:
         self.stats.memory_hits += memory_hits
         self.stats.misses += len(vectors) - hits
         self.stats.coalesced += coalesced
-        matrix = np.stack(vectors)  # type: ignore[arg-type]
+        matrix = _stacked(vectors)
         if len(vectors) < len(inverse):
             matrix = matrix[inverse]
         return EmbedResult(matrix, hits, len(vectors) - hits)
@@ -458,7 +466,7 @@ class Engine:
     ) -> None:
         """Raise ModelChangedError unless ``vectors``, TEI's answer for a call in
         ``namespace``, came from that namespace's model: same ``/info`` and dimension."""
-        dimension = int(vectors.shape[1])
+        dimension = int(vectors.shape[1]) if vectors.ndim == 2 else 0  # sparse: none
         expected = self._dimensions.get(namespace)
         if expected is None:
             _, stored = await self._guarded(
@@ -496,7 +504,7 @@ class Engine:
             await self._check_model(call.namespace, call.options, batch)
             part = ids[start : start + len(batch)]
             for key, row in zip(part, batch, strict=True):
-                row = row.copy()  # a row of its own, so the cache holds no whole batch
+                row = _owned(row)
                 flight.values[(call.collection, key)] = row
                 if call.write:
                     self._keep_in_memory(call.collection, key, row)
@@ -530,7 +538,7 @@ class Engine:
             if not checks[index]:
                 corrupt += 1
             elif not_before is None or rows.created[index] >= not_before:
-                found[key] = rows.vectors[index].copy()
+                found[key] = _owned(rows.vectors[index])
         if corrupt:
             self._count_corrupt(namespace, corrupt)
         return found
@@ -598,8 +606,26 @@ def _memory_cache(settings: CachedTEISettings) -> Cache[tuple[str, str], np.ndar
     return LRUCache(settings.lru_bytes, getsizeof=_entry_size)
 
 
-def _entry_size(vector: np.ndarray) -> int:
-    return int(vector.nbytes) + _ENTRY_OVERHEAD
+def _entry_size(vector: Any) -> int:
+    if isinstance(vector, np.ndarray):
+        return int(vector.nbytes) + _ENTRY_OVERHEAD
+    # A SparseVector: two lists of Python numbers (a pointer and a 24-32 byte object each).
+    return len(vector.indices) * 2 * (8 + 28) + _ENTRY_OVERHEAD
+
+
+def _owned(row: Any) -> Any:
+    """A row of its own, so that the cache never keeps a whole batch alive (a SparseVector
+    is its own already)."""
+    return row.copy() if isinstance(row, np.ndarray) else row
+
+
+def _stacked(rows: list[Any]) -> np.ndarray:
+    """One call's rows as a float32 matrix, or an object array of SparseVectors."""
+    if isinstance(rows[0], np.ndarray):
+        return np.stack(rows)
+    stacked = np.empty(len(rows), dtype=object)
+    stacked[:] = rows
+    return stacked
 
 
 async def _within(operation: Awaitable[T], seconds: float) -> T:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InputError
 from .settings import CachedTEISettings, TruncationDirection, settings_of_scope
+from .values import ModelKind
 
 if TYPE_CHECKING:
     from .tei import TEIInfo
@@ -27,7 +28,8 @@ class EmbedOptions:
     ``instruction`` is prepended to every text before it is keyed and sent (e5/bge-style
     ``"query: "``); ``prompt_name`` is applied by TEI itself. ``truncate=None`` means the
     server's ``--auto-truncate``. ``tenant`` gives a client its own namespace (the proxy sets
-    it per API key), so that clients never see each other's entries.
+    it per API key), so that clients never see each other's entries. ``kind`` is the model's
+    kind; a rerank call sets its ``query`` (part of each key) and ``raw_scores``.
     """
 
     normalize: bool = True
@@ -37,6 +39,9 @@ class EmbedOptions:
     dimensions: int | None = None
     instruction: str = ""
     tenant: str | None = None
+    kind: ModelKind = "embedding"
+    raw_scores: bool | None = None
+    query: str | None = None
 
     @classmethod
     def from_settings(cls, settings: CachedTEISettings, kind: _Kind) -> EmbedOptions:
@@ -51,7 +56,9 @@ class EmbedOptions:
         return cls(**values)
 
     def request_fields(self) -> dict[str, Any]:
-        """The fields of a TEI ``/embed`` body besides ``inputs``, omitting server defaults."""
+        """The fields of a TEI body besides the texts, omitting server defaults."""
+        if self.kind != "embedding":
+            return self._other_fields()
         fields: dict[str, Any] = {
             "normalize": self.normalize,
             "truncation_direction": self.truncation_direction,
@@ -62,6 +69,19 @@ class EmbedOptions:
             fields["prompt_name"] = self.prompt_name
         if self.dimensions is not None:
             fields["dimensions"] = self.dimensions
+        return fields
+
+    def _other_fields(self) -> dict[str, Any]:
+        """``/embed_sparse`` and ``/rerank`` take no ``normalize`` or ``dimensions``; a rerank
+        takes its query and ``raw_scores``, and no prompt."""
+        fields: dict[str, Any] = {"truncation_direction": self.truncation_direction}
+        if self.truncate is not None:
+            fields["truncate"] = self.truncate
+        if self.kind == "rerank":
+            fields["query"] = self.query
+            fields["raw_scores"] = bool(self.raw_scores)
+        elif self.prompt_name is not None:
+            fields["prompt_name"] = self.prompt_name
         return fields
 
 
@@ -77,6 +97,8 @@ class Namespace:
     prompt_name: str | None
     dimensions: int | None
     tenant: str | None = None
+    kind: str = "embedding"
+    raw_scores: bool | None = None
     # Set when the model under the same /info began to answer with vectors of another size.
     model_dimension: int | None = None
 
@@ -91,8 +113,13 @@ class Namespace:
     def descriptor(self) -> dict[str, Any]:
         """A JSON-able description, stored with the collection and checked when it is opened."""
         described = {"schema": NAMESPACE_SCHEMA, **asdict(self)}
-        if self.tenant is None:  # namespaces without a tenant keep the digests they always had
+        # Dense namespaces without a tenant keep the digests they always had.
+        if self.tenant is None:
             del described["tenant"]
+        if self.kind == "embedding":
+            del described["kind"]
+        if self.raw_scores is None:
+            del described["raw_scores"]
         if self.model_dimension is None:
             del described["model_dimension"]
         return described
@@ -115,14 +142,18 @@ def _option_of(setting: str) -> tuple[_Kind | None, str]:
 
 
 # Options that change the vector but not the text: part of the namespace. ``instruction``
-# changes the text itself (and so its key); ``tenant`` is set per client, not by settings.
-_NAMESPACED_OPTIONS = tuple(f.name for f in fields(EmbedOptions) if f.name != "instruction")
+# changes the text itself and ``query`` the pair (and so their keys).
+_NAMESPACED_OPTIONS = tuple(
+    f.name for f in fields(EmbedOptions) if f.name not in ("instruction", "query")
+)
+# Options set per client or per call, not by settings.
+_CALL_OPTIONS = {"tenant", "kind", "raw_scores", "query"}
 
 
 def _check_scopes() -> None:
     """Raise TypeError unless the vector settings, EmbedOptions and Namespace agree."""
     from_settings = {_option_of(name)[1] for name in settings_of_scope("vector")}
-    options = {f.name for f in fields(EmbedOptions)} - {"tenant"}
+    options = {f.name for f in fields(EmbedOptions)} - _CALL_OPTIONS
     if from_settings != options:
         raise TypeError(
             f"the vector settings set {sorted(from_settings)} but EmbedOptions has "
@@ -145,3 +176,12 @@ def point_id(text: str) -> str:
     # The string str(uuid.UUID(bytes=digest[:16])) gives, formatted directly (3x faster).
     h = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def point_ids(texts: list[str], options: EmbedOptions) -> list[str]:
+    """The cache keys of texts; for a rerank, of each (query, text) pair (JSON-encoded, so
+    that no two pairs share a key)."""
+    if options.query is None:
+        return [point_id(text) for text in texts]
+    query = json.dumps(options.query)
+    return [point_id(f"[{query},{json.dumps(text)}]") for text in texts]

@@ -18,6 +18,7 @@ from . import process
 from .engine import Engine
 from .loop import LoopThread
 from .settings import FACE_SETTINGS, CachedTEISettings
+from .values import ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,15 @@ log = logging.getLogger(__name__)
 _EXIT_DRAIN_TIMEOUT = 30.0
 
 
-def engine_key(settings: CachedTEISettings) -> Hashable:
+def engine_key(settings: CachedTEISettings, kind: ModelKind = "embedding") -> Hashable:
     """What two faces must agree on to share an engine."""
-    return tuple(
-        (name, getattr(settings, name))
-        for name in sorted(type(settings).model_fields)
-        if name not in FACE_SETTINGS
+    return (
+        kind,
+        *(
+            (name, getattr(settings, name))
+            for name in sorted(type(settings).model_fields)
+            if name not in FACE_SETTINGS
+        ),
     )
 
 
@@ -52,23 +56,26 @@ class Runtime:
         # Loops and engines inherited through fork() are dead there: kept, never touched.
         self._abandoned: list[object] = []
 
-    def acquire(self, settings: CachedTEISettings) -> tuple[LoopThread, Engine]:
-        """The loop and the engine for ``settings``, counting one more user of the engine."""
+    def acquire(
+        self, settings: CachedTEISettings, kind: ModelKind = "embedding"
+    ) -> tuple[LoopThread, Engine]:
+        """The loop and the engine for ``settings`` and a kind of model, counting one more
+        user of the engine."""
         with self._mutex:
             if self._loop is None or not self._loop.running:
                 self._loop = LoopThread()
                 process.at_exit(self.shutdown)
-            key = engine_key(settings)
+            key = engine_key(settings, kind)
             shared = self._engines.get(key)
             if shared is None:
-                shared = self._engines[key] = _Shared(Engine(settings))
+                shared = self._engines[key] = _Shared(Engine(settings, kind))
             shared.users += 1
             return self._loop, shared.engine
 
     def _detach(self, engine: Engine) -> bool:
         """Count one user fewer; True when it was the last (the engine is then forgotten)."""
         with self._mutex:
-            key = engine_key(engine.settings)
+            key = engine_key(engine.settings, engine.kind)
             shared = self._engines.get(key)
             if shared is None or shared.engine is not engine:
                 return False  # already closed by shutdown()

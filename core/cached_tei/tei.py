@@ -25,10 +25,12 @@ from tenacity import (
 
 from . import tracing
 from .batcher import BatchCallback, BatchLimits, RequestBatcher
+from .environment import environment_variable
 from .errors import InputError, TEIError
 from .pacing import Pacer
 from .settings import CachedTEISettings
 from .stats import Stats
+from .values import URL_SETTINGS, ModelKind, SparseVector
 
 if TYPE_CHECKING:
     from .keys import EmbedOptions
@@ -54,6 +56,8 @@ class TEIInfo:
     auto_truncate: bool
     version: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # "embedding", "splade", "reranker" or "classifier", from /info's model_type.
+    model_type: str = "embedding"
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TEIInfo:
@@ -66,7 +70,32 @@ class TEIInfo:
             auto_truncate=bool(body.get("auto_truncate", False)),
             version=body.get("version"),
             raw=body,
+            model_type=_model_type(body.get("model_type")),
         )
+
+
+def _model_type(described: Any) -> str:
+    """The kind of model /info's ``model_type`` describes (an embedder when it says none)."""
+    if not isinstance(described, dict) or not described:
+        return "embedding"
+    kind = str(next(iter(described)))
+    if kind == "embedding" and (described[kind] or {}).get("pooling") == "splade":
+        return "splade"
+    return kind
+
+
+# The /info model types each kind's URL accepts, and the route it posts to.
+_SERVES: dict[ModelKind, tuple[frozenset[str], str]] = {
+    "embedding": (frozenset({"embedding", "splade"}), "embed"),
+    "sparse": (frozenset({"splade"}), "embed_sparse"),
+    "rerank": (frozenset({"reranker"}), "rerank"),
+}
+_KIND_NAMES = {
+    "embedding": "a dense embedding model",
+    "splade": "a sparse (SPLADE) embedding model",
+    "reranker": "a reranker",
+    "classifier": "a classifier",
+}
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -166,7 +195,7 @@ class _Connection:
     embed_extensions: dict[str, Any]
 
     @classmethod
-    def open(cls, settings: CachedTEISettings) -> _Connection:
+    def open(cls, settings: CachedTEISettings, url: str, route: str) -> _Connection:
         headers = {"Content-Type": "application/json"}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -174,18 +203,18 @@ class _Connection:
         transport = httpx.AsyncHTTPTransport(
             # httpx loads a CA bundle for every client (50-80 ms) unless told not to;
             # plain http never needs one.
-            verify=settings.tei_url.startswith("https://"),
+            verify=url.startswith("https://"),
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         )
         timeout = httpx.Timeout(settings.timeout, connect=min(10.0, settings.timeout))
         http = httpx.AsyncClient(
-            base_url=settings.tei_url, headers=headers, timeout=timeout, transport=transport
+            base_url=url, headers=headers, timeout=timeout, transport=transport
         )
         return cls(
             http=http,
             transport=transport,
             slots=asyncio.Semaphore(settings.max_concurrency),
-            embed_url=http.base_url.join("embed"),
+            embed_url=http.base_url.join(route),
             embed_headers=headers,
             embed_extensions={"timeout": timeout.as_dict()},
         )
@@ -213,10 +242,13 @@ class TEIClient:
     and concurrent calls share requests (see :mod:`cached_tei.batcher`).
     """
 
-    def __init__(self, settings: CachedTEISettings, stats: Stats) -> None:
+    def __init__(
+        self, settings: CachedTEISettings, stats: Stats, kind: ModelKind = "embedding"
+    ) -> None:
         self._settings = settings
         self._stats = stats
-        self._url = settings.tei_url
+        self._kind = kind
+        self._url = url_of(settings, kind)
         self._connection: _Connection | None = None
         self._info: TEIInfo | None = None
         self._info_read_at = 0.0
@@ -231,7 +263,7 @@ class TEIClient:
 
     def _connected(self) -> _Connection:
         if self._connection is None:
-            self._connection = _Connection.open(self._settings)
+            self._connection = _Connection.open(self._settings, self._url, _SERVES[self._kind][1])
         return self._connection
 
     async def aclose(self) -> None:
@@ -292,7 +324,25 @@ class TEIClient:
         else:
             probe = min(self._settings.timeout, _PROBE_TIMEOUT)
             response = await self._send("GET", "/info", timeout=probe)
-        return TEIInfo.from_json(orjson.loads(response.content))
+        info = TEIInfo.from_json(orjson.loads(response.content))
+        self._check_kind(info)
+        return info
+
+    def _check_kind(self, info: TEIInfo) -> None:
+        """Refuse a URL whose model is not of this client's kind (a dense URL for reranking)."""
+        accepted, route = _SERVES[self._kind]
+        if info.model_type in accepted:
+            return
+        variable = environment_name(URL_SETTINGS[self._kind])
+        served = _KIND_NAMES.get(info.model_type, info.model_type)
+        wanted = " or ".join(sorted({_KIND_NAMES[t] for t in accepted}))
+        raise TEIError(
+            f"{variable} ({self._url}) serves {info.model_id}, {served}, which has no /{route}",
+            status=424,
+            error_type="ModelType",
+            url=self._url,
+            hint=f"Point {variable} at a TEI serving {wanted}.",
+        )
 
     async def _reread_info(self) -> None:
         """Read ``/info`` again; a new model is logged and its batch limit applied."""
@@ -386,14 +436,17 @@ class TEIClient:
         return sizes
 
     async def embed_batch(self, texts: list[str], fields: dict[str, Any]) -> np.ndarray:
-        """One ``POST /embed`` within TEI's limits, retried while TEI is transiently unable."""
-        body = orjson.dumps({"inputs": texts, **fields})
+        """One ``POST`` of this kind's route within TEI's limits, retried while TEI is
+        transiently unable; one row per text (a float32 vector, a SparseVector, or a score)."""
+        key = "texts" if self._kind == "rerank" else "inputs"
+        body = orjson.dumps({key: texts, **fields})
         connection = self._connected()
 
         async def attempt() -> httpx.Response:
             async with connection.slots:
                 started = time.perf_counter()
-                with tracing.span("TEI POST /embed", client=True, texts=len(texts)) as current:
+                route = _SERVES[self._kind][1]
+                with tracing.span(f"TEI POST /{route}", client=True, texts=len(texts)) as current:
                     try:
                         return await self._checked(connection.post_embed(body), current)
                     finally:
@@ -403,14 +456,15 @@ class TEIClient:
         response = await self._with_retries(attempt)
         if self._pacer is not None:
             self._pacer.observe(response.headers, time.perf_counter() - started)
-        vectors = np.asarray(orjson.loads(response.content), dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        vectors = _PARSERS[self._kind](orjson.loads(response.content), len(texts))
+        if vectors.ndim == 0 or vectors.shape[0] != len(texts):
             raise TEIError(
                 f"expected {len(texts)} vectors, got an array of shape {vectors.shape}",
                 status=response.status_code,
                 error_type="BadResponse",
                 url=self._url,
-                hint="CACHED_TEI_URL must point at a TEI embedding model's server.",
+                hint=f"{environment_name(URL_SETTINGS[self._kind])} must point at a TEI "
+                f"serving {_KIND_NAMES[next(iter(_SERVES[self._kind][0]))]}.",
             )
         self._stats.tei_texts += len(texts)
         self._stats.upstream_hits += _upstream_hits(response)
@@ -486,3 +540,50 @@ class TEIClient:
         log.debug(
             "TEI at %s: attempt %d failed (%s); retrying", self._url, state.attempt_number, error
         )
+
+
+def environment_name(setting: str) -> str:
+    """The variable that sets a setting (``rerank_url``: ``CACHED_TEI_RERANK_URL``)."""
+    return environment_variable(CachedTEISettings, setting)
+
+
+def url_of(settings: CachedTEISettings, kind: ModelKind) -> str:
+    """The TEI URL for a kind of model; an unset one is an error naming its variable."""
+    url: str | None = getattr(settings, URL_SETTINGS[kind])
+    if url is None:
+        variable = environment_name(URL_SETTINGS[kind])
+        raise InputError(
+            f"{variable} is not set: set it (or pass {URL_SETTINGS[kind]}=...) to the URL of "
+            f"the TEI serving {_KIND_NAMES['splade' if kind == 'sparse' else 'reranker']}"
+        )
+    return url
+
+
+def _dense(body: Any, count: int) -> np.ndarray:
+    vectors = np.asarray(body, dtype=np.float32)
+    return vectors if vectors.ndim == 2 else np.zeros(())
+
+
+def _sparse(body: Any, count: int) -> np.ndarray:
+    """TEI's ``[[{"index", "value"}...]...]`` as an object array of SparseVectors whose values
+    are float32 (exactly what TEI computed)."""
+    rows = np.empty(len(body), dtype=object)
+    for position, entries in enumerate(body):
+        values = np.array([entry["value"] for entry in entries], dtype=np.float32)
+        rows[position] = SparseVector([int(e["index"]) for e in entries], values.tolist())
+    return rows
+
+
+def _scores(body: Any, count: int) -> np.ndarray:
+    """TEI's ranks (sorted by score) as one float32 score per text, in input order."""
+    scores = np.full((count, 1), np.nan, dtype=np.float32)
+    for rank in body:
+        scores[int(rank["index"]), 0] = rank["score"]
+    return np.zeros(()) if len(body) != count or np.isnan(scores).any() else scores
+
+
+_PARSERS: dict[ModelKind, Callable[[Any, int], np.ndarray]] = {
+    "embedding": _dense,
+    "sparse": _sparse,
+    "rerank": _scores,
+}

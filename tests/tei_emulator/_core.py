@@ -1,6 +1,7 @@
 """Model side of the TEI emulator: configuration, tokenisation, prompts, vectors.
 
-Everything here is pure and deterministic; `expected_vector` is the oracle tests use.
+Everything here is pure and deterministic; `expected_vector`, `expected_sparse` and
+`expected_score` are the oracles tests use.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from typing import Any, Literal
 import numpy as np
 
 TEI_VERSION = "1.9.3"
+# The kinds of model an emulator serves, as /info's model_type tells them apart.
+MODEL_TYPES = {
+    "embedding": {"embedding": {"pooling": "mean"}},
+    "splade": {"embedding": {"pooling": "splade"}},
+    "reranker": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
+}
+# A sparse entry is kept where the raw vector exceeds this (about 16% of the dimensions).
+SPARSE_THRESHOLD = 1.0
 MAX_CHAR_MULTIPLIER = 250  # TEI's character pre-check: 250 x max_input_length
 
 
@@ -32,6 +41,7 @@ class EmulatorConfig:
     api_key: str | None = None
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    model_type: str = "embedding"  # "embedding", "splade" or "reranker" (MODEL_TYPES)
 
     def __hash__(self) -> int:  # prompts is a dict: hash by the JSON form
         return hash(self.to_json())
@@ -224,3 +234,57 @@ class RecordedRequest:
     time: float = 0.0  # time.time() when the request arrived
     duration: float = 0.0  # seconds until the answer
     traceparent: str | None = None  # the W3C trace context header, as received
+
+
+def sparse_of(raw: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The sparse vector of a raw vector: ascending indices (as TEI's sparsify yields them)
+    of the entries above the threshold, and their float32 values."""
+    indices = np.nonzero(raw > SPARSE_THRESHOLD)[0]
+    return indices.tolist(), raw[indices]
+
+
+def expected_sparse(
+    config: EmulatorConfig,
+    text: str,
+    *,
+    truncate: bool | None = None,
+    truncation_direction: str = "Right",
+    prompt_name: str | None = None,
+) -> tuple[list[int], np.ndarray]:
+    """Exactly the (indices, float32 values) the emulator's /embed_sparse returns for a text."""
+    try:
+        final, _ = prepare_text(config, text, truncate, truncation_direction, prompt_name)
+    except TEIError as exc:
+        raise ValueError(exc.message) from exc
+    return sparse_of(raw_vector(config.model_id, config.model_sha, config.dim, final))
+
+
+def pair_text(query: str, text: str) -> str:
+    """What the emulated cross-encoder reads for a (query, text) pair."""
+    return f"{query} [SEP] {text}"
+
+
+def score_of(raw: np.ndarray, raw_scores: bool) -> np.float32:
+    """The pair's logit (float32), or TEI's sigmoid of it computed in float32."""
+    logit = raw[0] * np.float32(3)
+    if raw_scores:
+        return np.float32(logit)
+    one = np.float32(1)
+    return np.float32(one / (one + np.exp(-logit)))
+
+
+def expected_score(
+    config: EmulatorConfig,
+    query: str,
+    text: str,
+    *,
+    raw_scores: bool = False,
+    truncate: bool | None = None,
+    truncation_direction: str = "Right",
+) -> np.float32:
+    """Exactly the float32 score the emulator's /rerank gives a (query, text) pair."""
+    try:
+        final, _ = prepare_text(config, pair_text(query, text), truncate, truncation_direction)
+    except TEIError as exc:
+        raise ValueError(exc.message) from exc
+    return score_of(raw_vector(config.model_id, config.model_sha, config.dim, final), raw_scores)

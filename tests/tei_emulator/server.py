@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from ._core import (
+    MODEL_TYPES,
     TEI_VERSION,
     EmulatorConfig,
     Fault,
@@ -25,9 +26,12 @@ from ._core import (
     check_dimensions,
     finish_vector,
     normalize_direction,
+    pair_text,
     prepare_text,
     raw_vector,
     resolve_prompt,
+    score_of,
+    sparse_of,
 )
 
 EMBED_ROUTES = ("/embed", "/", "/v1/embeddings")
@@ -136,6 +140,8 @@ class EmulatorState:
         self.log: list[RecordedRequest] = []
         self.faults: collections.deque[list] = collections.deque()  # [Fault, remaining]
         self.embed_texts_computed = 0
+        self.sparse_texts_computed = 0
+        self.rerank_pairs_computed = 0
         self.steps = 0
         self.step_sizes: list[int] = []
         self.permits_in_use = 0
@@ -161,6 +167,8 @@ class EmulatorState:
         with self.lock:
             self.log.clear()
             self.embed_texts_computed = 0
+            self.sparse_texts_computed = 0
+            self.rerank_pairs_computed = 0
             self.steps = 0
             self.step_sizes = []
             self.metrics.clear()
@@ -202,6 +210,8 @@ class EmulatorState:
                 "steps": self.steps,
                 "step_sizes": list(self.step_sizes),
                 "embed_texts_computed": self.embed_texts_computed,
+                "sparse_texts_computed": self.sparse_texts_computed,
+                "rerank_pairs_computed": self.rerank_pairs_computed,
                 "permits_in_use": self.permits_in_use,
                 "pending_faults": sum(r for _, r in self.faults),
                 "healthy": self.healthy,
@@ -360,6 +370,7 @@ class _App:
                 await asyncio.sleep(fault.seconds)
             if parse_error is not None:
                 raise parse_error
+            self._require("embedding", "splade")
             if openai:
                 resp = await self._openai(body, rec, started)
             else:
@@ -519,7 +530,7 @@ class _App:
                     "model_sha": c.model_sha,
                     "model_dtype": "float16",
                     "served_model_name": c.model_id,
-                    "model_type": {"embedding": {"pooling": "mean"}},
+                    "model_type": MODEL_TYPES[c.model_type],
                     "max_concurrent_requests": c.max_concurrent_requests,
                     "max_input_length": c.max_input_length,
                     "max_batch_tokens": c.max_batch_tokens,
@@ -622,42 +633,109 @@ class _App:
             out.append(toks)
         return out
 
-    def _rerank(self, body: dict) -> Any:
+    def _require(self, *model_types: str) -> None:
+        """TEI's 424 when the served model lacks the route."""
+        if self.cfg.model_type in model_types:
+            return
+        if "reranker" in model_types:
+            message = "model is not a re-ranker model"
+        elif "splade" in model_types and "embedding" not in model_types:
+            message = "model is not an embedding model with SPLADE pooling"
+        else:
+            message = "Model is not an embedding model"
+        raise TEIError("Backend", f"Backend error: {message}")
+
+    def _rerank(self, body: dict, rec: RecordedRequest) -> tuple[Any, int]:
         query = body.get("query")
         texts = body.get("texts")
-        if (
-            not isinstance(query, str)
-            or not isinstance(texts, list)
-            or not all(isinstance(t, str) for t in texts)
-        ):
-            raise _deser_error("query/texts: invalid type")
-        self._batch_checks(texts)
+        if not isinstance(query, str):
+            raise _deser_error("missing field `query`" if query is None else "query: invalid type")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise _deser_error("missing field `texts`" if texts is None else "texts: invalid type")
+        rec.texts = list(texts)
+        if not texts:
+            raise TEIError("Empty", "`texts` cannot be empty")
+        self._require("reranker")
         raw = _opt_bool(body, "raw_scores", False)
         ret = _opt_bool(body, "return_text", False)
-        q = self._vec(query)
+        truncate = _opt_bool(body, "truncate", None)
+        direction = self._direction(body)
+        rec.truncate, rec.truncation_direction = truncate, direction
+        self._batch_checks(texts)
         ranks = []
         for i, t in enumerate(texts):
-            s = float(np.dot(q, self._vec(t)))
-            score = s if raw else float(1.0 / (1.0 + np.exp(-s * 10)))
-            r = {"index": i, "score": score}
+            final, _ = prepare_text(self.cfg, pair_text(query, t), truncate, direction)
+            raw_vec = raw_vector(self.cfg.model_id, self.cfg.model_sha, self.cfg.dim, final)
+            r: dict[str, Any] = {"index": i, "score": score_of(raw_vec, raw)}
             if ret:
                 r["text"] = t
             ranks.append(r)
-        ranks.sort(key=lambda r: r["score"], reverse=True)
-        return ranks
+        # TEI: a stable ascending sort by score, then reversed.
+        ranks.sort(key=lambda r: r["score"])
+        ranks.reverse()
+        with self.state.lock:
+            self.state.rerank_pairs_computed += len(texts)
+        return ranks, len(texts)
 
-    def _embed_sparse(self, body: dict) -> Any:
+    def _direction(self, body: dict) -> str:
+        try:
+            return normalize_direction(body.get("truncation_direction") or "Right")
+        except ValueError as exc:
+            raise _deser_error(f"truncation_direction: {exc}") from None
+
+    def _embed_sparse(self, body: dict, rec: RecordedRequest) -> tuple[Any, int]:
         texts, is_batch = _inputs(body, "inputs")
+        rec.texts = list(texts)
         if is_batch:
             self._batch_checks(texts)
+        self._require("splade")
         prompt = _opt_str(body, "prompt_name")
         truncate = _opt_bool(body, "truncate", None)
+        direction = self._direction(body)
+        rec.truncate, rec.truncation_direction, rec.prompt_name = truncate, direction, prompt
         out = []
         for t in texts:
-            v = self._vec(t, truncate, "Right", prompt)
-            idx = np.nonzero(v > 0.1)[0]
-            out.append([{"index": int(i), "value": float(v[i])} for i in idx])
-        return out
+            final, _ = prepare_text(self.cfg, t, truncate, direction, prompt)
+            indices, values = sparse_of(
+                raw_vector(self.cfg.model_id, self.cfg.model_sha, self.cfg.dim, final)
+            )
+            out.append([{"index": i, "value": v} for i, v in zip(indices, values, strict=True)])
+        with self.state.lock:
+            self.state.sparse_texts_computed += len(texts)
+        return out, len(texts)
+
+    async def _recorded(self, request: web.Request, fn) -> web.Response:
+        """A sparse or rerank route: recorded, faults applied, TEI's cost per text paid."""
+        st = self.state
+        started = time.perf_counter()
+        rec = RecordedRequest(route=request.path, texts=[], status=0, time=time.time())
+        try:
+            fault = st.take_fault()
+            if fault is not None:
+                rec.fault = fault.kind
+                if fault.kind == "drop":
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise asyncio.CancelledError()
+                if fault.kind == "status":
+                    return self._fault_response(fault.status, False, rec)
+                await asyncio.sleep(fault.seconds)
+            body = await self._read_json(request)
+            if not isinstance(body, dict):
+                raise _deser_error("invalid type: expected struct")
+            out, count = fn(body, rec)
+            await asyncio.sleep((self.cfg.step_ms + self.cfg.per_text_ms * count) / 1000.0)
+            rec.status = 200
+            return web.Response(body=orjson.dumps(out, option=_NP), content_type=_JSON)
+        except _PlainError as exc:
+            rec.status = exc.status
+            return web.Response(status=exc.status, text=exc.text)
+        except TEIError as exc:
+            rec.status, rec.error_type = exc.status, exc.error_type
+            return self._tei_error(exc, False)
+        finally:
+            rec.duration = time.perf_counter() - started
+            st.record(rec)
 
     def _predict(self, body: dict) -> Any:
         inputs = body.get("inputs")
@@ -700,10 +778,10 @@ class _App:
         return await self._other(r, self._tokenize)
 
     async def rerank(self, r):
-        return await self._other(r, self._rerank)
+        return await self._recorded(r, self._rerank)
 
     async def embed_sparse(self, r):
-        return await self._other(r, self._embed_sparse)
+        return await self._recorded(r, self._embed_sparse)
 
     async def predict(self, r):
         return await self._other(r, self._predict)
@@ -876,6 +954,14 @@ class EmulatorServer:
     @property
     def embed_texts_computed(self) -> int:
         return self._state.embed_texts_computed
+
+    @property
+    def sparse_texts_computed(self) -> int:
+        return self._state.sparse_texts_computed
+
+    @property
+    def rerank_pairs_computed(self) -> int:
+        return self._state.rerank_pairs_computed
 
     @property
     def steps(self) -> int:

@@ -34,6 +34,8 @@ READ_FIELDS = [CREATED, CHECKSUM]
 Texts = Sequence[str] | None
 # Lookups and writes go to the store in chunks of this many points.
 CHUNK = 1024
+# The name of a sparse collection's one vector.
+SPARSE = "sparse"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,6 +182,12 @@ def entry_payloads(
         for payload, text in zip(payloads, texts, strict=True):
             payload[TEXT] = text
     return payloads
+
+
+def sparse_bytes(vectors: np.ndarray) -> int:
+    """The bytes of sparse vector data (u32 index and f32 value per entry) in an object
+    array of SparseVectors."""
+    return sum(8 * len(vector.indices) for vector in vectors)
 
 
 def url_key(tei_url: str) -> str:

@@ -28,15 +28,18 @@ from .. import process
 from ..errors import StoreLockedError
 from ..keys import Namespace
 from ..settings import CachedTEISettings
+from ..values import SparseVector
 from .base import (
     CHUNK,
     CREATED,
+    SPARSE,
     CollectionInfo,
     Rows,
     Texts,
     dimension_mismatch,
     entry_payloads,
     namespace_mismatch,
+    sparse_bytes,
     store_contract,
     url_key,
 )
@@ -242,14 +245,17 @@ class EmbeddedStore:
         if (folder / _SHARD_DIR).exists():
             # Left by a crash before its description was written; it was never served.
             shutil.rmtree(folder / _SHARD_DIR)
-        config = edge.EdgeConfig(
-            vectors=edge.EdgeVectorParams(
-                size=dimension,
-                distance=edge.Distance.Dot,
-                datatype=edge.VectorStorageDatatype.Float32,
-            ),
-            hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
-        )
+        if namespace.kind == "sparse":
+            config = _sparse_config()
+        else:
+            config = edge.EdgeConfig(
+                vectors=edge.EdgeVectorParams(
+                    size=dimension,
+                    distance=edge.Distance.Dot,
+                    datatype=edge.VectorStorageDatatype.Float32,
+                ),
+                hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+            )
         shard = edge.EdgeShard.create(str(folder / _SHARD_DIR), config)
         shard.update(
             edge.UpdateOperation.create_field_index(CREATED, edge.PayloadSchemaType.Integer)
@@ -275,7 +281,10 @@ class EmbeddedStore:
                 records = shard.retrieve(
                     point_ids=list(ids[start : start + CHUNK]), with_payload=True, with_vector=True
                 )
-                matrix = np.array([r.vector for r in records], dtype=np.float32)
+                if namespace.kind == "sparse":
+                    matrix = _sparse_rows(records)
+                else:
+                    matrix = np.array([r.vector for r in records], dtype=np.float32)
                 ids_found = [str(r.id) for r in records]
                 parts.append(Rows.of(ids_found, matrix, (r.payload for r in records)))
             return Rows.join(parts)
@@ -284,17 +293,18 @@ class EmbeddedStore:
         self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
         """Write entries (created now, with their checksums); returns the bytes written."""
-        rows = vectors.tolist()
+        sparse = namespace.kind == "sparse"
+        rows = _sparse_points(vectors) if sparse else vectors.tolist()
         payloads = entry_payloads(ids, vectors, texts)
         with self._use().mutex:
-            shard = self._ensure_collection(namespace, int(vectors.shape[1]))
+            shard = self._ensure_collection(namespace, 0 if sparse else int(vectors.shape[1]))
             for start in range(0, len(ids), CHUNK):
                 points = [
                     edge.Point(ids[index], rows[index], payloads[index])
                     for index in range(start, min(start + CHUNK, len(ids)))
                 ]
                 shard.update(edge.UpdateOperation.upsert_points(points))
-        return int(vectors.nbytes)
+        return sparse_bytes(vectors) if sparse else int(vectors.nbytes)
 
     def _described_folders(self) -> list[Path]:
         if not self._root.exists():
@@ -383,3 +393,25 @@ class EmbeddedStore:
         folder, self._folder = self._folder, None
         if folder is not None:
             _release_folder(folder)
+
+
+# Sparse (SPLADE) collections: one named sparse vector per point, Qdrant's u32/f32 pairs.
+def _sparse_config() -> edge.EdgeConfig:
+    return edge.EdgeConfig(vectors={}, sparse_vectors={SPARSE: edge.EdgeSparseVectorParams()})
+
+
+def _sparse_points(
+    vectors: np.ndarray,
+) -> list[dict[str, list[float] | edge.SparseVector | list[list[float]]]]:
+    return [{SPARSE: edge.SparseVector(indices=v.indices, values=v.values)} for v in vectors]
+
+
+def _sparse_rows(records: Sequence[edge.Record]) -> np.ndarray:
+    """Retrieved records' sparse vectors as an object array of SparseVectors."""
+    rows = np.empty(len(records), dtype=object)
+    for position, record in enumerate(records):
+        assert isinstance(record.vector, dict)
+        stored = record.vector[SPARSE]
+        assert isinstance(stored, edge.SparseVector)
+        rows[position] = SparseVector(list(stored.indices), list(stored.values))
+    return rows
