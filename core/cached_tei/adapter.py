@@ -16,7 +16,7 @@ import typing
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path, PurePath
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -32,6 +32,7 @@ from typing_extensions import Self
 
 from .embedder import CachedEmbedder
 from .engine import prepare_texts
+from .face import Face
 from .settings import CachedTEISettings, TruncationDirection, reject_unknown_arguments
 from .stats import Stats
 
@@ -66,24 +67,7 @@ def setting(name: str, *aliases: str) -> Any:
     )
 
 
-class Face(Protocol):
-    """What an adapter needs of the plain face it delegates to (``CachedEmbedder``,
-    ``CachedSparseEmbedder``, ``CachedReranker``)."""
-
-    @property
-    def settings(self) -> CachedTEISettings: ...
-
-    @property
-    def stats(self) -> Stats: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-FaceT = TypeVar("FaceT", bound=Face)
+FaceT = TypeVar("FaceT", bound=Face)  # CachedEmbedder, CachedSparseEmbedder, CachedReranker
 
 
 class FaceAdapter(BaseModel, Generic[FaceT]):
@@ -260,4 +244,4 @@ class CachedTEIAdapter(FaceAdapter[CachedEmbedder]):
 
 check_fields(CachedTEIAdapter)
 
-__all__ = ["CachedTEIAdapter", "Face", "FaceAdapter", "check_fields", "check_texts", "setting"]
+__all__ = ["CachedTEIAdapter", "FaceAdapter", "check_fields", "check_texts", "setting"]
