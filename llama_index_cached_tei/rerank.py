@@ -58,6 +58,8 @@ class CachedTEIRerank(FaceAdapter[CachedReranker], BaseNodePostprocessor):
     rerank_url: str | None = setting("rerank_url", "base_url")
     api_key: SecretStr | None = setting("api_key", "auth_token")
     truncate: bool | None = setting("truncate", "truncate_text")
+    # Accepted as TextEmbeddingInference accepts it; a reranker applies no instruction.
+    document_instruction: str | None = setting("document_instruction", "text_instruction")
 
     @classmethod
     def class_name(cls) -> str:
