@@ -29,7 +29,8 @@ class CachedTEIRerank(FaceAdapter[CachedReranker], BaseNodePostprocessor):
 
     Takes ``TextEmbeddingInference``'s arguments (``top_n``, ``base_url``, ``timeout``,
     ``truncate_text``, ``auth_token`` as a string, ``model_name``, ``keep_retrieval_score``,
-    ``mode``); ``base_url`` is the reranker's TEI (``rerank_url``, ``CACHED_TEI_RERANK_URL``).
+    ``mode``, and ``text_instruction``/``query_instruction``, which a reranker ignores there
+    too); ``base_url`` is the reranker's TEI (``rerank_url``, ``CACHED_TEI_RERANK_URL``).
     Every other option of :class:`cached_tei.CachedTEISettings` can be passed by name as for
     ``CachedTEIEmbeddings``. Nothing touches the network until the first call.
 
