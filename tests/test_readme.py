@@ -3,7 +3,8 @@ script in a fresh interpreter, against the TEI emulator.
 
 Each block gets ``CACHED_TEI_URL`` pointing at the emulator, its own cache folder and working
 folder; the addresses the blocks use stand for what the test serves: TEI (``localhost:8080``),
-a ``cached-tei serve`` in front of it (``localhost:8000``) and a Qdrant server
+a ``cached-tei serve`` in front of it (``localhost:8000``), a SPLADE model's TEI
+(``localhost:8081``), a reranker's (``localhost:8082``) and a Qdrant server
 (``localhost:6333``). A block that needs what a test machine lacks (a GPU host, Docker) is
 marked by an HTML comment just before it, ``<!-- readme-test: skip (the reason) -->``, and
 skipped with that reason.
@@ -30,6 +31,7 @@ from tests.tei_emulator import EmulatorConfig, EmulatorServer
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "stack/README.md")
 TEI, PROXY, QDRANT = "http://localhost:8080", "http://localhost:8000", "http://localhost:6333"
+SPARSE, RERANK = "http://localhost:8081", "http://localhost:8082"  # a SPLADE model, a reranker
 _SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((.+)\)\s*-->")
 # LangChain's warning about its SHA-1 default key encoder: no example may trigger it.
 _WARNINGS_AS_ERRORS = ("error:Using default key encoder:UserWarning",)
@@ -60,11 +62,25 @@ def tei() -> Iterator[EmulatorServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def kinds() -> Iterator[dict[str, str]]:
+    """The TEIs of the other kinds of model, by the address the blocks use for them."""
+    with ExitStack() as servers:
+        yield {
+            address: servers.enter_context(
+                EmulatorServer(EmulatorConfig(model_type=kind, step_ms=1.0, per_text_ms=0.01))
+            ).url
+            for address, kind in ((SPARSE, "splade"), (RERANK, "reranker"))
+        }
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("code", list(_params()))
-def test_the_block_runs(code: str, tei: EmulatorServer, tmp_path: Path) -> None:
+def test_the_block_runs(
+    code: str, tei: EmulatorServer, kinds: dict[str, str], tmp_path: Path
+) -> None:
     with ExitStack() as services:
-        addresses = {TEI: tei.url}
+        addresses = {TEI: tei.url, **kinds}
         if PROXY in code:
             settings = engine_settings(tei.url, tmp_path / "proxy-cache")
             addresses[PROXY] = services.enter_context(InThreadProxy(settings)).url
