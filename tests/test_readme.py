@@ -3,9 +3,9 @@ script in a fresh interpreter, against the TEI emulator.
 
 Each block gets ``CACHED_TEI_URL`` pointing at the emulator, its own cache folder and working
 folder; the addresses the blocks use stand for what the test serves: TEI (``localhost:8080``),
-a ``cached-tei serve`` in front of it (``localhost:8000``), a SPLADE model's TEI
-(``localhost:8081``), a reranker's (``localhost:8082``) and a Qdrant server
-(``localhost:6333``). A block that needs what a test machine lacks (a GPU host, Docker) is
+a ``cached-tei serve`` in front of it (``localhost:8000``), a Qdrant server
+(``localhost:6333``), and TEIs serving a SPLADE model (``localhost:8081``) and a reranker
+(``localhost:8082``). A block that needs what a test machine lacks (a GPU host, Docker) is
 marked by an HTML comment just before it, ``<!-- readme-test: skip (the reason) -->``, and
 skipped with that reason.
 """
@@ -31,7 +31,8 @@ from tests.tei_emulator import EmulatorConfig, EmulatorServer
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "stack/README.md")
 TEI, PROXY, QDRANT = "http://localhost:8080", "http://localhost:8000", "http://localhost:6333"
-SPARSE, RERANK = "http://localhost:8081", "http://localhost:8082"  # a SPLADE model, a reranker
+# TEIs of the other kinds: a SPLADE model and a reranker.
+KINDS = {"http://localhost:8081": "splade", "http://localhost:8082": "reranker"}
 _SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((.+)\)\s*-->")
 # LangChain's warning about its SHA-1 default key encoder: no example may trigger it.
 _WARNINGS_AS_ERRORS = ("error:Using default key encoder:UserWarning",)
@@ -62,30 +63,20 @@ def tei() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def kinds() -> Iterator[dict[str, str]]:
-    """The TEIs of the other kinds of model, by the address the blocks use for them."""
-    with ExitStack() as servers:
-        yield {
-            address: servers.enter_context(
-                EmulatorServer(EmulatorConfig(model_type=kind, step_ms=1.0, per_text_ms=0.01))
-            ).url
-            for address, kind in ((SPARSE, "splade"), (RERANK, "reranker"))
-        }
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("code", list(_params()))
-def test_the_block_runs(
-    code: str, tei: EmulatorServer, kinds: dict[str, str], tmp_path: Path
-) -> None:
+def test_the_block_runs(code: str, tei: EmulatorServer, tmp_path: Path) -> None:
     with ExitStack() as services:
-        addresses = {TEI: tei.url, **kinds}
+        addresses = {TEI: tei.url}
         if PROXY in code:
             settings = engine_settings(tei.url, tmp_path / "proxy-cache")
             addresses[PROXY] = services.enter_context(InThreadProxy(settings)).url
         if QDRANT in code:
             addresses[QDRANT] = services.enter_context(FakeQdrant(validate=False)).url
+        for address, model_type in KINDS.items():
+            if address in code:
+                config = EmulatorConfig(step_ms=1.0, per_text_ms=0.01, model_type=model_type)
+                addresses[address] = services.enter_context(EmulatorServer(config)).url
         for address, served in addresses.items():
             code = code.replace(address, served)
         assert "localhost" not in code, "an address this test does not serve"

@@ -87,8 +87,9 @@ class _Call:
 _Key = tuple[str, str]
 
 
-def prepare_texts(texts: Sequence[str], instruction: str = "") -> list[str]:
-    """Check the texts and return them as TEI will see them; raises InputError naming the index."""
+def prepare_texts(texts: Sequence[str], instruction: str = "", *, pairs: bool = False) -> list[str]:
+    """Check the texts and return them as TEI will see them; raises InputError naming the index.
+    A rerank's texts (``pairs``) may be empty: TEI reads each with its query."""
     if isinstance(texts, (str, bytes)):
         raise InputError(
             "expected a list of strings, got a single string; wrap it in a list, "
@@ -103,7 +104,7 @@ def prepare_texts(texts: Sequence[str], instruction: str = "") -> list[str]:
                 f"text at index {index} is {type(text).__name__}, not str; "
                 "convert it (or drop it) before embedding"
             )
-        if not text:
+        if not text and not pairs:
             raise InputError(
                 f"text at index {index} is empty; TEI rejects empty inputs, drop it first"
             )
@@ -228,7 +229,7 @@ class Engine:
         self, texts: Sequence[str], options: EmbedOptions, read_cache: bool, write_cache: bool
     ) -> EmbedResult:
         self._flights.check_loop()
-        prepared = prepare_texts(texts, options.instruction)  # steps 1 and 2
+        prepared = prepare_texts(texts, options.instruction, pairs=options.query is not None)
         if not prepared:
             return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
         namespace = await self.namespace(options)  # step 3

@@ -8,11 +8,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from cached_tei import CachedEmbedder
+from cached_tei import CachedEmbedder, SparseVector
 from cached_tei.integrity import checksums
 from cached_tei.keys import Namespace
 from cached_tei.settings import CachedTEISettings
@@ -282,3 +283,27 @@ def test_cached_vectors_come_back_exactly_from_a_server(
     expected = np.stack([expected_vector(tei.config, t) for t in texts]).astype(np.float32)
     assert same_bits(result.vectors, expected)
     assert len(tei.requests) == 2  # /embed of the first embedder only (two batches)
+
+
+def hard_sparse(count: int) -> np.ndarray:
+    """SparseVectors with float32 values from random bit patterns and u32 indices up to 2^32-1."""
+    rng = np.random.default_rng(count)
+    rows = np.empty(count, dtype=object)
+    for row in range(count):
+        indices = np.unique(rng.integers(0, 2**32, 1 + row % 40, dtype=np.uint64)).tolist()
+        values = hard_vectors(1, len(indices) + 3)[0, 3:]
+        rows[row] = SparseVector(indices, values.tolist())
+    return rows
+
+
+async def test_sparse_entries_round_trip_exactly(store: QdrantServerStore) -> None:
+    namespace = replace(NAMESPACE, kind="sparse")
+    ids = ids_of(CHUNK + 3)
+    vectors = hard_sparse(len(ids))
+    await store.upsert(namespace, ids, vectors)
+    rows = await store.lookup(namespace, [*ids, *ids_of(2, seed=9)])
+    assert rows.ids == ids and rows.vectors.tolist() == vectors.tolist()
+    assert rows.checksums == checksums(ids, vectors)
+    assert await store.dimension(namespace) == 0
+    kinds = {c.name: (c.namespace or {}).get("kind") for c in await store.collections()}
+    assert kinds == {namespace.collection("cached_tei"): "sparse"}

@@ -4,6 +4,8 @@ computed once, cold and warm, TTL, the breaker, and each URL checked against /in
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -168,8 +170,9 @@ def test_rerank_async_and_empty(make_reranker: Callable[..., CachedReranker]) ->
     face = make_reranker()
     assert asyncio.run(face.arerank("q", DOCS[:4])) == oracle_ranks("q", DOCS[:4])
     assert face.rerank("q", []) == []
+    assert face.rerank("q", ["a", ""]) == oracle_ranks("q", ["a", ""])  # TEI reads the pair
     with pytest.raises(InputError, match="index 1"):
-        face.rerank("q", ["a", ""])
+        face.rerank("q", ["a", None])  # type: ignore[list-item]
     with pytest.raises(InputError, match="top_n"):
         face.rerank("q", ["a"], top_n=-1)
 
@@ -208,3 +211,52 @@ def test_expired_entries_are_recomputed(
         monkeypatch.setattr("cached_tei.engine.time.time", lambda: later)
         assert face.embed_documents(DOCS[:3]) == [oracle_sparse(t) for t in DOCS[:3]]
     assert splade.sparse_texts_computed == 6
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_dead_qdrant_costs_neither_kind_its_answers(
+    splade: EmulatorServer, reranker: EmulatorServer
+) -> None:
+    qdrant = f"http://127.0.0.1:{_closed_port()}"
+    dead = {"qdrant_url": qdrant, "qdrant_timeout": 0.5, "breaker_threshold": 2}
+    with (
+        CachedSparseEmbedder(sparse_url=splade.url, **dead) as sparse,
+        CachedReranker(rerank_url=reranker.url, **dead) as ranker,
+    ):
+        for round_ in range(4):
+            texts = [f"round {round_} text {i}" for i in range(3)]
+            assert sparse.embed_documents(texts) == [oracle_sparse(t) for t in texts]
+            assert ranker.rerank("q", texts) == oracle_ranks("q", texts)
+        sparse.flush()
+        ranker.flush()
+        for face in (sparse, ranker):
+            assert face._lease.engine is not None
+            assert face._lease.engine.breaker.state == "open"
+            assert face.stats.cache_errors >= 2 and face.stats.cache_skipped > 0
+            assert face.stats.misses == 12
+
+
+def test_sparse_and_rerank_entries_live_in_collections_of_their_kind(
+    make_sparse: Callable[..., CachedSparseEmbedder],
+    make_reranker: Callable[..., CachedReranker],
+    qdrant_path: Path,
+) -> None:
+    with make_sparse() as sparse, make_reranker() as ranker:
+        sparse.embed_documents(DOCS[:2])
+        ranker.rerank("q", DOCS[:3])
+        ranker.rerank("q", DOCS[:3], raw_scores=True)
+    described = [
+        json.loads((folder / "namespace.json").read_text())
+        for folder in qdrant_path.iterdir()
+        if (folder / "namespace.json").exists()
+    ]
+    kinds = sorted(
+        (d["namespace"]["kind"], d["namespace"].get("raw_scores"), d["dimension"])
+        for d in described
+    )
+    assert kinds == [("rerank", False, 1), ("rerank", True, 1), ("sparse", None, 0)]

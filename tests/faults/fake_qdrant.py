@@ -253,6 +253,7 @@ class FakeQdrant:
             self.backend.create_collection(
                 name,
                 vectors_config=body.vectors,
+                sparse_vectors_config=body.sparse_vectors,
                 hnsw_config=body.hnsw_config,
                 metadata=body.metadata,
             )
@@ -289,7 +290,12 @@ class FakeQdrant:
         points = []
         for r in records:
             point: dict[str, Any] = {"id": r.id, "payload": r.payload}
-            if r.vector is not None:
+            if isinstance(r.vector, dict):  # named (sparse) vectors: values as float32 too
+                point["vector"] = {
+                    name: {"indices": v.indices, "values": np.asarray(v.values, dtype=np.float32)}
+                    for name, v in r.vector.items()
+                }
+            elif r.vector is not None:
                 point["vector"] = np.asarray(r.vector, dtype=np.float32)
             points.append(point)
         body = {"result": points, "status": "ok", "time": 0.0}

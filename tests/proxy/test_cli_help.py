@@ -62,7 +62,7 @@ COMMANDS: dict[tuple[str, ...], set[str]] = {
     (): {"--help", "--version"},
     ("serve",): {"--help", "--verbose"} | (ENGINE - PER_REQUEST) | LOG | flags(ProxySettings),
     ("embed",): {"--help", "--verbose", "--output", "--input-format", "--field", "--format"}
-    | {"--kind", "--chunk-size", "--quiet"}
+    | {"--kind", "--sparse", "--chunk-size", "--quiet"}
     | ENGINE
     | LOG,
     ("cache",): {"--help"},

@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply the document or query prompt/instruction (default %(default)s)",
     )
     embed.add_argument(
+        "--sparse",
+        action="store_true",
+        help="sparse (SPLADE) vectors from CACHED_TEI_SPARSE_URL (--sparse-url): JSONL with "
+        "'embedding': {'indices': [...], 'values': [...]}",
+    )
+    embed.add_argument(
         "--chunk-size",
         type=int,
         default=DEFAULT_CHUNK,

@@ -17,7 +17,14 @@ from .options import CLIError, counted, settings_from_args
 T = TypeVar("T")
 
 # The namespace fields shown by ``cache stats``, after the model.
-_OPTIONS = ("normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
+_OPTIONS = (
+    "normalize",
+    "truncate",
+    "truncation_direction",
+    "prompt_name",
+    "dimensions",
+    "raw_scores",
+)
 
 
 # ---------------------------------------------------------------------------- cache
@@ -62,6 +69,7 @@ def run_cache_stats(args: argparse.Namespace) -> int:
             "collections": [
                 {
                     "name": c.name,
+                    "kind": _kind(c),
                     "namespace": c.namespace,
                     "dimension": c.dimension,
                     "count": c.count,
@@ -76,7 +84,8 @@ def run_cache_stats(args: argparse.Namespace) -> int:
         model = ns.get("model_id", "?") + (f"@{ns['model_sha']}" if ns.get("model_sha") else "")
         options = " ".join(f"{key}={ns[key]}" for key in _OPTIONS if ns.get(key) is not None)
         count = "? entries" if c.count is None else counted(c.count, "entry", "entries")
-        print(f"{c.name}  {model}  {c.dimension} dims  {options}  {count}")
+        size = {"sparse": "", "rerank": "  scores"}.get(_kind(c), f"  {c.dimension} dims")
+        print(f"{c.name}  {_kind(c)}  {model}{size}  {options}  {count}")
     total = "? entries" if entries is None else counted(entries, "entry", "entries")
     print(
         f"{counted(len(collections), 'collection', 'collections')}, {total} under prefix "
@@ -87,6 +96,11 @@ def run_cache_stats(args: argparse.Namespace) -> int:
             f"{settings.cache_location} is held by {holder}: entry counts unknown until it closes"
         )
     return 0
+
+
+def _kind(collection: CollectionInfo) -> str:
+    """The kind of model a collection caches: embedding (dense), sparse or rerank."""
+    return str((collection.namespace or {}).get("kind", "embedding"))
 
 
 def run_cache_prune(args: argparse.Namespace) -> int:

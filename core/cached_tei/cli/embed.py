@@ -20,6 +20,7 @@ from ..engine import EmbedResult, Engine
 from ..keys import EmbedOptions
 from ..settings import CachedTEISettings
 from ..stats import Stats
+from ..values import ModelKind, SparseVector
 from .options import DEFAULT_FIELD, EMBED_DEFAULTS, CLIError, counted, settings_from_args, tell
 
 # Engine calls in flight at once while embedding a file.
@@ -153,8 +154,8 @@ class _JSONLWriter:
     ) -> None:
         lines = []
         for (record, text), vector in zip(records, vectors, strict=True):
-            item = dict(record) if record is not None else {"text": text}
-            item["embedding"] = vector
+            item: dict[str, Any] = dict(record) if record is not None else {"text": text}
+            item["embedding"] = _sparse_json(vector) if isinstance(vector, SparseVector) else vector
             lines.append(self._dumps(item))
         self._handle.write(b"\n".join(lines) + b"\n")
 
@@ -202,6 +203,11 @@ class _NpyWriter:
         self._partial.close(ok)
 
 
+def _sparse_json(vector: SparseVector) -> dict[str, Any]:
+    """A sparse vector as JSON: its indices, and its values as float32 (TEI's digits)."""
+    return {"indices": vector.indices, "values": np.asarray(vector.values, dtype=np.float32)}
+
+
 def _chunks(
     records: Iterator[tuple[dict[str, Any] | None, str]], size: int
 ) -> Iterator[list[tuple[dict[str, Any] | None, str]]]:
@@ -225,13 +231,24 @@ def run_embed(args: argparse.Namespace) -> int:
         output_format = "npy" if args.output.lower().endswith(".npy") else "jsonl"
     if output_format == "npy" and args.output == "-":
         raise CLIError("a .npy output needs a file name: -o vectors.npy")
+    if output_format == "npy" and args.sparse:
+        raise CLIError("sparse vectors have no .npy form: write JSONL (-o vectors.jsonl)")
     if args.chunk_size < 1:
         raise CLIError("--chunk-size must be at least 1")
     total = source.count()
     writer: _JSONLWriter | _NpyWriter = (
         _NpyWriter(args.output, total) if output_format == "npy" else _JSONLWriter(args.output)
     )
-    options = EmbedOptions.from_settings(settings, args.kind)
+    kind: ModelKind = "sparse" if args.sparse else "embedding"
+    if args.sparse:
+        # A SPLADE model reads queries and documents alike; the dense prompts are not its own.
+        options = EmbedOptions(
+            kind="sparse",
+            truncate=settings.truncate,
+            truncation_direction=settings.truncation_direction,
+        )
+    else:
+        options = EmbedOptions.from_settings(settings, args.kind)
     # The bar is for a person at a terminal; JSON logs are for a machine.
     progress = not args.quiet and args.log_format != "json"
     started = time.perf_counter()
@@ -239,7 +256,7 @@ def run_embed(args: argparse.Namespace) -> int:
     try:
         engine_stats = asyncio.run(
             _embed_file(
-                settings, options, source, writer, total, args.chunk_size, progress=progress
+                settings, kind, options, source, writer, total, args.chunk_size, progress=progress
             )
         )
         ok = True
@@ -272,6 +289,7 @@ def _sources(stats: Stats) -> str:
 
 async def _embed_file(
     settings: CachedTEISettings,
+    kind: ModelKind,
     options: EmbedOptions,
     source: _Source,
     writer: _JSONLWriter | _NpyWriter,
@@ -282,7 +300,7 @@ async def _embed_file(
 ) -> Stats:
     from tqdm import tqdm
 
-    engine = Engine(settings)
+    engine = Engine(settings, kind)
     bar = tqdm(total=total, unit=" texts", desc="embedding", disable=not progress, file=sys.stderr)
     pending: deque[tuple[list[Any], asyncio.Task[EmbedResult]]] = deque()
 

@@ -42,6 +42,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, StopClock]]:
         engine = handlers.engine = Engine(settings)
+        if settings.sparse_url is not None:
+            handlers.sparse_engine = Engine(settings, "sparse")
+        if settings.rerank_url is not None:
+            handlers.rerank_engine = Engine(settings, "rerank")
+        others = [e for e in (handlers.sparse_engine, handlers.rerank_engine) if e is not None]
         log.info(
             "cached-tei proxy: upstream %s, cache %s, %s",
             redact_url(settings.tei_url),
@@ -55,9 +60,14 @@ def create_app(
             try:
                 yield {STOP_CLOCK: clock}
             finally:
-                handlers.engine = None
+                handlers.engine = handlers.sparse_engine = handlers.rerank_engine = None
                 # The whole stop fits in graceful_timeout; the drain gets at least a second.
-                await _close(engine, max(1.0, clock.left(proxy.graceful_timeout)))
+                await asyncio.gather(
+                    *(
+                        _close(e, max(1.0, clock.left(proxy.graceful_timeout)))
+                        for e in (engine, *others)
+                    )
+                )
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
     # keys are checked before the body is read.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -23,20 +24,31 @@ from ..engine import EmbedResult, Engine
 from ..errors import CachedTEIError, StoreLockedError
 from ..jsonio import JSONDecodeError, dumps, dumps_matrix, loads
 from ..keys import EmbedOptions
+from ..reranker import ranks
 from ..settings import CachedTEISettings
 from ..stores.embedded import EmbeddedStore
 from ..stores.server import IN_MEMORY
+from ..values import SparseVector
 from .access import redact_target
 from .auth import TENANT, bearer_matches
 from .errors import APIError, error_response, from_engine, plain_response
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
-from .schemas import BadRequest, OpenAICall, parse_embed, parse_openai
+from .schemas import (
+    BadRequest,
+    OpenAICall,
+    parse_embed,
+    parse_openai,
+    parse_rerank,
+    parse_sparse,
+)
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-HandlerName = Literal["embed", "openai", "info", "health", "prometheus", "forward"]
+HandlerName = Literal[
+    "embed", "openai", "embed_sparse", "rerank", "info", "health", "prometheus", "forward"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +64,7 @@ class RouteSpec:
 
 _FORWARDED = (
     "/embed_all",
-    "/embed_sparse",
     "/predict",
-    "/rerank",
     "/similarity",
     "/tokenize",
     "/decode",
@@ -63,6 +73,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/embed", "POST", "embed"),
     RouteSpec("/", "POST", "embed"),
     RouteSpec("/v1/embeddings", "POST", "openai"),
+    RouteSpec("/embed_sparse", "POST", "embed_sparse"),
+    RouteSpec("/rerank", "POST", "rerank"),
     RouteSpec("/info", "GET", "info"),
     RouteSpec("/health", "GET", "health", public=True),
     RouteSpec("/metrics", "GET", "prometheus", public=True),
@@ -121,6 +133,9 @@ class Handlers:
         self.proxy = proxy
         self.engine: Engine | None = None
         self.metrics = ProxyMetrics(lambda: self.engine)
+        # The engines of the other kinds, when their URLs are set (else their routes forward).
+        self.sparse_engine: Engine | None = None
+        self.rerank_engine: Engine | None = None
         self.embed = EmbedEndpoint(self, openai=False)
         """``POST /embed`` and ``POST /``: TEI's 2-D list, from the cache where possible."""
         self.openai = EmbedEndpoint(self, openai=True)
@@ -190,17 +205,18 @@ class Handlers:
         except JSONDecodeError as exc:
             raise BadRequest(400, f"Failed to parse the request body as JSON: {exc}") from None
 
-    def _checked(self, texts: list[str], is_batch: bool) -> list[str]:
-        """TEI's checks, in TEI's order, with the proxy's batch limit instead of TEI's."""
+    def _checked(self, texts: list[str], is_batch: bool, field: str = "inputs") -> list[str]:
+        """TEI's checks, in TEI's order, with the proxy's batch limit instead of TEI's; a
+        rerank's ``texts`` may hold empty strings (TEI reads each with its query)."""
         if is_batch:
             if not texts:
-                raise APIError("Empty", "`inputs` cannot be empty")
+                raise APIError("Empty", f"`{field}` cannot be empty")
             if len(texts) > self.proxy.max_inputs:
                 raise APIError(
                     "Validation",
                     f"batch size {len(texts)} > maximum allowed batch size {self.proxy.max_inputs}",
                 )
-        if "" in texts:
+        if field == "inputs" and "" in texts:
             raise APIError("Empty", "Input validation error: `inputs` cannot be empty")
         return texts
 
@@ -218,6 +234,64 @@ class Handlers:
         if no_store:
             self.metrics.cache_control("no-store")
         return not no_cache, not no_store
+
+    # ------------------------------------------------------------------ sparse and rerank
+    async def embed_sparse(self, request: Request) -> Response:
+        """``POST /embed_sparse``: TEI's ``[[{"index", "value"}...]...]``, cached when
+        CACHED_TEI_SPARSE_URL is set (else forwarded to CACHED_TEI_URL)."""
+        engine = self.sparse_engine
+        if engine is None:
+            return await self.forward(request)
+        started = time.perf_counter()
+        try:
+            call = parse_sparse(await self._read_json(request), request.scope.get(TENANT))
+            if call.texts is None:
+                return await self.forward(request, engine)
+            texts = self._checked(call.texts, call.is_batch)
+            read_cache, write_cache = self._cache_control(request)
+            result = await engine.embed(
+                texts, call.options, read_cache=read_cache, write_cache=write_cache
+            )
+            content = dumps([_sparse_entries(vector) for vector in result.vectors])
+        except BadRequest as exc:
+            return plain_response(exc)
+        except APIError as exc:
+            return error_response(exc, openai=False)
+        except CachedTEIError as exc:
+            return error_response(from_engine(exc), openai=False)
+        return _answer(content, _headers(started, texts, result, len(content)))
+
+    async def rerank(self, request: Request) -> Response:
+        """``POST /rerank``: TEI's ranks, best first, each pair's score cached when
+        CACHED_TEI_RERANK_URL is set (else forwarded to CACHED_TEI_URL)."""
+        engine = self.rerank_engine
+        if engine is None:
+            return await self.forward(request)
+        started = time.perf_counter()
+        try:
+            call = parse_rerank(await self._read_json(request), request.scope.get(TENANT))
+            texts = self._checked(call.texts, True, field="texts")
+            read_cache, write_cache = self._cache_control(request)
+            result = await engine.embed(
+                texts, call.options, read_cache=read_cache, write_cache=write_cache
+            )
+            scores = result.vectors[:, 0]
+            body: list[dict[str, Any]] = []
+            for rank in ranks(result, texts, None, call.return_text):
+                entry: dict[str, Any] = {"index": rank.index, "score": scores[rank.index]}
+                if rank.text is not None:
+                    entry["text"] = rank.text
+                body.append(entry)
+            content = dumps(body)
+        except BadRequest as exc:
+            return plain_response(exc)
+        except APIError as exc:
+            return error_response(exc, openai=False)
+        except CachedTEIError as exc:
+            return error_response(from_engine(exc), openai=False)
+        return _answer(
+            content, _headers(started, [call.options.query or "", *texts], result, len(content))
+        )
 
     # ------------------------------------------------------------------ the proxy's own
     async def info(self, request: Request) -> Response:
@@ -283,8 +357,9 @@ class Handlers:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ forwarded
-    async def forward(self, request: Request) -> Response:
-        """Send the request to the upstream as is; its answer comes back as is."""
+    async def forward(self, request: Request, engine: Engine | None = None) -> Response:
+        """Send the request to the upstream (``engine``'s, by default the dense one's) as is;
+        its answer comes back as is."""
         if not _is_json(request):
             return plain_response(_NOT_JSON)
         body = await request.body()
@@ -295,7 +370,7 @@ class Handlers:
         if request.url.query:
             path = f"{path}?{request.url.query}"
         try:
-            upstream = await self._engine.tei.request(
+            upstream = await (engine or self._engine).tei.request(
                 request.method, path, content=body, headers=headers
             )
         except httpx.HTTPError as exc:
@@ -316,6 +391,7 @@ def store_kind(settings: CachedTEISettings) -> Literal["embedded", "memory", "se
 
 
 def _headers(started: float, texts: list[str], result: EmbedResult, length: int) -> _Headers:
+    """The headers of a cached answer: TEI's timing and size headers, and the cache's."""
     elapsed = str(int((time.perf_counter() - started) * 1000)).encode()
     return [
         (b"content-length", str(length).encode()),
@@ -326,6 +402,18 @@ def _headers(started: float, texts: list[str], result: EmbedResult, length: int)
         (b"x-cache-hits", str(result.hits).encode()),
         (b"x-cache-misses", str(result.misses).encode()),
     ]
+
+
+def _answer(content: bytes, headers: _Headers) -> Response:
+    response = Response(content)
+    response.raw_headers = headers
+    return response
+
+
+def _sparse_entries(vector: SparseVector) -> list[dict[str, Any]]:
+    """One sparse vector as TEI writes it, its values as float32 (TEI's exact digits)."""
+    values = np.asarray(vector.values, dtype=np.float32)
+    return [{"index": i, "value": v} for i, v in zip(vector.indices, values, strict=True)]
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -144,3 +144,65 @@ def parse_openai(body: Any, tenant: str | None = None) -> OpenAICall:
     _str(body, "user")
     options = EmbedOptions(dimensions=dimensions, tenant=tenant)
     return OpenAICall(texts, is_batch, options, encoding == "base64")
+
+
+@dataclass(frozen=True, slots=True)
+class SparseCall:
+    """An ``/embed_sparse`` request: its texts (None: token ids) and how to embed them."""
+
+    texts: list[str] | None
+    is_batch: bool
+    options: EmbedOptions
+
+
+@dataclass(frozen=True, slots=True)
+class RerankCall:
+    """A ``/rerank`` request: the texts to rank against the query (in ``options``)."""
+
+    texts: list[str]
+    options: EmbedOptions
+    return_text: bool
+
+
+def parse_sparse(body: Any, tenant: str | None = None) -> SparseCall:
+    """``POST /embed_sparse``: inputs, truncate, truncation_direction, prompt_name."""
+    body = _struct(body)
+    texts, is_batch = _inputs(body, "inputs")
+    options = EmbedOptions(
+        kind="sparse",
+        truncate=_bool(body, "truncate", None),
+        truncation_direction=_direction(body),  # type: ignore[arg-type]
+        prompt_name=_str(body, "prompt_name"),
+        tenant=tenant,
+    )
+    return SparseCall(texts, is_batch, options)
+
+
+def parse_rerank(body: Any, tenant: str | None = None) -> RerankCall:
+    """``POST /rerank``: query, texts, truncate, truncation_direction, raw_scores,
+    return_text."""
+    body = _struct(body)
+    query = _required(body, "query", "a string")
+    texts = _required(body, "texts", "a sequence")
+    if type(query) is not str:
+        raise deserialize_error("query: invalid type: expected a string")
+    if not isinstance(texts, list) or not all(type(text) is str for text in texts):
+        raise deserialize_error("texts: invalid type: expected a sequence of strings")
+    options = EmbedOptions(
+        kind="rerank",
+        truncate=_bool(body, "truncate", None),
+        truncation_direction=_direction(body),  # type: ignore[arg-type]
+        raw_scores=bool(_bool(body, "raw_scores", False)),
+        query=query,
+        tenant=tenant,
+    )
+    return RerankCall(texts, options, bool(_bool(body, "return_text", False)))
+
+
+def _required(body: dict[str, Any], key: str, expected: str) -> Any:
+    if key not in body:
+        raise deserialize_error(f"missing field `{key}`")
+    value = body[key]
+    if value is None:
+        raise deserialize_error(f"{key}: invalid type: null, expected {expected}")
+    return value

@@ -20,17 +20,20 @@ import numpy as np
 from ..errors import StoreUnavailable
 from ..keys import Namespace
 from ..settings import CachedTEISettings
+from ..values import SparseVector
 from .base import (
     CHECKSUM,
     CHUNK,
     CREATED,
     READ_FIELDS,
+    SPARSE,
     CollectionInfo,
     Rows,
     Texts,
     dimension_mismatch,
     entry_payloads,
     namespace_mismatch,
+    sparse_bytes,
     store_contract,
     url_key,
 )
@@ -259,9 +262,9 @@ class QdrantServerStore:
         if stored is not None and stored != namespace.descriptor():
             raise namespace_mismatch(name, stored, namespace)
         vectors = info.config.params.vectors
-        assert isinstance(vectors, models.VectorParams)
-        self._dimensions[name] = vectors.size
-        return vectors.size
+        size = vectors.size if isinstance(vectors, models.VectorParams) else 0  # sparse: none
+        self._dimensions[name] = size
+        return size
 
     async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
         """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
@@ -284,13 +287,17 @@ class QdrantServerStore:
         from qdrant_client import models
 
         client = self.client()
+        sparse = namespace.kind == "sparse"
         await client.create_collection(
             name,
-            vectors_config=models.VectorParams(
+            vectors_config={}
+            if sparse
+            else models.VectorParams(
                 size=dimension,
                 distance=models.Distance.DOT,
                 datatype=None if self._in_memory else models.Datatype.FLOAT32,
             ),
+            sparse_vectors_config={SPARSE: models.SparseVectorParams()} if sparse else None,
             hnsw_config=models.HnswConfigDiff(m=0),
             shard_number=self._settings.qdrant_shards,
             replication_factor=self._settings.qdrant_replication_factor,
@@ -312,8 +319,9 @@ class QdrantServerStore:
             return Rows.empty()
         name = self._name(namespace)
         parts = []
+        read = self._read_sparse if namespace.kind == "sparse" else self._read
         for start in range(0, len(ids), CHUNK):
-            rows = await self._read(name, list(ids[start : start + CHUNK]))
+            rows = await read(name, list(ids[start : start + CHUNK]))
             if rows is None:  # deleted meanwhile (cache clear in another process)
                 self._dimensions.pop(name, None)
                 self._missing_until[name] = time.monotonic() + MISSING_RECHECK_S
@@ -374,6 +382,8 @@ class QdrantServerStore:
         """Write entries (created now); returns the bytes of vector data written."""
         from qdrant_client import models
 
+        if namespace.kind == "sparse":
+            return await self._upsert_sparse(namespace, ids, vectors, texts)
         await self.ensure_collection(namespace, int(vectors.shape[1]))
         name = self._name(namespace)
         payloads = entry_payloads(ids, vectors, texts)
@@ -387,6 +397,50 @@ class QdrantServerStore:
                 wait=True,
             )
         return int(vectors.nbytes)
+
+    # Sparse (SPLADE) collections: one named sparse vector per point, through qdrant-client.
+    async def _read_sparse(self, name: str, ids: list[str]) -> Rows | None:
+        """One chunk of a sparse collection, or None when the collection does not exist."""
+        from qdrant_client import models
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        try:
+            records = await self.client().retrieve(
+                name, ids=ids, with_vectors=True, with_payload=READ_FIELDS
+            )
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        rows = np.empty(len(records), dtype=object)
+        for position, record in enumerate(records):
+            assert isinstance(record.vector, dict)
+            stored = record.vector[SPARSE]
+            assert isinstance(stored, models.SparseVector)
+            # Over REST the values arrive as the shortest decimals of their float32s.
+            values = np.asarray(stored.values, dtype=np.float32).tolist()
+            rows[position] = SparseVector(list(stored.indices), values)
+        return Rows.of([str(r.id) for r in records], rows, (r.payload for r in records))
+
+    async def _upsert_sparse(
+        self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts
+    ) -> int:
+        from qdrant_client import models
+
+        await self.ensure_collection(namespace, 0)
+        name = self._name(namespace)
+        payloads = entry_payloads(ids, vectors, texts)
+        for start in range(0, len(ids), CHUNK):
+            points = [
+                models.PointStruct(
+                    id=ids[i],
+                    vector={SPARSE: models.SparseVector(indices=v.indices, values=v.values)},
+                    payload=payloads[i],
+                )
+                for i, v in enumerate(vectors[start : start + CHUNK], start)
+            ]
+            await self.client().upsert(name, points=points, wait=True)
+        return sparse_bytes(vectors)
 
     async def collections(self) -> list[CollectionInfo]:
         """Every cache collection under this prefix."""
