@@ -150,6 +150,15 @@ def test_a_misspelled_argument_names_the_closest_setting(
 
 
 @pytest.mark.parametrize("cls", FACES)
+def test_keys_are_in_no_serialisation(cls: Adapter, tmp_path: Any) -> None:
+    face = cls(api_key="tei-secret", qdrant_api_key="qdrant-secret", qdrant_path=tmp_path)
+    texts = [repr(face), str(face), face.model_dump_json(), str(face.model_dump())]
+    if hasattr(face, "to_dict"):  # LlamaIndex's BaseComponent
+        texts += [str(face.to_dict()), face.to_json()]
+    assert not [text for text in texts if "secret" in text]
+
+
+@pytest.mark.parametrize("cls", FACES)
 def test_a_key_from_the_environment_is_not_pickled(
     cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
