@@ -242,6 +242,6 @@ class CachedTEIAdapter(FaceAdapter[CachedEmbedder]):
         return CachedEmbedder(settings)
 
 
-check_fields(CachedTEIAdapter)
+check_fields(FaceAdapter)
 
 __all__ = ["CachedTEIAdapter", "FaceAdapter", "check_fields", "check_texts", "setting"]
