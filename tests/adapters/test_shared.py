@@ -149,6 +149,25 @@ def test_a_misspelled_argument_names_the_closest_setting(
     assert [e["msg"] for e in engine_refused.value.errors()] == [message]
 
 
+@pytest.mark.parametrize(
+    ("cls", "given", "closest"),
+    [
+        (LlamaIndexEmbeddings, "base_ur", "base_url"),
+        (LlamaIndexRerank, "auth_tokn", "auth_token"),
+        (LlamaIndexSparse, "truncate_txt", "truncate_text"),
+        (LangChainRerank, "topn", "top_n"),
+    ],
+)
+def test_a_misspelled_framework_name_names_the_closest_one(
+    cls: Any, given: str, closest: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        cls(**{given: "x"})
+    assert [e["msg"] for e in refused.value.errors()] == [
+        f"{given!r} is not a setting; did you mean {closest!r}?"
+    ]
+
+
 @pytest.mark.parametrize("cls", FACES)
 def test_keys_are_in_no_serialisation(cls: Adapter, tmp_path: Any) -> None:
     face = cls(api_key="tei-secret", qdrant_api_key="qdrant-secret", qdrant_path=tmp_path)
