@@ -123,15 +123,16 @@ class CachedTEISettings(BaseSettings):
     sparse_url: str | None = Field(
         None,
         validation_alias=AliasChoices("sparse_url", "CACHED_TEI_SPARSE_URL"),
-        description="TEI serving a sparse (SPLADE) model; unset = the dense URL's server is not "
-        "used for sparse.",
+        description="TEI serving a sparse (SPLADE) model, for CachedSparseEmbedder, `embed "
+        "--sparse` and the proxy's /embed_sparse; unset = sparse calls are refused (the proxy "
+        "forwards /embed_sparse to tei_url).",
         json_schema_extra=ENGINE,
     )
     rerank_url: str | None = Field(
         None,
         validation_alias=AliasChoices("rerank_url", "CACHED_TEI_RERANK_URL"),
-        description="TEI serving a reranker; unset = the dense URL's server is not used for "
-        "reranking.",
+        description="TEI serving a reranker, for CachedReranker and the proxy's /rerank; unset = "
+        "rerank calls are refused (the proxy forwards /rerank to tei_url).",
         json_schema_extra=ENGINE,
     )
 

@@ -190,6 +190,17 @@ def test_a_url_of_the_wrong_kind_is_a_clear_error(
     assert tei.requests == []  # refused before any text was sent
 
 
+def test_a_reranker_behind_the_dense_url_is_a_clear_error(
+    reranker: EmulatorServer, qdrant_path: Path
+) -> None:
+    from cached_tei import CachedEmbedder
+
+    with CachedEmbedder(tei_url=reranker.url, qdrant_path=qdrant_path) as face:
+        with pytest.raises(TEIError, match="CACHED_TEI_URL .* a reranker, which has no /embed"):
+            face.embed_query("a")
+    assert reranker.requests == []
+
+
 def test_an_unset_url_names_its_variable(qdrant_path: Path) -> None:
     with pytest.raises(InputError, match="CACHED_TEI_SPARSE_URL"):
         CachedSparseEmbedder(qdrant_path=qdrant_path).embed_query("a")
@@ -260,3 +271,17 @@ def test_sparse_and_rerank_entries_live_in_collections_of_their_kind(
         for d in described
     )
     assert kinds == [("rerank", False, 1), ("rerank", True, 1), ("sparse", None, 0)]
+
+
+def test_pairs_are_computed_once_across_concurrent_calls_and_faces(
+    make_reranker: Callable[..., CachedReranker], reranker: EmulatorServer
+) -> None:
+    first, second = make_reranker(), make_reranker(normalize=False)  # one engine, two faces
+
+    async def main() -> list[list[Rank]]:
+        calls = [face.arerank("q", DOCS) for face in (first, second) for _ in range(3)]
+        return list(await asyncio.gather(*calls))
+
+    results = asyncio.run(main())
+    assert all(result == oracle_ranks("q", DOCS) for result in results)
+    assert reranker.rerank_pairs_computed == len(DOCS)

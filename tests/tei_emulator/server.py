@@ -79,15 +79,16 @@ class _PlainError(Exception):
 
 
 class _Entry:
-    __slots__ = ("texts", "tokens", "normalize", "dimensions", "future", "enqueued")
+    __slots__ = ("texts", "tokens", "normalize", "dimensions", "future", "enqueued", "embeds")
 
-    def __init__(self, texts, tokens, normalize, dimensions, future):
+    def __init__(self, texts, tokens, normalize, dimensions, future, embeds=True):
         self.texts = texts
         self.tokens = tokens
         self.normalize = normalize
         self.dimensions = dimensions
         self.future = future
         self.enqueued = time.perf_counter()
+        self.embeds = embeds  # False: a sparse or rerank request, counted on its own
 
 
 def _deser_error(detail: str) -> _PlainError:
@@ -283,7 +284,7 @@ class EmulatorState:
                 with self.lock:
                     self.steps += 1
                     self.step_sizes.append(n_texts)
-                    self.embed_texts_computed += n_texts
+                    self.embed_texts_computed += sum(len(e.texts) for e in batch if e.embeds)
                 for e, r in zip(batch, results, strict=True):
                     if not e.future.done():
                         e.future.set_result((r, t0, inference))
@@ -662,9 +663,10 @@ class _App:
         direction = self._direction(body)
         rec.truncate, rec.truncation_direction = truncate, direction
         self._batch_checks(texts)
-        ranks = []
+        ranks, finals = [], []
         for i, t in enumerate(texts):
             final, _ = prepare_text(self.cfg, pair_text(query, t), truncate, direction)
+            finals.append(final)
             raw_vec = raw_vector(self.cfg.model_id, self.cfg.model_sha, self.cfg.dim, final)
             r: dict[str, Any] = {"index": i, "score": score_of(raw_vec, raw)}
             if ret:
@@ -675,7 +677,7 @@ class _App:
         ranks.reverse()
         with self.state.lock:
             self.state.rerank_pairs_computed += len(texts)
-        return ranks, len(texts)
+        return ranks, finals
 
     def _direction(self, body: dict) -> str:
         try:
@@ -693,16 +695,34 @@ class _App:
         truncate = _opt_bool(body, "truncate", None)
         direction = self._direction(body)
         rec.truncate, rec.truncation_direction, rec.prompt_name = truncate, direction, prompt
-        out = []
+        out, finals = [], []
         for t in texts:
             final, _ = prepare_text(self.cfg, t, truncate, direction, prompt)
+            finals.append(final)
             indices, values = sparse_of(
                 raw_vector(self.cfg.model_id, self.cfg.model_sha, self.cfg.dim, final)
             )
             out.append([{"index": i, "value": v} for i, v in zip(indices, values, strict=True)])
         with self.state.lock:
             self.state.sparse_texts_computed += len(texts)
-        return out, len(texts)
+        return out, finals
+
+    async def _queued(self, texts: list[str], started: float) -> dict[str, str]:
+        """Pay TEI's cost for texts: a place in the queue shared with /embed, so that
+        concurrent requests of every route merge into one step, as on TEI; returns TEI's
+        timing headers."""
+        n = len(texts)
+        self._acquire(n)
+        try:
+            fut = asyncio.get_running_loop().create_future()
+            submitted = time.perf_counter()
+            self.state.submit(_Entry(texts, max(n, 1), False, None, fut, embeds=False))
+            _, step_start, inference = await fut
+        finally:
+            self.state.permits_in_use -= n
+        chars = sum(len(t) for t in texts)
+        queue = max(step_start - submitted, 0.0)
+        return self._headers(started, chars, n, 0.0, queue, inference)
 
     async def _recorded(self, request: web.Request, fn) -> web.Response:
         """A sparse or rerank route: recorded, faults applied, TEI's cost per text paid."""
@@ -723,10 +743,12 @@ class _App:
             body = await self._read_json(request)
             if not isinstance(body, dict):
                 raise _deser_error("invalid type: expected struct")
-            out, count = fn(body, rec)
-            await asyncio.sleep((self.cfg.step_ms + self.cfg.per_text_ms * count) / 1000.0)
+            out, texts = fn(body, rec)
+            headers = await self._queued(texts, started)
             rec.status = 200
-            return web.Response(body=orjson.dumps(out, option=_NP), content_type=_JSON)
+            return web.Response(
+                body=orjson.dumps(out, option=_NP), content_type=_JSON, headers=headers
+            )
         except _PlainError as exc:
             rec.status = exc.status
             return web.Response(status=exc.status, text=exc.text)

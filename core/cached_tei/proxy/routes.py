@@ -270,6 +270,7 @@ class Handlers:
         started = time.perf_counter()
         try:
             call = parse_rerank(await self._read_json(request), request.scope.get(TENANT))
+            query = call.options.query or ""  # TEI reads it with each text (and counts it so)
             texts = self._checked(call.texts, True, field="texts")
             read_cache, write_cache = self._cache_control(request)
             result = await engine.embed(
@@ -290,7 +291,7 @@ class Handlers:
         except CachedTEIError as exc:
             return error_response(from_engine(exc), openai=False)
         return _answer(
-            content, _headers(started, [call.options.query or "", *texts], result, len(content))
+            content, _headers(started, [*texts, *[query] * len(texts)], result, len(content))
         )
 
     # ------------------------------------------------------------------ the proxy's own
