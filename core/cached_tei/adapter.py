@@ -117,6 +117,8 @@ class FaceAdapter(BaseModel, Generic[FaceT]):
     write_through: bool | None = setting("write_through")
     write_queue_size: int | None = setting("write_queue_size")
     write_batch_size: int | None = setting("write_batch_size")
+    min_free_disk_bytes: int | None = setting("min_free_disk_bytes")
+    max_open_collections: int | None = setting("max_open_collections")
     breaker_threshold: int | None = setting("breaker_threshold")
     breaker_cooldown: float | None = setting("breaker_cooldown")
     read_cache: bool | None = setting("read_cache")

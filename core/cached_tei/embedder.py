@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from typing_extensions import TypedDict, Unpack
 
-from .engine import EmbedResult
+from .engine import EmbedLists, EmbedResult
 from .errors import InputError
 from .face import Face
 from .keys import EmbedOptions
@@ -65,16 +65,29 @@ class CachedEmbedder(Face):
         )
         return loop, work
 
+    def _lists(
+        self, texts: Sequence[str], kind: Kind
+    ) -> tuple[LoopThread, Coroutine[Any, Any, EmbedLists]]:
+        """The list faces' call: the store's lists pass through (no round trip via numpy)."""
+        loop, engine = self._engine()
+        work = engine.embed_lists(
+            texts,
+            self._options[kind],
+            read_cache=self.settings.read_cache,
+            write_cache=self.settings.write_cache,
+        )
+        return loop, work
+
     # ------------------------------------------------------------------ sync
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed documents (with the document prompt/instruction); one vector per text."""
-        vectors: list[list[float]] = self.embed(texts, kind="document").vectors.tolist()
-        return vectors
+        loop, work = self._lists(texts, "document")
+        return loop.run(work).vectors
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (with the query prompt/instruction)."""
-        vector: list[float] = self.embed([_single(text)], kind="query").vectors[0].tolist()
-        return vector
+        loop, work = self._lists([_single(text)], "query")
+        return loop.run(work).vectors[0]
 
     def embed(
         self, texts: Sequence[str], *, kind: Kind = "document", **cache: Unpack[CacheControl]
@@ -90,13 +103,13 @@ class CachedEmbedder(Face):
     # ------------------------------------------------------------------ async
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`, from any event loop."""
-        vectors: list[list[float]] = (await self.aembed(texts, kind="document")).vectors.tolist()
-        return vectors
+        loop, work = self._lists(texts, "document")
+        return (await loop.run_async(work)).vectors
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`, from any event loop."""
-        vector: list[float] = (await self.aembed([_single(text)], kind="query")).vectors[0].tolist()
-        return vector
+        loop, work = self._lists([_single(text)], "query")
+        return (await loop.run_async(work)).vectors[0]
 
     async def aembed(
         self, texts: Sequence[str], *, kind: Kind = "document", **cache: Unpack[CacheControl]

@@ -27,6 +27,7 @@ from .errors import (
     InputError,
     ModelChangedError,
     StoreConfigurationError,
+    StoreDiskFullError,
     StoreUnavailable,
     TEIError,
 )
@@ -67,6 +68,29 @@ class EmbedResult:
 
 
 @dataclass(frozen=True)
+class EmbedLists:
+    """An :class:`EmbedResult` as Python lists, what LangChain and LlamaIndex return. Vectors
+    the store hands over as lists (qdrant-edge) are passed through as they are: float32 values
+    widened to Python floats, identical to ``ndarray.tolist()``."""
+
+    vectors: list[list[float]]
+    hits: int
+    misses: int
+
+
+@dataclass
+class _Gathered:
+    """One call's vectors, by distinct text, before they are put in input order."""
+
+    vectors: list[np.ndarray | None]
+    keys: list[str]
+    inverse: list[int]
+    hits: int
+    # Vectors read from the store as Python lists, by point id (a call for lists only).
+    lists: dict[str, list[float]] | None = None
+
+
+@dataclass(frozen=True)
 class _Call:
     """What one ``embed`` call fixes for all its texts: where their vectors belong, how TEI
     computes them, and whether the cache is read and written."""
@@ -76,6 +100,7 @@ class _Call:
     options: EmbedOptions
     read: bool
     write: bool
+    lists: dict[str, list[float]] | None = None
 
     @property
     def shares(self) -> bool:
@@ -216,22 +241,53 @@ class Engine:
         ``no-cache``); ``write_cache=False`` keeps nothing new anywhere, memory included
         (``no-store``).
         """
+        gathered = await self._traced(texts, options, read_cache, write_cache, lists=False)
+        return EmbedResult(_matrix(gathered), gathered.hits, len(gathered.vectors) - gathered.hits)
+
+    async def embed_lists(
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        *,
+        read_cache: bool = True,
+        write_cache: bool = True,
+    ) -> EmbedLists:
+        """:meth:`embed` as Python lists, without a round trip through numpy for what the
+        store hands over as lists (its checksum is verified all the same)."""
+        gathered = await self._traced(texts, options, read_cache, write_cache, lists=True)
+        return EmbedLists(_lists(gathered), gathered.hits, len(gathered.vectors) - gathered.hits)
+
+    async def _traced(
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        read_cache: bool,
+        write_cache: bool,
+        *,
+        lists: bool,
+    ) -> _Gathered:
         with tracing.span("cached_tei.embed") as current:
-            result = await self._on_one_model(
-                lambda: self._embed(texts, options, read_cache, write_cache)
+            gathered = await self._on_one_model(
+                lambda: self._embed(texts, options, read_cache, write_cache, lists)
             )
-            current.set_attribute("cached_tei.texts", len(result.vectors))
-            current.set_attribute("cached_tei.hits", result.hits)
-            current.set_attribute("cached_tei.misses", result.misses)
-        return result
+            current.set_attribute("cached_tei.texts", len(gathered.inverse))
+            current.set_attribute("cached_tei.hits", gathered.hits)
+            current.set_attribute("cached_tei.misses", len(gathered.vectors) - gathered.hits)
+        return gathered
 
     async def _embed(
-        self, texts: Sequence[str], options: EmbedOptions, read_cache: bool, write_cache: bool
-    ) -> EmbedResult:
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        read_cache: bool,
+        write_cache: bool,
+        lists: bool,
+    ) -> _Gathered:
         self._flights.check_loop()
-        prepared = prepare_texts(texts, options.instruction, pairs=options.query is not None)
+        pairs = options.query is not None  # a rerank's texts, each read with its query
+        prepared = prepare_texts(texts, options.instruction, pairs=pairs)  # steps 1 and 2
         if not prepared:
-            return EmbedResult(np.zeros((0, 0), dtype=np.float32), 0, 0)
+            return _Gathered([], [], [], 0)
         namespace = await self.namespace(options)  # step 3
         call = _Call(
             namespace,
@@ -239,6 +295,7 @@ class Engine:
             options,
             read_cache,
             write_cache,
+            {} if lists else None,
         )
         self._start_expiry()
         unique, inverse = _deduplicate(prepared)  # step 4
@@ -254,7 +311,8 @@ class Engine:
             for (index, _), vector in zip(joined, waited, strict=True):
                 vectors[index] = vector
         memory_hits = len(unique) - len(own) - len(joined)
-        return self._result(vectors, inverse, memory_hits, store_hits, len(joined))  # step 9
+        hits = self._count(len(unique), memory_hits, store_hits, len(joined))
+        return _Gathered(vectors, keys, inverse, hits, call.lists)  # step 9: see _matrix, _lists
 
     def _claimable(
         self, call: _Call, keys: list[str], vectors: list[np.ndarray | None]
@@ -293,24 +351,14 @@ class Engine:
             vectors[index] = flight.values[key]
         return store_hits
 
-    def _result(
-        self,
-        vectors: list[np.ndarray | None],
-        inverse: list[int],
-        memory_hits: int,
-        store_hits: int,
-        coalesced: int,
-    ) -> EmbedResult:
-        """Count the call and stack its vectors in input order."""
+    def _count(self, unique: int, memory_hits: int, store_hits: int, coalesced: int) -> int:
+        """Count the call; returns its hits."""
         hits = memory_hits + store_hits
         self.stats.hits += hits
         self.stats.memory_hits += memory_hits
-        self.stats.misses += len(vectors) - hits
+        self.stats.misses += unique - hits
         self.stats.coalesced += coalesced
-        matrix = _stacked(vectors)
-        if len(vectors) < len(inverse):
-            matrix = matrix[inverse]
-        return EmbedResult(matrix, hits, len(vectors) - hits)
+        return hits
 
     def _start_expiry(self) -> None:
         if self._expiry is None and self.settings.ttl is not None:
@@ -397,6 +445,9 @@ class Engine:
             return "skipped", None
         try:
             result = await _within(operation(), self.settings.qdrant_timeout)
+        except StoreDiskFullError:  # the store declined (and logged it): no Qdrant failure
+            self.stats.disk_full += 1
+            return "skipped", None
         except (StoreUnavailable, asyncio.TimeoutError) as exc:
             self.breaker.record_failure()
             self.stats.cache_errors += 1
@@ -441,7 +492,7 @@ class Engine:
     ) -> int:
         """Fill ``flight`` from the store, then TEI; returns the store hits."""
         ids = [key for _, key in flight.keys]
-        found = await self._lookup(call.namespace, ids) if call.read else {}
+        found = await self._lookup(call.namespace, ids, call.lists) if call.read else {}
         for key, vector in found.items():
             flight.values[(call.collection, key)] = vector
             if call.write:
@@ -453,7 +504,7 @@ class Engine:
             )
         return len(found)
 
-    async def _on_one_model(self, embed: Callable[[], Awaitable[EmbedResult]]) -> EmbedResult:
+    async def _on_one_model(self, embed: Callable[[], Awaitable[T]]) -> T:
         """Run a call; if the model changed under it, run it once more in the new model's
         namespace, so that no answer mixes two models (a second change fails the call)."""
         try:
@@ -515,22 +566,27 @@ class Engine:
 
         await self.tei.embed(texts, call.options, on_batch=arrived)
 
-    async def _lookup(self, namespace: Namespace, keys: list[str]) -> dict[str, np.ndarray]:
-        """The store's entries for ``keys`` that may be served: not expired, intact."""
+    async def _lookup(
+        self, namespace: Namespace, keys: list[str], lists: dict[str, list[float]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The store's entries for ``keys`` that may be served: not expired, intact (and into
+        ``lists``, the store's own lists of those, where it has them)."""
         with tracing.span("cached_tei.cache.lookup", keys=len(keys)) as current:
             outcome, rows = await self._guarded(
                 lambda: self.store.lookup(namespace, keys), "lookup"
             )
-            found = self._servable(namespace, rows) if rows is not None else {}
+            found = self._servable(namespace, rows, lists) if rows is not None else {}
             current.set_attribute("cached_tei.outcome", outcome)
             current.set_attribute("cached_tei.hits", len(found))
         if outcome == "skipped":
             self.stats.cache_skipped += len(keys)
         return found
 
-    def _servable(self, namespace: Namespace, rows: Rows) -> dict[str, np.ndarray]:
+    def _servable(
+        self, namespace: Namespace, rows: Rows, lists: dict[str, list[float]] | None = None
+    ) -> dict[str, np.ndarray]:
         """Expiry and integrity, applied once: id -> a row of its own (so the memory cache
-        never keeps a whole chunk alive)."""
+        never keeps a whole chunk alive); the served rows' lists go into ``lists``."""
         not_before = None if self.settings.ttl is None else int(time.time() - self.settings.ttl)
         checks = intact(rows.ids, rows.vectors, rows.checksums)
         found: dict[str, np.ndarray] = {}
@@ -540,6 +596,8 @@ class Engine:
                 corrupt += 1
             elif not_before is None or rows.created[index] >= not_before:
                 found[key] = _owned(rows.vectors[index])
+                if lists is not None and rows.lists is not None:
+                    lists[key] = rows.lists[index]
         if corrupt:
             self._count_corrupt(namespace, corrupt)
         return found
@@ -590,6 +648,34 @@ class Engine:
             self.stats.write_errors += len(ids)
         else:
             self.stats.writes_dropped += len(ids)
+
+
+def _matrix(gathered: _Gathered) -> np.ndarray:
+    """The call's vectors stacked in input order."""
+    if not gathered.vectors:
+        return np.zeros((0, 0), dtype=np.float32)
+    matrix = _stacked(gathered.vectors)
+    if len(gathered.vectors) < len(gathered.inverse):
+        matrix = matrix[gathered.inverse]
+    return matrix
+
+
+def _lists(gathered: _Gathered) -> list[list[float]]:
+    """The call's vectors as lists in input order: the store's own where it gave lists, the
+    others converted once; a repeated text gets a list of its own."""
+    passed = gathered.lists or {}
+    unique = [
+        passed[key] if key in passed else vector.tolist()  # type: ignore[union-attr]
+        for key, vector in zip(gathered.keys, gathered.vectors, strict=True)
+    ]
+    if len(unique) == len(gathered.inverse):
+        return unique
+    seen: set[int] = set()
+    ordered = []
+    for index in gathered.inverse:
+        ordered.append(unique[index] if index not in seen else unique[index].copy())
+        seen.add(index)
+    return ordered
 
 
 def _model_name(namespace: Namespace, dimension: int) -> str:

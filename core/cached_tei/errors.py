@@ -120,3 +120,26 @@ def _rebuild_tei_error(
     message: str, status: int | None, error_type: str, url: str, hint: str
 ) -> TEIError:
     return TEIError(message, status=status, error_type=error_type, url=url, hint=hint)
+
+
+class StoreDiskFullError(StoreUnavailable):
+    """The embedded store's disk has too little free space to write (or open) safely.
+
+    The engine does not raise it to callers: it skips the store and counts it
+    (``Stats.disk_full``); embeddings are still computed.
+    """
+
+    def __init__(self, folder: str, free: int, needed: int, action: str) -> None:
+        self.folder = folder
+        self.free = free
+        self.needed = needed
+        self.action = action
+        super().__init__(
+            f"the embedded cache at {folder} has {free / 2**20:.1f} MiB free, {action} needs "
+            f"{needed / 2**20:.1f} MiB: the cache is skipped until space is freed (delete files "
+            "there, cached-tei cache prune or cache clear, or move CACHED_TEI_QDRANT_PATH); "
+            "CACHED_TEI_MIN_FREE_DISK_BYTES sets the margin kept free"
+        )
+
+    def __reduce__(self) -> tuple[type[StoreDiskFullError], tuple[str, int, int, str]]:
+        return type(self), (self.folder, self.free, self.needed, self.action)

@@ -150,6 +150,10 @@ _NAMESPACED_OPTIONS = tuple(
 _CALL_OPTIONS = {"tenant", "kind", "raw_scores", "query"}
 
 
+# What fixes the model rather than an option: its /info, and the size it answers with.
+_MODEL_FIELDS = frozenset({"model_id", "model_sha", "model_dimension"})
+
+
 def _check_scopes() -> None:
     """Raise TypeError unless the vector settings, EmbedOptions and Namespace agree."""
     from_settings = {_option_of(name)[1] for name in settings_of_scope("vector")}
@@ -160,7 +164,7 @@ def _check_scopes() -> None:
             f"{sorted(options)}: give EmbedOptions a field per vector setting (a query_/document_ "
             "pair sets one field)"
         )
-    namespaced = {f.name for f in fields(Namespace)} - {"model_id", "model_sha", "model_dimension"}
+    namespaced = {f.name for f in fields(Namespace)} - _MODEL_FIELDS
     if namespaced != set(_NAMESPACED_OPTIONS):
         raise TypeError(
             f"Namespace has {sorted(namespaced)} but the options that change a vector are "

@@ -262,6 +262,19 @@ class CachedTEISettings(BaseSettings):
         description="Keep new vectors in the cache (off: no-store).",
         json_schema_extra=CALL,
     )
+    min_free_disk_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Embedded store: free disk kept; below it the cache stops writing. "
+        "unset = the store's next growth (one write step, at most 512 KiB of vectors, plus 8 MiB).",
+        json_schema_extra=ENGINE,
+    )
+    max_open_collections: int = Field(
+        32,
+        ge=1,
+        description="Embedded store: collections kept open; the least used close.",
+        json_schema_extra=ENGINE,
+    )
 
     def __init__(self, **values: Any) -> None:
         reject_unknown_arguments(type(self), values, _BASE_ARGUMENTS)

@@ -41,6 +41,8 @@ class Stats:
     pending_writes: int = 0
     expired: int = 0
     corrupt: int = 0  # entries read back that did not match their checksum (recomputed)
+    # Store operations skipped for lack of free disk (embedded store).
+    disk_full: int = 0
     # Requests per latency bucket (not cumulative); the last counts those above every bound.
     tei_latency_counts: list[int] = field(
         default_factory=lambda: [0] * (len(TEI_LATENCY_BUCKETS) + 1)

@@ -9,7 +9,7 @@ import pytest
 from cached_tei import StoreConfigurationError, StoreUnavailable
 from cached_tei.keys import Namespace
 from cached_tei.settings import CachedTEISettings
-from cached_tei.stores.base import Rows, store_contract
+from cached_tei.stores.base import Rows, float32_matrix, store_contract
 from cached_tei.stores.server import QdrantServerStore
 from tests.faults.fake_qdrant import FakeQdrant
 
@@ -73,3 +73,18 @@ def test_rows_join_chunks_in_order_and_skip_empty_ones() -> None:
     )
     assert joined.vectors.tolist() == [[1, 1], [0, 0], [0, 0]]
     assert Rows.join([Rows.empty()]).ids == []
+
+
+def test_rows_join_keeps_the_lists_only_when_every_chunk_has_them() -> None:
+    first = Rows(["a"], np.ones((1, 2), np.float32), [1], [None], [[1.0, 1.0]])
+    second = Rows(["b"], np.zeros((1, 2), np.float32), [2], [7], [[0.0, 0.0]])
+    assert Rows.join([first, second]).lists == [[1.0, 1.0], [0.0, 0.0]]
+    without = Rows(["c"], np.zeros((1, 2), np.float32), [3], [8])
+    assert Rows.join([first, without]).lists is None
+
+
+def test_float32_matrix_packs_lists_exactly() -> None:
+    vectors = np.random.default_rng(3).standard_normal((5, 7)).astype(np.float32)
+    vectors[0, 0] = np.float32(1e-45)  # the smallest subnormal survives too
+    matrix = float32_matrix(vectors.tolist(), 7)
+    assert matrix.dtype == np.float32 and matrix.tobytes() == vectors.tobytes()

@@ -59,6 +59,8 @@ def _shape_problem(path: str, status: int, headers: Any, body: bytes) -> str | N
     if status < 400:
         return None
     ctype = headers.get("content-type", "")
+    if isinstance(ctype, list):  # schemathesis' responses give each header's values as a list
+        ctype = ", ".join(ctype)
     if "json" not in ctype:
         return None if status in TEI_PLAIN_STATUSES else f"non-JSON {status} ({ctype})"
     try:

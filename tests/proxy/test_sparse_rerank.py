@@ -143,3 +143,10 @@ def test_metrics_count_each_route(kinds):
     metrics = httpx.get(kinds.url + "/metrics").text
     assert 'route="/rerank",status="200"' in metrics
     assert 'route="/embed_sparse",status="200"' in metrics
+    post(kinds.url + "/rerank", {"query": "q", "texts": DOCS[:3]})
+    metrics = httpx.get(kinds.url + "/metrics").text
+    for route, hits, misses in (("/rerank", 2, 3), ("/embed_sparse", 0, 2)):
+        assert f'cached_tei_proxy_texts_total{{result="hit",route="{route}"}} {hits}.0' in metrics
+        assert (
+            f'cached_tei_proxy_texts_total{{result="miss",route="{route}"}} {misses}.0' in metrics
+        )

@@ -1,4 +1,4 @@
-"""The ``cached-tei`` command: ``serve`` the proxy, ``embed`` a file, ``cache stats|prune|clear``.
+"""The ``cached-tei`` command: ``serve`` the proxy, ``embed`` a file, ``cache`` maintenance.
 
 Settings come from ``CACHED_TEI_*`` (and ``.env``); every setting but the secrets also has a
 flag, which wins. ``embed`` and ``cache`` need only the base install; ``serve`` needs
@@ -24,6 +24,7 @@ from .options import (
     EMBED_DEFAULTS,
     FLAG_PREFIXES,
     STORE_SETTINGS,
+    VERIFY_SETTINGS,
     CLIError,
     add_setting_flags,
     configure_logging,
@@ -185,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clear.add_argument("-y", "--yes", action="store_true", help="do not ask")
     clear.set_defaults(parser=clear, run=_command("cache", "run_cache_clear"))
+    verify = cache_commands.add_parser(
+        "verify",
+        parents=[_common(only=VERIFY_SETTINGS)],
+        help="re-embed a sample of entries through TEI and compare (drift, corruption)",
+        description="Check a random sample of each collection: corruption visible without the "
+        "text (size, finite values, unit length), and, for entries stored with their text "
+        "(store_text=True), the key and TEI's vector today. Exit 0: all hold; 3: some "
+        "drifted; 4: some are corrupt.",
+    )
+    verify.add_argument(
+        "--sample", type=int, default=100, help="entries per collection (default 100)"
+    )
+    verify.set_defaults(parser=verify, run=_command("verify", "run_cache_verify"))
     return parser
 
 

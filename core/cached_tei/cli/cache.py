@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import StoreLockedError
+from ..errors import StoreConfigurationError, StoreDiskFullError, StoreLockedError
 from ..settings import CachedTEISettings
 from ..stores import CacheStore, CollectionInfo, EmbeddedStore, open_store
 from .options import CLIError, counted, settings_from_args
@@ -32,7 +32,7 @@ def _with_store(settings: CachedTEISettings, action: Callable[[CacheStore], Awai
     async def run() -> T:
         store = open_store(settings)
         try:
-            return await action(store)
+            return await _readable(settings, action(store))
         finally:
             await store.aclose()
 
@@ -45,6 +45,20 @@ def _with_store(settings: CachedTEISettings, action: Callable[[CacheStore], Awai
             f"and this command needs it to itself: stop {exc.holder or 'that process'} first, "
             "then run the command again"
         ) from None
+
+
+async def _readable(settings: CachedTEISettings, work: Awaitable[T]) -> T:
+    """``work``, with a failure to read the store told in one line that names the recovery."""
+    try:
+        return await work
+    except (StoreConfigurationError, StoreDiskFullError, OSError):
+        raise  # they say what to do already
+    except Exception as exc:  # StoreUnavailable: the store's files could not be read
+        problem = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise CLIError(
+            f"the cache in {settings.cache_location} cannot be read ({problem}); "
+            "cached-tei cache clear --yes deletes it, and the cache fills again"
+        ) from exc
 
 
 def run_cache_stats(args: argparse.Namespace) -> int:
@@ -73,6 +87,7 @@ def run_cache_stats(args: argparse.Namespace) -> int:
                     "namespace": c.namespace,
                     "dimension": c.dimension,
                     "count": c.count,
+                    "lost": c.lost,
                 }
                 for c in collections
             ],
@@ -95,12 +110,26 @@ def run_cache_stats(args: argparse.Namespace) -> int:
         print(
             f"{settings.cache_location} is held by {holder}: entry counts unknown until it closes"
         )
+    lost = _lost_note(collections)
+    if lost is not None:
+        print(lost)
     return 0
 
 
 def _kind(collection: CollectionInfo) -> str:
     """The kind of model a collection caches: embedding (dense), sparse or rerank."""
     return str((collection.namespace or {}).get("kind", "embedding"))
+
+
+def _lost_note(collections: list[CollectionInfo]) -> str | None:
+    """A line on entries lost by damaged id trackers since their collections were written."""
+    lost = sum(c.lost for c in collections)
+    if not lost:
+        return None
+    return (
+        f"{lost} entries were lost since they were written (a damaged id tracker): they are "
+        "computed again; check the rest with cached-tei cache verify"
+    )
 
 
 def run_cache_prune(args: argparse.Namespace) -> int:

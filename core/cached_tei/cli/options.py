@@ -27,6 +27,16 @@ SECRET_FIELDS = frozenset({"api_key", "qdrant_api_key", "api_keys", "metrics_key
 STORE_SETTINGS = frozenset(
     {"qdrant_url", "qdrant_path", "qdrant_prefer_grpc", "qdrant_timeout", "collection_prefix"}
 )
+# What ``cache verify`` reads besides the store: how to reach TEI to re-embed a sample.
+VERIFY_SETTINGS = STORE_SETTINGS | {
+    "tei_url",
+    "timeout",
+    "retry_deadline",
+    "max_retries",
+    "max_concurrency",
+    "batch_size",
+    "max_payload_bytes",
+}
 # What ``embed`` runs with unless told otherwise: a corpus is read once, so an in-process LRU
 # would only grow with it.
 EMBED_DEFAULTS: Mapping[str, Any] = {"lru_bytes": 0}

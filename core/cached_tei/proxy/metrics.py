@@ -74,6 +74,11 @@ _PLAIN_COUNTERS = (
         "Cache entries that did not match their checksum (recomputed).",
         "corrupt",
     ),
+    (
+        "cached_tei_cache_disk_full",
+        "Cache operations skipped for lack of free disk (embedded store).",
+        "disk_full",
+    ),
 )
 
 
@@ -261,10 +266,23 @@ class ProxyMetrics:
             registry=own,
         )
         self._directives = {directive: control.labels(directive) for directive in _DIRECTIVES}
+        self._route_texts = Counter(
+            "cached_tei_proxy_texts",
+            "Distinct texts (pairs for /rerank) of /embed_sparse and /rerank, by route and "
+            "where they came from.",
+            ["route", "result"],
+            registry=own,
+        )
         if self._shared is None:
             self.registry.register(EngineCollector(engine))
         else:
             self.registry.register(_WorkersCollector(self._shared, engine))
+
+    def texts(self, route: str, hits: int, misses: int) -> None:
+        """Count one sparse or rerank request's texts (the dense engine's are in
+        ``cached_tei_texts``)."""
+        self._route_texts.labels(route, "hit").inc(hits)
+        self._route_texts.labels(route, "miss").inc(misses)
 
     def cache_control(self, directive: str) -> None:
         """Count a request carrying ``no-cache`` or ``no-store``."""

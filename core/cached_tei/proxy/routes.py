@@ -253,6 +253,7 @@ class Handlers:
                 texts, call.options, read_cache=read_cache, write_cache=write_cache
             )
             content = dumps([_sparse_entries(vector) for vector in result.vectors])
+            self.metrics.texts("/embed_sparse", result.hits, result.misses)
         except BadRequest as exc:
             return plain_response(exc)
         except APIError as exc:
@@ -276,6 +277,7 @@ class Handlers:
             result = await engine.embed(
                 texts, call.options, read_cache=read_cache, write_cache=write_cache
             )
+            self.metrics.texts("/rerank", result.hits, result.misses)
             scores = result.vectors[:, 0]
             body: list[dict[str, Any]] = []
             for rank in ranks(result, texts, None, call.return_text):

@@ -5,12 +5,17 @@ upserts 70-89x faster, reads 1.8x faster, reopens 10-30x faster and needs 5-8x l
 because it memory-maps its segments instead of loading every point into Python objects.
 
 Layout under ``qdrant_path``: ``<collection>/shard/`` (the edge shard, locked by its WAL
-against a second opener), ``<collection>/namespace.json`` (what the vectors are), and
+against a second opener), ``<collection>/namespace.json`` (what the vectors are),
+``<collection>/creating`` (only while a collection is being created), and
 ``tei-info/<url hash>.json`` (the last ``/info`` of each TEI URL).
+
+qdrant-edge holds the GIL in every call, so reads and writes go to it in steps of a few
+milliseconds with the event loop free between them (``shards.step_points``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,18 +24,17 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import qdrant_edge as edge
 
 from .. import process
-from ..errors import StoreLockedError
+from ..errors import StoreConfigurationError, StoreDiskFullError, StoreLockedError
 from ..keys import Namespace
 from ..settings import CachedTEISettings
 from ..values import SparseVector
 from .base import (
-    CHUNK,
     CREATED,
     SPARSE,
     CollectionInfo,
@@ -38,11 +42,14 @@ from .base import (
     Texts,
     dimension_mismatch,
     entry_payloads,
+    float32_matrix,
     namespace_mismatch,
     sparse_bytes,
     store_contract,
     url_key,
 )
+from .disk import DiskGuard
+from .shards import OpenShard, OpenShards, step_points
 
 if sys.platform != "win32":
     import fcntl
@@ -53,6 +60,7 @@ _NAMESPACE_FILE = "namespace.json"
 _SHARD_DIR = "shard"
 _INFO_DIR = "tei-info"
 _LOCK_FILE = "cached-tei.lock"
+_CREATING = "creating"
 
 
 class _Folder:
@@ -62,18 +70,25 @@ class _Folder:
     that points at it; ``mutex`` serialises their use of the shards.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, settings: CachedTEISettings) -> None:
         self.root = root
         self.pid = os.getpid()
         self.users = 0
         self.mutex = threading.RLock()
-        self.shards: dict[str, tuple[edge.EdgeShard, int]] = {}
+        self.shards = OpenShards(settings.max_open_collections)
+        self.disk = DiskGuard(root, settings.min_free_disk_bytes)
         self._lock = _lock_folder(root)
 
-    def close(self) -> None:
-        shards, self.shards = self.shards, {}
-        for shard, _ in shards.values():
-            shard.close()
+    async def close(self) -> None:
+        """Close every shard, one per step (each flushes what it holds), then unlock."""
+        while True:
+            with self.mutex:
+                opened = self.shards.pop_oldest()
+            if opened is None:
+                break
+            await opened.write_back_off_loop()
+            with self.mutex:
+                opened.close()
         if self._lock is not None:
             self._lock.close()  # releases the lock
 
@@ -92,24 +107,23 @@ def _forget_inherited_folders() -> None:
 process.on_fork(_forget_inherited_folders)
 
 
-def _acquire_folder(root: Path) -> _Folder:
+def _acquire_folder(root: Path, settings: CachedTEISettings) -> _Folder:
     with _folders_mutex:
         folder = _folders.get(root)
         if folder is None:
-            folder = _folders[root] = _Folder(root)
+            folder = _folders[root] = _Folder(root, settings)
         folder.users += 1
         return folder
 
 
-def _release_folder(folder: _Folder) -> None:
+async def _release_folder(folder: _Folder) -> None:
     with _folders_mutex:
         folder.users -= 1
         if folder.users > 0:
             return
         if _folders.get(folder.root) is folder:
             del _folders[folder.root]
-    with folder.mutex:
-        folder.close()
+    await folder.close()
 
 
 def _lock_folder(root: Path) -> IO[str] | None:
@@ -126,10 +140,13 @@ def _lock_folder(root: Path) -> IO[str] | None:
         recorded = handle.read()
         handle.close()
         raise StoreLockedError(str(root), _describe_holder(recorded)) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "program": Path(sys.argv[0]).name}))
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "program": Path(sys.argv[0]).name}))
+        handle.flush()
+    except OSError as exc:  # a full disk: the record only names the holder to others
+        log.warning("could not record this process as the holder of %s: %s", root, exc)
     return handle
 
 
@@ -163,13 +180,15 @@ class EmbeddedStore:
 
     Every store in a process that points at one folder shares it (and its lock) with the
     others; another process that points at it gets a StoreLockedError at its first use.
-    qdrant-edge holds the GIL during its calls, so they run directly on the event loop:
-    a thread would add overhead without adding parallelism.
+    qdrant-edge holds the GIL during its calls, so they run directly on the event loop, in
+    steps (a thread would add overhead without adding parallelism); only the write-back of a
+    shard's pages, plain ``os.fsync`` calls that release the GIL, runs in a thread.
     """
 
     def __init__(self, settings: CachedTEISettings) -> None:
         self._root = Path(settings.qdrant_path).expanduser().absolute()
         self._collection_prefix = settings.collection_prefix
+        self._settings = settings
         self._folder: _Folder | None = None
 
     @property
@@ -183,33 +202,33 @@ class EmbeddedStore:
 
     def _use(self) -> _Folder:
         if self._folder is None:
-            self._folder = _acquire_folder(self._root)
+            self._folder = _acquire_folder(self._root, self._settings)
         return self._folder
 
-    def _open(self, name: str) -> tuple[edge.EdgeShard, int] | None:
-        shards = self._use().shards
-        opened = shards.get(name)
+    def _opened(self, name: str) -> OpenShard | None:
+        """The collection's open shard (opened now if needed), None if it does not exist."""
+        folder = self._use()
+        opened = folder.shards.get(name)
         if opened is not None:
             return opened
-        folder = self._root / name
-        description = folder / _NAMESPACE_FILE
-        if not description.exists():
+        description = _read_description(self._root / name)
+        if description is None:
             return None
-        dimension = int(json.loads(description.read_text())["dimension"])
+        dimension = int(description["dimension"])
+        folder.disk.check_open(self._root / name / _SHARD_DIR)
         try:
-            shard = edge.EdgeShard.load(str(folder / _SHARD_DIR))
+            sparse = (description.get("namespace") or {}).get("kind") == "sparse"
+            config = _sparse_config() if sparse else _config(dimension)
+            shard = edge.EdgeShard.load(str(self._root / name / _SHARD_DIR), config)
         except Exception as exc:
             if "WouldBlock" in str(exc):  # a process that does not take the folder lock
                 raise StoreLockedError(str(self._root), None) from exc
             raise
-        shards[name] = (shard, dimension)
-        return shard, dimension
+        return folder.shards.add(self._root / name, shard, dimension)
 
     def _stored_namespace(self, name: str) -> dict[str, Any] | None:
-        stored: dict[str, Any] | None = json.loads(
-            (self._root / name / _NAMESPACE_FILE).read_text()
-        ).get("namespace")
-        return stored
+        description = _read_description(self._root / name)
+        return None if description is None else description.get("namespace")
 
     async def dimension(self, namespace: Namespace) -> int | None:
         """The vector size of the namespace's collection, None if it does not exist yet.
@@ -225,38 +244,36 @@ class EmbeddedStore:
             stored = self._stored_namespace(name)
             if stored != namespace.descriptor():
                 raise namespace_mismatch(name, stored, namespace)
-        opened = self._open(name)
-        return opened[1] if opened else None
+        opened = self._opened(name)
+        return opened.dimension if opened else None
 
     async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
         """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
         with self._use().mutex:
             self._ensure_collection(namespace, dimension)
 
-    def _ensure_collection(self, namespace: Namespace, dimension: int) -> edge.EdgeShard:
+    def _ensure_collection(self, namespace: Namespace, dimension: int) -> OpenShard:
         existing = self._dimension(namespace)
         name = namespace.collection(self._collection_prefix)
-        shards = self._use().shards
         if existing is not None:
             if existing != dimension:
                 raise dimension_mismatch(name, existing, dimension)
-            return shards[name][0]
+            opened = self._use().shards.get(name)
+            assert opened is not None
+            return opened
+        self._use().disk.check_write(0, dimension or SPARSE_SIZE)
         folder = self._root / name
         if (folder / _SHARD_DIR).exists():
+            if not (folder / _CREATING).exists():
+                raise _undescribed(folder, "is missing")
             # Left by a crash before its description was written; it was never served.
             shutil.rmtree(folder / _SHARD_DIR)
-        if namespace.kind == "sparse":
-            config = _sparse_config()
-        else:
-            config = edge.EdgeConfig(
-                vectors=edge.EdgeVectorParams(
-                    size=dimension,
-                    distance=edge.Distance.Dot,
-                    datatype=edge.VectorStorageDatatype.Float32,
-                ),
-                hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
-            )
-        shard = edge.EdgeShard.create(str(folder / _SHARD_DIR), config)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / _CREATING).touch()
+        shard = edge.EdgeShard.create(
+            str(folder / _SHARD_DIR),
+            _sparse_config() if namespace.kind == "sparse" else _config(dimension),
+        )
         shard.update(
             edge.UpdateOperation.create_field_index(CREATED, edge.PayloadSchemaType.Integer)
         )
@@ -264,79 +281,117 @@ class EmbeddedStore:
         description = {"namespace": namespace.descriptor(), "dimension": dimension}
         (folder / f"{_NAMESPACE_FILE}.tmp").write_text(json.dumps(description))
         (folder / f"{_NAMESPACE_FILE}.tmp").replace(folder / _NAMESPACE_FILE)
-        shards[name] = (shard, dimension)
+        (folder / _CREATING).unlink()
         log.info("created cache collection %s (%d dimensions) in %s", name, dimension, folder)
-        return shard
+        return self._use().shards.add(folder, shard, dimension)
 
     async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
-        """The entries stored under ``ids``, raw (the engine filters), chunk by chunk."""
+        """The entries stored under ``ids``, raw (the engine filters), step by step."""
         if not ids:
             return Rows.empty()
         with self._use().mutex:
-            if self._dimension(namespace) is None:
-                return Rows.empty()
-            shard = self._use().shards[namespace.collection(self._collection_prefix)][0]
-            parts = []
-            for start in range(0, len(ids), CHUNK):
-                records = shard.retrieve(
-                    point_ids=list(ids[start : start + CHUNK]), with_payload=True, with_vector=True
+            dimension = self._dimension(namespace)
+        if dimension is None:
+            return Rows.empty()
+        name = namespace.collection(self._collection_prefix)
+        parts = []
+        step = step_points(dimension or SPARSE_SIZE)
+        for start in range(0, len(ids), step):
+            if start:
+                await asyncio.sleep(0)  # the event loop runs between steps
+            with self._use().mutex:
+                opened = self._opened(name)  # reopened if closed meanwhile
+                if opened is None:  # cleared meanwhile
+                    break
+                records = opened.shard.retrieve(
+                    point_ids=list(ids[start : start + step]), with_payload=True, with_vector=True
                 )
-                if namespace.kind == "sparse":
-                    matrix = _sparse_rows(records)
-                else:
-                    matrix = np.array([r.vector for r in records], dtype=np.float32)
-                ids_found = [str(r.id) for r in records]
-                parts.append(Rows.of(ids_found, matrix, (r.payload for r in records)))
-            return Rows.join(parts)
+            if namespace.kind == "sparse":
+                parts.append(_sparse_rows(records))
+                continue
+            # Dense vectors only: the binding builds each one's list of floats here.
+            lists = cast(list[list[float]], [r.vector for r in records])
+            matrix = float32_matrix(lists, dimension)
+            ids_found = [str(r.id) for r in records]
+            parts.append(Rows.of(ids_found, matrix, (r.payload for r in records), lists))
+        return Rows.join(parts)
 
     async def upsert(
         self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None
     ) -> int:
-        """Write entries (created now, with their checksums); returns the bytes written."""
+        """Write entries (created now, with their checksums) step by step, the event loop
+        free between steps; returns the bytes written."""
         sparse = namespace.kind == "sparse"
-        rows = _sparse_points(vectors) if sparse else vectors.tolist()
+        dimension = 0 if sparse else int(vectors.shape[1])
+        self._use().disk.check_write(len(ids), dimension or SPARSE_SIZE)
         payloads = entry_payloads(ids, vectors, texts)
-        with self._use().mutex:
-            shard = self._ensure_collection(namespace, 0 if sparse else int(vectors.shape[1]))
-            for start in range(0, len(ids), CHUNK):
-                points = [
-                    edge.Point(ids[index], rows[index], payloads[index])
-                    for index in range(start, min(start + CHUNK, len(ids)))
-                ]
-                shard.update(edge.UpdateOperation.upsert_points(points))
+        rows = _sparse_points(vectors) if sparse else None
+        step = step_points(dimension or SPARSE_SIZE)
+        for start in range(0, len(ids), step):
+            if start:
+                await asyncio.sleep(0)  # the event loop runs between steps
+            points = [
+                edge.Point(
+                    ids[index],
+                    vectors[index].tolist() if rows is None else rows[index],
+                    payloads[index],
+                )
+                for index in range(start, min(start + step, len(ids)))
+            ]
+            with self._use().mutex:
+                opened = self._ensure_collection(namespace, dimension)
+                opened.shard.update(edge.UpdateOperation.upsert_points(points))
+                write_back, flush = opened.wrote(len(points))
+            if write_back or flush:
+                await opened.write_back_off_loop()
+            if flush:
+                with self._use().mutex:
+                    if self._use().shards.get(opened.folder.name) is opened:  # still open
+                        opened.flush()
         return sparse_bytes(vectors) if sparse else int(vectors.nbytes)
 
-    def _described_folders(self) -> list[Path]:
+    def _collection_folders(self) -> list[Path]:
+        """The folders of collections under the prefix, described or not (a folder left by
+        a crash while its collection was being created is not one)."""
         if not self._root.exists():
             return []
         return [
             folder
             for folder in sorted(self._root.iterdir())
             if folder.name.startswith(f"{self._collection_prefix}_")
-            and (folder / _NAMESPACE_FILE).exists()
+            and ((folder / _NAMESPACE_FILE).exists() or (folder / _SHARD_DIR).exists())
+            and not (folder / _CREATING).exists()
         ]
+
+    def _described_folders(self) -> list[Path]:
+        return [folder for folder in self._collection_folders() if _read_description(folder)]
 
     async def collections(self) -> list[CollectionInfo]:
         """Every cache collection; while another process holds the folder, their namespaces
-        and sizes are read from their descriptions and ``count`` is None."""
+        and sizes are read from their descriptions and ``count`` is None (also while the
+        disk is too full to open them safely). An unreadable one raises
+        StoreConfigurationError naming ``cached-tei cache clear``."""
         try:
             with self._use().mutex:
-                return [self._describe(folder, count=True) for folder in self._described_folders()]
+                return [self._describe(folder, count=True) for folder in self._collection_folders()]
         except StoreLockedError:
-            return [self._describe(folder, count=False) for folder in self._described_folders()]
+            return [self._describe(folder, count=False) for folder in self._collection_folders()]
 
     def _describe(self, folder: Path, *, count: bool) -> CollectionInfo:
-        description = json.loads((folder / _NAMESPACE_FILE).read_text())
-        entries = None
+        description = _read_description(folder)
+        assert description is not None  # a collection folder without one raised
+        opened = None
         if count:
-            opened = self._open(folder.name)
-            assert opened is not None
-            entries = opened[0].count(edge.CountRequest(exact=True))
+            try:
+                opened = self._opened(folder.name)
+            except StoreDiskFullError:
+                pass
         return CollectionInfo(
             name=folder.name,
             namespace=description.get("namespace"),
             dimension=int(description["dimension"]),
-            count=entries,
+            count=None if opened is None else opened.count(),
+            lost=0 if opened is None else opened.lost,
         )
 
     async def prune(self, older_than: int) -> int:
@@ -347,26 +402,51 @@ class EmbeddedStore:
         removed = 0
         with self._use().mutex:
             for folder in self._described_folders():
-                opened = self._open(folder.name)
+                opened = self._opened(folder.name)
                 assert opened is not None
-                shard = opened[0]
-                removed += shard.count(edge.CountRequest(filter=expired, exact=True))
-                shard.update(edge.UpdateOperation.delete_points_by_filter(expired))
+                shard = opened.shard
+                expiring = shard.count(edge.CountRequest(filter=expired, exact=True))
+                if expiring:
+                    shard.update(edge.UpdateOperation.delete_points_by_filter(expired))
+                    opened.flush()  # records the new count
+                removed += expiring
         return removed
 
     async def clear(self) -> int:
-        """Delete every cache collection under the prefix; returns how many entries went."""
+        """Delete every collection under the prefix, also those that cannot be read (the
+        documented recovery); returns the entries counted in those that could be."""
         removed = 0
         with self._use().mutex:
-            shards = self._use().shards
-            for folder in self._described_folders():
-                opened = self._open(folder.name)
-                assert opened is not None
-                removed += opened[0].count(edge.CountRequest(exact=True))
-                shards.pop(folder.name)
-                opened[0].close()
+            for folder in self._root.glob(f"{self._collection_prefix}_*"):
+                if not folder.is_dir():
+                    continue
+                try:
+                    opened = self._opened(folder.name)
+                    removed += 0 if opened is None else opened.count()
+                except Exception as exc:  # what cannot be read is deleted all the same
+                    log.warning(
+                        "deleting cache collection %s, which cannot be read: %s", folder, exc
+                    )
+                self._use().shards.forget(folder.name)
                 shutil.rmtree(folder)
         return removed
+
+    async def sample(self, name: str, size: int) -> list[tuple[str, np.ndarray, dict[str, Any]]]:
+        """Up to ``size`` entries of collection ``name``, drawn at random: (id, vector,
+        payload), for ``cached-tei cache verify``."""
+        with self._use().mutex:
+            opened = self._opened(name)
+            if opened is None:
+                return []
+            records = opened.shard.query(
+                edge.QueryRequest(
+                    limit=size, query=edge.Sample.Random, with_vector=True, with_payload=True
+                )
+            )
+        return [
+            (str(r.id), np.asarray(r.vector, dtype=np.float32), dict(r.payload or {}))
+            for r in records
+        ]
 
     async def claim_prune(self, owner: str, seconds: float) -> bool:
         """Always true: the folder lock makes this process the only one."""
@@ -392,12 +472,57 @@ class EmbeddedStore:
         """Release this store's use of the folder; the last user in the process closes it."""
         folder, self._folder = self._folder, None
         if folder is not None:
-            _release_folder(folder)
+            await _release_folder(folder)
+
+
+def _config(dimension: int) -> edge.EdgeConfig:
+    """The shard configuration of a collection of ``dimension``-sized vectors; one search
+    thread (id lookups do not search), where qdrant-edge would start one per core."""
+    return edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(
+            size=dimension,
+            distance=edge.Distance.Dot,
+            datatype=edge.VectorStorageDatatype.Float32,
+        ),
+        hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+        max_search_threads=1,
+    )
+
+
+def _read_description(folder: Path) -> dict[str, Any] | None:
+    """The collection's ``namespace.json``; None if the collection does not exist (or was
+    left by a crash while being created). Data without a readable description raises:
+    it is never deleted, nor served, by guesswork."""
+    path = folder / _NAMESPACE_FILE
+    if not path.exists():
+        if (folder / _SHARD_DIR).exists() and not (folder / _CREATING).exists():
+            raise _undescribed(folder, "is missing")
+        return None
+    try:
+        description: dict[str, Any] = json.loads(path.read_text())
+        int(description["dimension"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _undescribed(folder, f"cannot be read ({exc})") from None
+    return description
+
+
+def _undescribed(folder: Path, problem: str) -> StoreConfigurationError:
+    return StoreConfigurationError(
+        f"cache collection {folder.name} holds vectors but its description "
+        f"{folder / _NAMESPACE_FILE} {problem}, so what they are is unknown; nothing was "
+        "deleted. Run cached-tei cache clear to delete the cache (or restore the file)."
+    )
 
 
 # Sparse (SPLADE) collections: one named sparse vector per point, Qdrant's u32/f32 pairs.
+# Steps and disk checks count a sparse vector as this many floats (about 256 entries).
+SPARSE_SIZE = 512
+
+
 def _sparse_config() -> edge.EdgeConfig:
-    return edge.EdgeConfig(vectors={}, sparse_vectors={SPARSE: edge.EdgeSparseVectorParams()})
+    return edge.EdgeConfig(
+        vectors={}, sparse_vectors={SPARSE: edge.EdgeSparseVectorParams()}, max_search_threads=1
+    )
 
 
 def _sparse_points(
@@ -406,12 +531,12 @@ def _sparse_points(
     return [{SPARSE: edge.SparseVector(indices=v.indices, values=v.values)} for v in vectors]
 
 
-def _sparse_rows(records: Sequence[edge.Record]) -> np.ndarray:
-    """Retrieved records' sparse vectors as an object array of SparseVectors."""
+def _sparse_rows(records: Sequence[edge.Record]) -> Rows:
+    """Retrieved records of a sparse collection: their SparseVectors in an object array."""
     rows = np.empty(len(records), dtype=object)
     for position, record in enumerate(records):
         assert isinstance(record.vector, dict)
         stored = record.vector[SPARSE]
         assert isinstance(stored, edge.SparseVector)
         rows[position] = SparseVector(list(stored.indices), list(stored.values))
-    return rows
+    return Rows.of([str(r.id) for r in records], rows, (r.payload for r in records))
