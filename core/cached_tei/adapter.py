@@ -1,4 +1,5 @@
-"""What the framework adapters share: the settings fields, declared once, and the engine.
+"""What the framework adapters share: the settings fields, declared once, and the plain face
+they delegate to (:class:`FaceAdapter`; :class:`CachedTEIAdapter` for dense embeddings).
 
 Each field of :class:`CachedTEISettings` is a field of every adapter, declared here once. Its
 default is ``None`` (unset: the ``CACHED_TEI_*`` environment variable, then the default); once
@@ -12,9 +13,10 @@ from __future__ import annotations
 import os
 import types
 import typing
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -26,9 +28,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from typing_extensions import Self
 
 from .embedder import CachedEmbedder
 from .engine import prepare_texts
+from .face import Face
 from .settings import CachedTEISettings, TruncationDirection, reject_unknown_arguments
 from .stats import Stats
 
@@ -63,8 +67,12 @@ def setting(name: str, *aliases: str) -> Any:
     )
 
 
-class CachedTEIAdapter(BaseModel):
-    """The configuration and lifecycle of an adapter: mixed in before the framework's base."""
+FaceT = TypeVar("FaceT", bound=Face)  # CachedEmbedder, CachedSparseEmbedder, CachedReranker
+
+
+class FaceAdapter(BaseModel, Generic[FaceT]):
+    """The configuration and lifecycle of an adapter over the plain face ``FaceT``: mixed in
+    before the framework's base; a subclass says which face in :meth:`_connect`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,7 +124,7 @@ class CachedTEIAdapter(BaseModel):
     read_cache: bool | None = setting("read_cache")
     write_cache: bool | None = setting("write_cache")
 
-    _client: CachedEmbedder = PrivateAttr()
+    _client: FaceT = PrivateAttr()
     # The secrets given as arguments: only these are pickled.
     _given_secrets: frozenset[str] = PrivateAttr(frozenset())
 
@@ -140,7 +148,7 @@ class CachedTEIAdapter(BaseModel):
         return CachedTEISettings._capitalise_direction(value)  # "left" -> "Left"
 
     @model_validator(mode="after")
-    def _build_client(self) -> CachedTEIAdapter:
+    def _build_client(self) -> Self:
         """Validate the whole configuration now and show its effective values; the engine
         itself starts on first use."""
         self._configure()
@@ -148,11 +156,15 @@ class CachedTEIAdapter(BaseModel):
 
     def _configure(self) -> None:
         settings = CachedTEISettings.from_attributes(self)
-        self._client = CachedEmbedder(settings)
+        self._client = self._connect(settings)
         self._given_secrets = frozenset(n for n in _SECRETS if getattr(self, n) is not None)
         for name in CachedTEISettings.model_fields:
             value = getattr(settings, name)
             self.__dict__[name] = str(value) if isinstance(value, PurePath) else value
+
+    @abstractmethod
+    def _connect(self, settings: CachedTEISettings) -> FaceT:
+        """The plain face for ``settings`` (it touches no network until its first call)."""
 
     # --- pickling -----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -177,8 +189,8 @@ class CachedTEIAdapter(BaseModel):
         return self._client.settings
 
     @property
-    def client(self) -> CachedEmbedder:
-        """The engine behind this object."""
+    def client(self) -> FaceT:
+        """The plain face behind this object."""
         return self._client
 
     @property
@@ -225,6 +237,13 @@ def check_fields(adapter: type[BaseModel]) -> None:
             )
 
 
-check_fields(CachedTEIAdapter)
+class CachedTEIAdapter(FaceAdapter[CachedEmbedder]):
+    """The adapter over :class:`CachedEmbedder`: the dense embeddings faces."""
 
-__all__ = ["CachedTEIAdapter", "check_fields", "check_texts", "setting"]
+    def _connect(self, settings: CachedTEISettings) -> CachedEmbedder:
+        return CachedEmbedder(settings)
+
+
+check_fields(FaceAdapter)
+
+__all__ = ["CachedTEIAdapter", "FaceAdapter", "check_fields", "check_texts", "setting"]

@@ -381,7 +381,7 @@ def reject_unknown_arguments(
     model: type[BaseModel], values: Mapping[str, Any], also: frozenset[str] = frozenset()
 ) -> None:
     """Raise a ValidationError naming each of ``values`` that is neither a field of ``model``
-    (or an alias) nor in ``also``, with the closest field name: the settings and both
+    (or an alias) nor in ``also``, with the closest name it takes: the settings and the
     adapters answer a misspelling the same way."""
     known = _argument_names(model)
     unknown = [name for name in values if name not in known and name not in also]
@@ -389,7 +389,9 @@ def reject_unknown_arguments(
         return
     errors = []
     for name in unknown:
-        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+        # Every name an argument may take (a framework's alias too), not the variables'.
+        names = [known_name for known_name in known if not known_name.isupper()]
+        close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         error = PydanticCustomError(
             "extra_forbidden", "{name} is not a setting{hint}", {"name": repr(name), "hint": hint}

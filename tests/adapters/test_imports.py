@@ -38,15 +38,32 @@ def test_adapter_never_imports_the_other_framework(adapter: str, blocked: list[s
 
 def test_importable_where_llama_index_users_look() -> None:
     """``llama_index.embeddings.cached_tei`` is a module inside llama-index-core's namespace
-    packages: both import in one fresh process, and it is the same class."""
+    packages: both import in one fresh process, and its classes are the same."""
     out = run_python(
-        "from llama_index.embeddings.cached_tei import CachedTEIEmbeddings\n"
+        "from llama_index.embeddings.cached_tei import (\n"
+        "    CachedTEIEmbeddings, CachedTEISparseEmbedding\n"
+        ")\n"
         "import llama_index.core, llama_index.embeddings.text_embeddings_inference\n"
         "import llama_index_cached_tei\n"
         "print(CachedTEIEmbeddings is llama_index_cached_tei.CachedTEIEmbeddings)\n"
+        "print(CachedTEISparseEmbedding is llama_index_cached_tei.CachedTEISparseEmbedding)\n"
         "print(CachedTEIEmbeddings(base_url='http://127.0.0.1:9').class_name())\n"
     )
-    assert out.split() == ["True", "CachedTEIEmbeddings"]
+    assert out.split() == ["True", "True", "CachedTEIEmbeddings"]
+
+
+def test_langchain_qdrant_is_imported_for_the_sparse_face_only() -> None:
+    """Dense users do not pay for importing langchain-qdrant (and its vector store)."""
+    out = run_python(
+        "import sys\n"
+        "import langchain_cached_tei\n"
+        "langchain_cached_tei.CachedTEIRerank(rerank_url='http://127.0.0.1:9')\n"
+        "print('langchain_qdrant' in sys.modules)\n"
+        "sparse = langchain_cached_tei.CachedTEISparseEmbeddings\n"
+        "from langchain_qdrant import SparseEmbeddings\n"
+        "print(issubclass(sparse, SparseEmbeddings))\n"
+    )
+    assert out.split() == ["False", "True"]
 
 
 def test_the_wheel_ships_the_llama_index_module(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""What both adapters share: one declaration of the settings, effective values in the repr,
-bare strings refused by every batch method, async methods that never block, cache control."""
+"""What all adapters share: one declaration of the settings, effective values in the repr,
+bare strings refused by every batch method, async methods that never block, cache control; the
+sparse and rerank adapters read their own TEI URL."""
 
 from __future__ import annotations
 
@@ -10,13 +11,32 @@ from typing import Any
 
 import numpy as np
 import pytest
+from langchain_core.documents import Document
+from llama_index.core.schema import NodeWithScore, TextNode
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from cached_tei import CachedEmbedder, CachedTEISettings, InputError
+from cached_tei import (
+    CachedEmbedder,
+    CachedReranker,
+    CachedSparseEmbedder,
+    CachedTEISettings,
+    InputError,
+)
 from cached_tei.adapter import CachedTEIAdapter, check_fields, setting
+from cached_tei.face import Face
 from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
+from langchain_cached_tei import CachedTEIRerank as LangChainRerank
+from langchain_cached_tei import CachedTEISparseEmbeddings as LangChainSparse
 from llama_index_cached_tei import CachedTEIEmbeddings as LlamaIndexEmbeddings
-from tests.adapters.conftest import ADAPTER_TEI_CONFIG, expected
+from llama_index_cached_tei import CachedTEIRerank as LlamaIndexRerank
+from llama_index_cached_tei import CachedTEISparseEmbedding as LlamaIndexSparse
+from tests.adapters.conftest import (
+    ADAPTER_TEI_CONFIG,
+    SPLADE_CONFIG,
+    expected,
+    expected_ranks,
+    expected_sparse_vector,
+)
 from tests.conftest import sent_texts
 from tests.tei_emulator import EmulatorServer
 
@@ -25,6 +45,14 @@ ADAPTERS = [
     pytest.param(LlamaIndexEmbeddings, id="llama_index"),
 ]
 Adapter = type[LangChainEmbeddings] | type[LlamaIndexEmbeddings]
+# Every adapter, the sparse and rerank ones included: each is configured the same way.
+FACES = [
+    *ADAPTERS,
+    pytest.param(LangChainSparse, id="langchain-sparse"),
+    pytest.param(LangChainRerank, id="langchain-rerank"),
+    pytest.param(LlamaIndexSparse, id="llama_index-sparse"),
+    pytest.param(LlamaIndexRerank, id="llama_index-rerank"),
+]
 
 
 def embed_batch(adapter: Any, texts: Any) -> list[list[float]]:
@@ -40,7 +68,7 @@ async def aembed_batch(adapter: Any, texts: Any) -> list[list[float]]:
 
 
 # --- one declaration of the settings ----------------------------------------------------------
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", FACES)
 def test_every_setting_is_a_field_of_its_type(cls: Adapter) -> None:
     assert set(CachedTEISettings.model_fields) <= set(cls.model_fields)
     check_fields(cls)
@@ -68,7 +96,7 @@ def test_a_drifting_field_fails_at_import() -> None:
         check_fields(Partial)
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", FACES)
 def test_fields_are_the_effective_settings(
     cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -84,7 +112,7 @@ def test_fields_are_the_effective_settings(
         adapter.normalize = True  # would not reach the engine: refused
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", FACES)
 def test_repr_shows_effective_values_and_hides_secrets(
     cls: Adapter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,7 +133,7 @@ def test_repr_shows_effective_values_and_hides_secrets(
     assert "=None, normalize=None" not in text
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", FACES)
 @pytest.mark.parametrize(
     ("given", "closest"), [("tei_urll", "tei_url"), ("normalise", "normalize")]
 )
@@ -121,7 +149,35 @@ def test_a_misspelled_argument_names_the_closest_setting(
     assert [e["msg"] for e in engine_refused.value.errors()] == [message]
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize(
+    ("cls", "given", "closest"),
+    [
+        (LlamaIndexEmbeddings, "base_ur", "base_url"),
+        (LlamaIndexRerank, "auth_tokn", "auth_token"),
+        (LlamaIndexSparse, "truncate_txt", "truncate_text"),
+        (LangChainRerank, "topn", "top_n"),
+    ],
+)
+def test_a_misspelled_framework_name_names_the_closest_one(
+    cls: Any, given: str, closest: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        cls(**{given: "x"})
+    assert [e["msg"] for e in refused.value.errors()] == [
+        f"{given!r} is not a setting; did you mean {closest!r}?"
+    ]
+
+
+@pytest.mark.parametrize("cls", FACES)
+def test_keys_are_in_no_serialisation(cls: Adapter, tmp_path: Any) -> None:
+    face = cls(api_key="tei-secret", qdrant_api_key="qdrant-secret", qdrant_path=tmp_path)
+    texts = [repr(face), str(face), face.model_dump_json(), str(face.model_dump())]
+    if hasattr(face, "to_dict"):  # LlamaIndex's BaseComponent
+        texts += [str(face.to_dict()), face.to_json()]
+    assert not [text for text in texts if "secret" in text]
+
+
+@pytest.mark.parametrize("cls", FACES)
 def test_a_key_from_the_environment_is_not_pickled(
     cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -136,7 +192,7 @@ def test_a_key_from_the_environment_is_not_pickled(
     assert b"where-unpickled" not in pickle.dumps(copy)
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", FACES)
 def test_a_key_given_as_an_argument_is_pickled(
     cls: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -146,6 +202,43 @@ def test_a_key_given_as_an_argument_is_pickled(
     copy = pickle.loads(pickled)
     assert copy.settings.api_key == SecretStr("given-secret")
     assert b"given-secret" in pickle.dumps(copy)
+
+
+# --- the sparse and rerank adapters: their own TEI ----------------------------------------------
+KIND_FACES = [
+    pytest.param(LangChainSparse, "sparse_url", id="langchain-sparse"),
+    pytest.param(LangChainRerank, "rerank_url", id="langchain-rerank"),
+    pytest.param(LlamaIndexSparse, "sparse_url", id="llama_index-sparse"),
+    pytest.param(LlamaIndexRerank, "rerank_url", id="llama_index-rerank"),
+]
+
+
+def use(face: Any) -> Any:
+    """One call of a sparse or rerank adapter, through its framework's method."""
+    if isinstance(face, LangChainSparse):
+        return face.embed_documents(["text"])
+    if isinstance(face, LlamaIndexSparse):
+        return face.get_text_embedding_batch(["text"])
+    if isinstance(face, LangChainRerank):
+        return face.compress_documents([Document(page_content="text")], "query")
+    return face.postprocess_nodes([NodeWithScore(node=TextNode(text="text"))], query_str="query")
+
+
+@pytest.mark.parametrize(("cls", "field"), KIND_FACES)
+def test_no_arguments_take_the_kinds_url_from_the_environment(
+    cls: Any, field: str, monkeypatch: pytest.MonkeyPatch, qdrant_path: Any
+) -> None:
+    variable = f"CACHED_TEI_{field.upper()}"
+    monkeypatch.setenv(variable, "http://from-env:8081")
+    face = cls()
+    assert getattr(face, field) == getattr(face.client.settings, field) == "http://from-env:8081"
+    assert f"{field}='http://from-env:8081'" in repr(face)
+    monkeypatch.delenv(variable)
+    unset = cls(qdrant_path=qdrant_path)
+    assert getattr(unset, field) is None
+    with pytest.raises(InputError, match=f"{variable} is not set: set it"):
+        use(unset)
+    unset.close()
 
 
 # --- a bare string is one text, never a list of characters --------------------------------------
@@ -221,6 +314,56 @@ async def test_async_methods_make_no_blocking_call(
             running.cancel()
     np.testing.assert_array_equal(np.float32(query), expected("query: q"))
     np.testing.assert_array_equal(np.float32(docs), np.stack([expected("d"), expected("e")]))
+    assert ticks > 0
+
+
+@pytest.mark.parametrize(("cls", "field"), KIND_FACES)
+async def test_sparse_and_rerank_async_methods_make_no_blocking_call(
+    cls: Any, field: str, make_face: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    face = make_face(cls)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    with monkeypatch.context() as patch:
+        for plain, name in [
+            *((plain, name) for plain in (Face, CachedSparseEmbedder) for name in BLOCKING),
+            (CachedReranker, "rerank"),
+        ]:
+            if hasattr(plain, name):
+
+                def refuse(*args: Any, _name: str = name, **kwargs: Any) -> Any:
+                    raise AssertionError(f"blocking {_name}() called from async code")
+
+                patch.setattr(plain, name, refuse)
+        running = asyncio.create_task(ticker())
+        try:
+            if isinstance(face, LangChainSparse):
+                got = [await face.aembed_query("q"), *await face.aembed_documents(["d"])]
+                got = [(v.indices, v.values) for v in got]
+            elif isinstance(face, LlamaIndexSparse):
+                got = [await face.aget_query_embedding("q"), await face.aget_text_embedding("d")]
+                got = [(list(w), list(w.values())) for w in got]
+                assert face.model_name == SPLADE_CONFIG.model_id
+            elif isinstance(face, LangChainRerank):
+                docs = [Document(page_content=t) for t in ("q", "d")]
+                got = [
+                    d.metadata["relevance_score"] for d in await face.acompress_documents(docs, "x")
+                ]
+            else:
+                nodes = [NodeWithScore(node=TextNode(text=t)) for t in ("q", "d")]
+                got = [n.score for n in await face.apostprocess_nodes(nodes, query_str="x")]
+        finally:
+            running.cancel()
+    if field == "sparse_url":
+        assert got == [(v.indices, v.values) for v in map(expected_sparse_vector, ("q", "d"))]
+    else:
+        assert got == [r.score for r in expected_ranks("x", ["q", "d"])]
     assert ticks > 0
 
 

@@ -1,6 +1,7 @@
 """One cache, shared (issue 10): every face in a process on the default folder shares one store,
 its hits and its in-flight work, whatever their threads and event loops; processes share a
-Qdrant server; a second process on a held embedded folder fails up front."""
+Qdrant server; a second process on a held embedded folder fails up front. The sparse and rerank
+faces (issue 22) share theirs the same way."""
 
 from __future__ import annotations
 
@@ -13,15 +14,26 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from langchain_core.documents import Document as LangChainDocument
 from llama_index.core import Document
 from llama_index.core.ingestion import IngestionPipeline
-from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
 
-from cached_tei import CachedEmbedder, CachedTEISettings, TEIError
+from cached_tei import (
+    CachedEmbedder,
+    CachedReranker,
+    CachedSparseEmbedder,
+    CachedTEISettings,
+    TEIError,
+)
 from cached_tei.errors import StoreLockedError
 from langchain_cached_tei import CachedTEIEmbeddings as LangChainEmbeddings
+from langchain_cached_tei import CachedTEIRerank as LangChainRerank
+from langchain_cached_tei import CachedTEISparseEmbeddings as LangChainSparse
 from llama_index_cached_tei import CachedTEIEmbeddings as LlamaIndexEmbeddings
-from tests.adapters.conftest import expected
+from llama_index_cached_tei import CachedTEIRerank as LlamaIndexRerank
+from llama_index_cached_tei import CachedTEISparseEmbedding as LlamaIndexSparse
+from tests.adapters.conftest import expected, expected_ranks, expected_sparse_vector
 from tests.conftest import sent_texts
 from tests.faults.fake_qdrant import FakeQdrant
 from tests.tei_emulator import EmulatorServer, Fault
@@ -81,6 +93,49 @@ def test_three_faces_on_the_default_folder_share_hits(
     raw = new(LlamaIndexEmbeddings, normalize=False).get_text_embedding("alpha")
     np.testing.assert_array_equal(np.float32(raw), expected("alpha", normalize=False))
     assert [(r.texts, r.normalize) for r in emulator.requests] == [(["alpha"], False)]
+
+
+def test_sparse_texts_and_rerank_pairs_are_computed_once_across_faces(
+    make_face: Callable[..., Any], splade: EmulatorServer, reranker: EmulatorServer
+) -> None:
+    """The sparse and rerank faces of both frameworks and the plain ones share one cache: each
+    text, and each (query, text) pair, reaches TEI once, whichever face asks first."""
+    langchain, llama_index = make_face(LangChainSparse), make_face(LlamaIndexSparse)
+    plain = make_face(CachedSparseEmbedder)
+    first = langchain.embed_documents(["alpha", "beta"])
+    second = llama_index.get_text_embedding_batch(["beta", "gamma"])
+    third = plain.embed_documents(["alpha", "gamma", "delta"])
+    fourth = llama_index.sparse_query_fn(["delta"])
+    assert sent_texts(splade) == ["alpha", "beta", "gamma", "delta"]
+    oracle = {text: expected_sparse_vector(text) for text in ("alpha", "beta", "gamma", "delta")}
+    assert [(v.indices, v.values) for v in first] == [
+        (oracle[t].indices, oracle[t].values) for t in ("alpha", "beta")
+    ]
+    assert [(list(w), list(w.values())) for w in second] == [
+        (oracle[t].indices, oracle[t].values) for t in ("beta", "gamma")
+    ]
+    assert third == [oracle[t] for t in ("alpha", "gamma", "delta")]
+    assert fourth == ([oracle["delta"].indices], [oracle["delta"].values])
+
+    query = "which greek letter?"
+    scores = {r.index: r.score for r in expected_ranks(query, ["alpha", "beta", "gamma", "delta"])}
+    by_text = {t: scores[i] for i, t in enumerate(["alpha", "beta", "gamma", "delta"])}
+    docs = [LangChainDocument(page_content=t) for t in ("alpha", "beta")]
+    ranked = make_face(LangChainRerank, top_n=None).compress_documents(docs, query)
+    nodes = [NodeWithScore(node=TextNode(text=t)) for t in ("beta", "gamma")]
+    reranked = make_face(LlamaIndexRerank).postprocess_nodes(nodes, query_str=query)
+    ranks = make_face(CachedReranker).rerank(query, ["alpha", "gamma", "delta"])
+    assert sorted(sent_texts(reranker)) == ["alpha", "beta", "delta", "gamma"]
+    assert reranker.rerank_pairs_computed == 4
+    assert {d.page_content: d.metadata["relevance_score"] for d in ranked} == {
+        t: by_text[t] for t in ("alpha", "beta")
+    }
+    assert {n.node.get_content(): n.score for n in reranked} == {
+        t: by_text[t] for t in ("beta", "gamma")
+    }
+    assert {("alpha", "gamma", "delta")[r.index]: r.score for r in ranks} == {
+        t: by_text[t] for t in ("alpha", "gamma", "delta")
+    }
 
 
 def test_recreating_a_face_while_the_old_one_lives(
