@@ -573,7 +573,7 @@ class Engine:
         ``lists``, the store's own lists of those, where it has them)."""
         with tracing.span("cached_tei.cache.lookup", keys=len(keys)) as current:
             outcome, rows = await self._guarded(
-                lambda: self.store.lookup(namespace, keys), "lookup"
+                lambda: self.store.lookup(namespace, keys, lists=lists is not None), "lookup"
             )
             found = self._servable(namespace, rows, lists) if rows is not None else {}
             current.set_attribute("cached_tei.outcome", outcome)

@@ -102,10 +102,12 @@ async def test_the_embedded_store_hands_over_its_lists_with_the_same_values(
     store = EmbeddedStore(settings)
     ids = [point_id(text) for text in TEXTS]
     try:
-        rows = await store.lookup(namespace, ids)
+        rows = await store.lookup(namespace, ids, lists=True)
+        plain = await store.lookup(namespace, ids)  # an ndarray face asks for no lists
     finally:
         await store.aclose()
     assert rows.lists is not None
     assert rows.lists == rows.vectors.tolist()
+    assert plain.lists is None and np.array_equal(plain.vectors, rows.vectors)
     by_id = dict(zip(ids, oracle(tei_config, TEXTS), strict=True))
     assert [by_id[i] for i in rows.ids] == rows.lists

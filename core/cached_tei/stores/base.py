@@ -107,13 +107,14 @@ class Rows:
         return cls(ids, vectors, created, sums, lists)
 
 
-def float32_matrix(lists: Sequence[list[float]], dimension: int) -> np.ndarray:
+def float32_matrix(lists: Iterable[list[float]], dimension: int) -> np.ndarray:
     """The float32 matrix of vectors handed over as Python lists of float32 values (exact):
     packed row by row with ``struct``, half the cost of ``np.array`` over the lists
-    (bench/warm_steps.py). Read-only."""
+    (bench/warm_steps.py). Read-only. Given a generator, each list can be freed as soon as it
+    is packed, which costs far less than keeping a chunk of them alive."""
     pack = struct.Struct(f"{dimension}f").pack
     packed = b"".join([pack(*vector) for vector in lists])
-    return np.frombuffer(packed, dtype=np.float32).reshape(len(lists), dimension)
+    return np.frombuffer(packed, dtype=np.float32).reshape(-1, dimension)
 
 
 class CacheStore(Protocol):
@@ -137,8 +138,12 @@ class CacheStore(Protocol):
     async def ensure_collection(self, namespace: Namespace, dimension: int) -> None:
         """Create the namespace's collection for vectors of ``dimension`` if it is missing."""
 
-    async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
-        """The entries stored under ``ids`` (missing ids left out), raw: nothing is filtered."""
+    async def lookup(
+        self, namespace: Namespace, ids: Sequence[str], *, lists: bool = False
+    ) -> Rows:
+        """The entries stored under ``ids`` (missing ids left out), raw: nothing is filtered.
+        ``lists=True`` asks for the vectors as the store's own Python lists too, where it has
+        them exactly (``Rows.lists``)."""
 
     async def upsert(
         self, namespace: Namespace, ids: Sequence[str], vectors: np.ndarray, texts: Texts = None

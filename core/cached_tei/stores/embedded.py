@@ -285,8 +285,11 @@ class EmbeddedStore:
         log.info("created cache collection %s (%d dimensions) in %s", name, dimension, folder)
         return self._use().shards.add(folder, shard, dimension)
 
-    async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
-        """The entries stored under ``ids``, raw (the engine filters), step by step."""
+    async def lookup(
+        self, namespace: Namespace, ids: Sequence[str], *, lists: bool = False
+    ) -> Rows:
+        """The entries stored under ``ids``, raw (the engine filters), step by step; with
+        ``lists``, also the binding's own lists of floats (exact float32 values)."""
         if not ids:
             return Rows.empty()
         with self._use().mutex:
@@ -309,11 +312,14 @@ class EmbeddedStore:
             if namespace.kind == "sparse":
                 parts.append(_sparse_rows(records))
                 continue
-            # Dense vectors only: the binding builds each one's list of floats here.
-            lists = cast(list[list[float]], [r.vector for r in records])
-            matrix = float32_matrix(lists, dimension)
+            # Dense vectors only: the binding builds each one's list of floats here. Kept only
+            # for a list face; otherwise each is freed once packed (fresh memory for a whole
+            # chunk of lists costs several times the packing: bench/warm_steps.py).
+            vectors = (cast(list[float], r.vector) for r in records)
+            kept = list(vectors) if lists else None
+            matrix = float32_matrix(vectors if kept is None else kept, dimension)
             ids_found = [str(r.id) for r in records]
-            parts.append(Rows.of(ids_found, matrix, (r.payload for r in records), lists))
+            parts.append(Rows.of(ids_found, matrix, (r.payload for r in records), kept))
         return Rows.join(parts)
 
     async def upsert(

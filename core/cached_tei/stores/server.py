@@ -313,8 +313,11 @@ class QdrantServerStore:
         self._dimensions[name] = dimension
         self._missing_until.pop(name, None)
 
-    async def lookup(self, namespace: Namespace, ids: Sequence[str]) -> Rows:
-        """The entries stored under ``ids``, raw (the engine filters), chunk by chunk."""
+    async def lookup(
+        self, namespace: Namespace, ids: Sequence[str], *, lists: bool = False
+    ) -> Rows:
+        """The entries stored under ``ids``, raw (the engine filters), chunk by chunk; never as
+        lists (JSON's floats are not guaranteed to be float32 values)."""
         if not ids or await self.dimension(namespace) is None:
             return Rows.empty()
         name = self._name(namespace)
