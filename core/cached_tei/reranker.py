@@ -44,7 +44,7 @@ class CachedReranker(Face):
     ) -> list[Rank]:
         """The texts ranked by their score against ``query``, best first (``top_n`` of them)."""
         options = self._options(query, top_n, raw_scores, truncate)
-        if not texts and isinstance(texts, Sequence) and not isinstance(texts, str):
+        if _no_texts(texts):
             return []
         loop, engine = self._engine()
         result = loop.run(engine.embed(texts, options, **self._cache()))
@@ -62,7 +62,7 @@ class CachedReranker(Face):
     ) -> list[Rank]:
         """Async :meth:`rerank`, from any event loop."""
         options = self._options(query, top_n, raw_scores, truncate)
-        if not texts and isinstance(texts, Sequence) and not isinstance(texts, str):
+        if _no_texts(texts):
             return []
         loop, engine = self._engine()
         result = await loop.run_async(engine.embed(texts, options, **self._cache()))
@@ -87,6 +87,11 @@ class CachedReranker(Face):
 
     def _cache(self) -> dict[str, bool]:
         return {"read_cache": self.settings.read_cache, "write_cache": self.settings.write_cache}
+
+
+def _no_texts(texts: Sequence[str]) -> bool:
+    """An empty list: nothing to rank, no TEI call (a bare string is checked by the engine)."""
+    return not texts and isinstance(texts, Sequence) and not isinstance(texts, str)
 
 
 def ranks(
