@@ -707,9 +707,10 @@ def _owned(row: Any) -> Any:
 
 
 def _stacked(rows: list[Any]) -> np.ndarray:
-    """One call's rows as a float32 matrix, or an object array of SparseVectors."""
+    """One call's rows as a float32 matrix (a copy: the rows may be the cache's own), or an
+    object array of SparseVectors."""
     if isinstance(rows[0], np.ndarray):
-        return np.stack(rows)
+        return np.array(rows)  # several times faster than np.stack, for 1 row or 4,000
     stacked = np.empty(len(rows), dtype=object)
     stacked[:] = rows
     return stacked
