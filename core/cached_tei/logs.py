@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -36,9 +35,9 @@ class LogSettings(BaseSettings):
     )
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """What identifies the request being served, for its log lines."""
+class RequestContext(NamedTuple):
+    """What identifies the request being served, for its log lines (a tuple: one is made per
+    request)."""
 
     request_id: str
     trace_id: str | None = None

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 import string
-import uuid
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..logs import RequestContext, request_context
 
 _HEX = frozenset(string.hexdigits.lower())
+
+
+class _RequestIds:
+    """Request ids: 64 random bits drawn once per process (again in a forked child) and a
+    counter, as 32 hex digits; unique across workers, and far cheaper per request than
+    ``uuid4`` (which reads the system's random source each time)."""
+
+    def __init__(self) -> None:
+        self._start()
+        os.register_at_fork(after_in_child=self._start)
+
+    def _start(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = _RequestIds()
 
 
 def trace_id(traceparent: bytes) -> str | None:
@@ -36,7 +58,7 @@ class RequestContextMiddleware:
             if name == b"traceparent":
                 trace = trace_id(value)
                 break
-        token = request_context.set(RequestContext(uuid.uuid4().hex, trace))
+        token = request_context.set(RequestContext(_request_ids.new(), trace))
         try:
             await self.app(scope, receive, send)
         finally:
