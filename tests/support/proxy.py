@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 
 class InThreadProxy:
-    """``create_app(settings, proxy)`` served by uvicorn on 127.0.0.1 in a daemon thread."""
+    """``create_app(settings, proxy)`` served by uvicorn on 127.0.0.1 in a daemon thread, with the
+    HTTP protocol ``cached-tei serve`` uses."""
 
     def __init__(self, settings: CachedTEISettings, proxy: ProxySettings | None = None) -> None:
         import uvicorn
 
         from cached_tei.proxy import ProxySettings, create_app
+        from cached_tei.proxy.server import http_protocol
 
         self.settings = settings
         self.proxy = proxy or ProxySettings()
@@ -45,6 +47,8 @@ class InThreadProxy:
             lifespan="on",
             server_header=False,
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=self.proxy.keep_alive_timeout,
+            http=http_protocol(self.proxy),  # the deadlines for slow clients, as served
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

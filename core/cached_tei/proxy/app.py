@@ -17,7 +17,7 @@ from ..redact import redact_url
 from ..settings import CachedTEISettings
 from .auth import APIKeyMiddleware, tenant_id
 from .context import RequestContextMiddleware
-from .limits import BodyLimitMiddleware, BodyTimeoutMiddleware
+from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .routes import ROUTES, Handlers, not_found
 from .settings import ProxySettings
@@ -83,7 +83,6 @@ def create_app(
         public = frozenset(r.path for r in ROUTES if r.public)
         middleware.append(Middleware(APIKeyMiddleware, tenants=tenants, public=public))
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=proxy.max_body_bytes))
-    middleware.append(Middleware(BodyTimeoutMiddleware, seconds=proxy.body_timeout))
     app = Starlette(
         routes=[Route(r.path, getattr(handlers, r.handler), methods=[r.method]) for r in ROUTES],
         middleware=middleware,

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine import Engine
 from ..stats import TEI_LATENCY_BUCKETS, Stats
+from .limits import BODY_TIMED_OUT
 
 log = logging.getLogger(__name__)
 
@@ -347,12 +348,17 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         except ClientDisconnect:
-            # Gone before sending its whole body: nothing to answer, and not the proxy's failure
-            # (nginx's 499, "client closed request").
-            status = 499
-            log.info(
-                "%s %s: the client disconnected before sending its body", scope["method"], route
-            )
+            if scope.get(BODY_TIMED_OUT):  # the connection answered 408 and closed
+                status = 408
+            else:
+                # Gone before sending its whole body: nothing to answer, and not the proxy's
+                # failure (nginx's 499, "client closed request").
+                status = 499
+                log.info(
+                    "%s %s: the client disconnected before sending its body",
+                    scope["method"],
+                    route,
+                )
         finally:
             self._durations[route].observe(time.perf_counter() - started)
             counter = self._counters.get((route, status))

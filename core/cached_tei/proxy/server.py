@@ -67,7 +67,7 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=max(1, math.ceil(proxy.graceful_timeout)),
         timeout_keep_alive=proxy.keep_alive_timeout,
-        http=_http_protocol(proxy),
+        http=http_protocol(proxy),
     )
     if workers > 1:
         log.info("cached-tei proxy: %d workers on %s:%d", workers, proxy.host, proxy.port)
@@ -84,13 +84,16 @@ def serve(
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped.signal).name)
 
 
-def _http_protocol(proxy: ProxySettings) -> Any:
-    """Uvicorn's httptools protocol with the slow-client deadlines (picklable, for spawned
-    workers)."""
+def http_protocol(proxy: ProxySettings) -> Any:
+    """Uvicorn's httptools protocol with the slow-client deadlines, for ``uvicorn.Config``'s
+    ``http`` (picklable, for spawned workers)."""
     from .protocol import SlowClientProtocol
 
     return functools.partial(
-        SlowClientProtocol, header_timeout=proxy.header_timeout, send_timeout=proxy.send_timeout
+        SlowClientProtocol,
+        header_timeout=proxy.header_timeout,
+        body_timeout=proxy.body_timeout,
+        send_timeout=proxy.send_timeout,
     )
 
 
