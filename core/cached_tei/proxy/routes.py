@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import httpx
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -107,6 +107,19 @@ def _is_json(request: Request) -> bool:
 _Headers = list[tuple[bytes, bytes]]
 
 
+async def _read_body(receive: Receive) -> bytes:
+    """The request's whole body, read straight from ASGI (Starlette's ``Request.body()``
+    costs a generator per request); ``ClientDisconnect`` if the client leaves first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class EmbedEndpoint:
     """An embed route as a plain ASGI app: a success (the hot path) is two ASGI messages,
     without Starlette's request/response wrapping; everything else is a ``Response``."""
@@ -153,11 +166,11 @@ class Handlers:
         success is its body and headers."""
         started = time.perf_counter()
         try:
-            body = await self._read_json(request)
+            raw, body = await self._read_json(request)
             tenant: str | None = request.scope.get(TENANT)
             call = parse_openai(body, tenant) if openai else parse_embed(body, tenant)
             if call.texts is None:
-                return await self.forward(request)
+                return await self.forward(request, body=raw)
             texts = self._checked(call.texts, call.is_batch)
             read_cache, write_cache = self._cache_control(request)
             result = await self._engine.embed(
@@ -197,11 +210,13 @@ class Handlers:
             }
         )
 
-    async def _read_json(self, request: Request) -> Any:
+    async def _read_json(self, request: Request) -> tuple[bytes, Any]:
+        """The body as it came (to forward) and as JSON."""
         if not _is_json(request):
             raise _NOT_JSON
+        raw = await _read_body(request.receive)
         try:
-            return loads(await request.body())
+            return raw, loads(raw)
         except JSONDecodeError as exc:
             raise BadRequest(400, f"Failed to parse the request body as JSON: {exc}") from None
 
@@ -244,9 +259,10 @@ class Handlers:
             return await self.forward(request)
         started = time.perf_counter()
         try:
-            call = parse_sparse(await self._read_json(request), request.scope.get(TENANT))
+            raw, body = await self._read_json(request)
+            call = parse_sparse(body, request.scope.get(TENANT))
             if call.texts is None:
-                return await self.forward(request, engine)
+                return await self.forward(request, engine, body=raw)
             texts = self._checked(call.texts, call.is_batch)
             read_cache, write_cache = self._cache_control(request)
             result = await engine.embed(
@@ -270,7 +286,7 @@ class Handlers:
             return await self.forward(request)
         started = time.perf_counter()
         try:
-            call = parse_rerank(await self._read_json(request), request.scope.get(TENANT))
+            call = parse_rerank((await self._read_json(request))[1], request.scope.get(TENANT))
             query = call.options.query or ""  # TEI reads it with each text (and counts it so)
             texts = self._checked(call.texts, True, field="texts")
             read_cache, write_cache = self._cache_control(request)
@@ -360,12 +376,15 @@ class Handlers:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ forwarded
-    async def forward(self, request: Request, engine: Engine | None = None) -> Response:
+    async def forward(
+        self, request: Request, engine: Engine | None = None, body: bytes | None = None
+    ) -> Response:
         """Send the request to the upstream (``engine``'s, by default the dense one's) as is;
-        its answer comes back as is."""
-        if not _is_json(request):
-            return plain_response(_NOT_JSON)
-        body = await request.body()
+        its answer comes back as is. ``body``: the request's, when already read."""
+        if body is None:
+            if not _is_json(request):
+                return plain_response(_NOT_JSON)
+            body = await _read_body(request.receive)
         headers = {
             name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers
         }
