@@ -7,6 +7,7 @@ and message; a body that parses but holds token ids (``[[101, 2023]]``) comes ba
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,15 +120,36 @@ def parse_embed(body: Any, tenant: str | None = None) -> EmbedCall:
     caller's cache namespace (see :mod:`cached_tei.proxy.auth`)."""
     body = _struct(body)
     texts, is_batch = _inputs(body, "inputs")
-    options = EmbedOptions(
-        normalize=bool(_bool(body, "normalize", True)),
-        truncate=_bool(body, "truncate", None),
-        truncation_direction=_direction(body),  # type: ignore[arg-type]
-        prompt_name=_str(body, "prompt_name"),
-        dimensions=_uint(body, "dimensions"),
-        tenant=tenant,
+    options = _embed_options(
+        bool(_bool(body, "normalize", True)),
+        _bool(body, "truncate", None),
+        _direction(body),
+        _str(body, "prompt_name"),
+        _uint(body, "dimensions"),
+        tenant,
     )
     return EmbedCall(texts, is_batch, options)
+
+
+@functools.lru_cache(maxsize=256)
+def _embed_options(
+    normalize: bool,
+    truncate: bool | None,
+    direction: str,
+    prompt_name: str | None,
+    dimensions: int | None,
+    tenant: str | None,
+) -> EmbedOptions:
+    """One ``EmbedOptions`` per combination of fields: a frozen dataclass costs more to build
+    than the rest of a cache hit's parsing, and most requests repeat a few combinations."""
+    return EmbedOptions(
+        normalize=normalize,
+        truncate=truncate,
+        truncation_direction=direction,  # type: ignore[arg-type]
+        prompt_name=prompt_name,
+        dimensions=dimensions,
+        tenant=tenant,
+    )
 
 
 def parse_openai(body: Any, tenant: str | None = None) -> OpenAICall:
