@@ -19,7 +19,7 @@ from .auth import APIKeyMiddleware, tenant_id
 from .context import RequestContextMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
-from .routes import ROUTES, Handlers, not_found
+from .routes import ROUTES, DirectRoutes, EmbedEndpoint, Handlers, not_found
 from .settings import ProxySettings
 from .shutdown import STOP_CLOCK, ShutdownMiddleware, StopClock
 from .tracing import TracingMiddleware
@@ -70,7 +70,7 @@ def create_app(
                 )
 
     # Outermost first: every log line of a request carries its id, metrics see every answer,
-    # keys are checked before the body is read.
+    # keys are checked before the body is read; the embed routes are served innermost.
     paths = [r.path for r in ROUTES]
     middleware = [
         Middleware(TracingMiddleware, routes=paths),
@@ -83,6 +83,12 @@ def create_app(
         public = frozenset(r.path for r in ROUTES if r.public)
         middleware.append(Middleware(APIKeyMiddleware, tenants=tenants, public=public))
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=proxy.max_body_bytes))
+    endpoints: dict[tuple[str, str], EmbedEndpoint] = {
+        (r.method, r.path): endpoint
+        for r in ROUTES
+        if isinstance(endpoint := getattr(handlers, r.handler), EmbedEndpoint)
+    }
+    middleware.append(Middleware(DirectRoutes, endpoints=endpoints))
     app = Starlette(
         routes=[Route(r.path, getattr(handlers, r.handler), methods=[r.method]) for r in ROUTES],
         middleware=middleware,
