@@ -401,6 +401,13 @@ def reject_unknown_arguments(
 
 
 @functools.cache
+def _engine_variables() -> frozenset[str]:
+    return frozenset(
+        environment_variable(CachedTEISettings, name) for name in CachedTEISettings.model_fields
+    )
+
+
+@functools.cache
 def known_variables() -> frozenset[str]:
     """Every ``CACHED_TEI_*`` variable something reads: the settings classes', the tests'."""
     from .logs import LogSettings  # each imports only .environment: no circle
@@ -420,7 +427,8 @@ _warned: set[str] = set()
 def warn_unknown_variables(names: Iterable[str], where: str) -> None:
     """Log one warning per ``CACHED_TEI_*`` name that no setting reads (a likely typo)."""
     for name in sorted({name.upper() for name in names if name.upper().startswith(PREFIX)}):
-        if name in _warned or name in known_variables():
+        # The engine's own names are known without importing the other settings classes.
+        if name in _warned or name in _engine_variables() or name in known_variables():
             continue
         _warned.add(name)
         suffixes = [known[len(PREFIX) :] for known in known_variables()]

@@ -103,6 +103,23 @@ def warnings_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cached_tei.settings, "_warned", set())
 
 
+def test_the_engine_own_variables_are_checked_without_loading_the_proxy(tmp_path: Path) -> None:
+    """Reading CACHED_TEI_URL and the like costs no import of the other settings classes
+    (milliseconds of every new process's start)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from cached_tei import CachedTEISettings; CachedTEISettings(); "
+        "print('cached_tei.proxy.settings' in sys.modules)"
+    )
+    env = {"CACHED_TEI_URL": "http://127.0.0.1:9", "CACHED_TEI_QDRANT_PATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_unknown_variables_are_reported_once_with_the_closest_name(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
