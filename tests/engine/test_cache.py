@@ -179,6 +179,44 @@ def test_expired_entries_are_misses_and_prune_removes_them(
     assert loop.run(engine.prune()) == 1  # "older" expired; "old" was just rewritten
 
 
+def _indexed_fields(qdrant_path: Path) -> set[str]:
+    import qdrant_edge
+
+    (shard,) = qdrant_path.glob("cached_tei_*/shard")
+    opened = qdrant_edge.EdgeShard.load(str(shard))
+    try:
+        return set(opened.info().payload_schema)
+    finally:
+        opened.close()
+
+
+def test_creation_times_are_indexed_only_once_pruning_needs_them(
+    make_embedder, tei: EmulatorServer, qdrant_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every open rebuilds the index in memory: a store without a TTL does without it until
+    its first prune, which then removes what it must all the same."""
+    embedder = make_embedder(lru_bytes=0)
+    embedder.embed_documents(["kept", "expired"])
+    embedder.close()
+    assert _indexed_fields(qdrant_path) == set()
+    later = time.time() + 120
+    with_ttl = make_embedder(ttl=60, lru_bytes=0)
+    monkeypatch.setattr(time, "time", lambda: later)
+    with_ttl.embed_documents(["kept"])  # expired, so computed and written again
+    with_ttl.flush()
+    loop, engine = with_ttl._engine()
+    assert loop.run(engine.prune()) == 1
+    with_ttl.close()
+    assert _indexed_fields(qdrant_path) == {"created"}
+
+
+def test_a_collection_made_with_a_ttl_is_indexed_at_once(make_embedder, qdrant_path) -> None:
+    embedder = make_embedder(ttl=60, lru_bytes=0)
+    embedder.embed_documents(["x"])
+    embedder.close()
+    assert _indexed_fields(qdrant_path) == {"created"}
+
+
 def test_a_collection_of_another_namespace_is_refused(make_embedder, tei, qdrant_path) -> None:
     embedder = make_embedder(lru_bytes=0)
     embedder.embed_documents(["x"])

@@ -274,9 +274,8 @@ class EmbeddedStore:
             str(folder / _SHARD_DIR),
             _sparse_config() if namespace.kind == "sparse" else _config(dimension),
         )
-        shard.update(
-            edge.UpdateOperation.create_field_index(CREATED, edge.PayloadSchemaType.Integer)
-        )
+        if self._settings.ttl is not None:
+            _index_created(shard)
         # The description is written last: a folder without it is ignored, never half-served.
         description = {"namespace": namespace.descriptor(), "dimension": dimension}
         (folder / f"{_NAMESPACE_FILE}.tmp").write_text(json.dumps(description))
@@ -411,6 +410,7 @@ class EmbeddedStore:
                 opened = self._opened(folder.name)
                 assert opened is not None
                 shard = opened.shard
+                _index_created(shard)
                 expiring = shard.count(edge.CountRequest(filter=expired, exact=True))
                 if expiring:
                     shard.update(edge.UpdateOperation.delete_points_by_filter(expired))
@@ -479,6 +479,15 @@ class EmbeddedStore:
         folder, self._folder = self._folder, None
         if folder is not None:
             await _release_folder(folder)
+
+
+def _index_created(shard: edge.EdgeShard) -> None:
+    """Index the entries' creation times, which pruning filters on (a no-op once indexed).
+
+    Only a store with a TTL needs it: every open rebuilds it in memory (a third of the open
+    of a 20,000-entry collection), so a collection made without a TTL gets it at its first
+    prune instead (one pass over its entries)."""
+    shard.update(edge.UpdateOperation.create_field_index(CREATED, edge.PayloadSchemaType.Integer))
 
 
 def _config(dimension: int) -> edge.EdgeConfig:
