@@ -231,66 +231,46 @@ def _phase_log(name: str, r: dict) -> None:
     )
 
 
-def run_proxy_wrk(ctx: dict[str, Any], rep: Report) -> None:
-    cl, secs = fast_cluster(ctx), ctx["wrk_seconds"]
+# Issue 21's configuration (its targets) first, then issue 11's (information).
+WRK_REPLICAS = ((2, True), (4, False))
+
+
+def _wrk_phases(ctx: dict[str, Any], replicas: int) -> dict[str, dict]:
+    """nginx alone, then the proxy with batching (misses, then hits) and without (misses),
+    at 10 and 64 connections, over ``replicas`` fast replicas."""
+    cl, secs = fast_cluster(ctx, replicas=replicas), ctx["wrk_seconds"]
     res: dict[str, dict] = {}
     for conc in (10, 64):
-        r = _wrk(cl.url, cl.pids(), conc, secs, prefix=f"direct {conc}")
+        r = _wrk(cl.url, cl.pids(), conc, secs, prefix=f"direct {replicas} {conc}")
         res[f"direct/{conc}"] = r
-        _phase_log(f"proxy-wrk nginx alone c={conc}", r)
+        _phase_log(f"proxy-wrk {replicas} replicas, nginx alone c={conc}", r)
     for mode, env in (("batching", {}), ("no-batching", {"CACHED_TEI_BATCH_WINDOW": "0"})):
-        proxy = _start_proxy(ctx, cl.url, f"wrk-{mode}", **env)
+        proxy = _start_proxy(ctx, cl.url, f"wrk-{replicas}-{mode}", **env)
         try:
             for conc in (10, 64):
-                r = _wrk(proxy.url, [proxy.pid], conc, secs, prefix=f"miss {mode} {conc}")
+                prefix = f"miss {replicas} {mode} {conc}"
+                r = _wrk(proxy.url, [proxy.pid], conc, secs, prefix=prefix)
                 res[f"{mode}/miss/{conc}"] = r
-                _phase_log(f"proxy-wrk {mode} misses c={conc}", r)
+                _phase_log(f"proxy-wrk {replicas} replicas, {mode} misses c={conc}", r)
             if mode == "batching":
                 _warm_hits(proxy.url, "hit")
                 for conc in (10, 64):
                     r = _wrk(proxy.url, [proxy.pid], conc, secs, prefix="hit", pool=HIT_POOL)
                     res[f"hit/{conc}"] = r
-                    _phase_log(f"proxy-wrk hits c={conc}", r)
+                    _phase_log(f"proxy-wrk {replicas} replicas, hits c={conc}", r)
         finally:
             proxy.close()
-    rep.data["proxy-wrk"] = res
-    for conc in (10, 64):
-        d = res[f"direct/{conc}"]
-        for kind, key, target in (
-            ("misses", f"batching/miss/{conc}", ">= 0.8"),
-            ("misses, batching off", f"no-batching/miss/{conc}", ""),
-            ("hits", f"hit/{conc}", ">= 3"),
-        ):
-            r = res[key]
-            what = f"{kind}: req/s vs nginx alone, c={conc}"
-            note = f"p50 {r['p50_ms']:.1f}/{d['p50_ms']:.1f} ms; errors {r['errors']}"
-            if target:
-                ratio = r["rps"] / d["rps"]
-                ok = r["errors"] == 0
-                rep.target("proxy-wrk", what, r["rps"], d["rps"], ratio, target, ok, note)
-            else:
-                rep.info("proxy-wrk", what, r["rps"], d["rps"], r["rps"] / d["rps"], note)
-    for conc in (10, 64):
-        cpu = res[f"batching/miss/{conc}"]["watched_cpu_ms_per_request"]
-        off = res[f"no-batching/miss/{conc}"]["watched_cpu_ms_per_request"]
-        rep.target(
-            "proxy-wrk",
-            f"proxy CPU per miss (ms), c={conc} / before issue 11",
-            cpu,
-            BEFORE_CPU_MISS_MS,
-            cpu / BEFORE_CPU_MISS_MS,
-            "<= 0.5",
-            note=f"batching off: {off:.2f} ms",
-        )
-        hit = res[f"hit/{conc}"]["watched_cpu_ms_per_request"]
-        rep.info(
-            "proxy-wrk",
-            f"proxy CPU per hit (ms), c={conc} / before issue 11",
-            hit,
-            BEFORE_CPU_HIT_MS,
-            hit / BEFORE_CPU_HIT_MS,
-        )
-    worst = max(res.values(), key=lambda r: r["loadgen_cpu_s"] / r["loadgen_wall_s"])
+    return res
+
+
+def run_proxy_wrk(ctx: dict[str, Any], rep: Report) -> None:
+    data: dict[str, dict] = {}
+    for replicas, targets in WRK_REPLICAS:
+        res = data[f"{replicas} replicas"] = _wrk_phases(ctx, replicas)
+        _report_wrk(rep, res, replicas, targets)
+    rep.data["proxy-wrk"] = data
+    phases = [r for res in data.values() for r in res.values()]
+    worst = max(phases, key=lambda r: r["loadgen_cpu_s"] / r["loadgen_wall_s"])
     rep.info(
         "proxy-wrk",
         "wrk's own CPU, busiest phase (share of one core)",
@@ -299,6 +279,51 @@ def run_proxy_wrk(ctx: dict[str, Any], rep: Report) -> None:
         None,
         f"{worst['rps']:,.0f} req/s; machine cores busy {worst['machine_cores_busy']:.2f} of 2",
     )
+
+
+def _report_wrk(rep: Report, res: dict[str, dict], replicas: int, targets: bool) -> None:
+    """The ratios to nginx alone and the CPU per request; targets only where ``targets``."""
+    for conc in (10, 64):
+        d = res[f"direct/{conc}"]
+        for kind, key, target in (
+            ("misses", f"batching/miss/{conc}", ">= 0.8"),
+            ("misses, batching off", f"no-batching/miss/{conc}", ""),
+            ("hits", f"hit/{conc}", ">= 3"),
+        ):
+            r = res[key]
+            what = f"{kind}: req/s vs nginx alone, c={conc}, {replicas} replicas"
+            note = f"p50 {r['p50_ms']:.1f}/{d['p50_ms']:.1f} ms; errors {r['errors']}"
+            ratio = r["rps"] / d["rps"]
+            if target and targets:
+                ok = r["errors"] == 0
+                rep.target("proxy-wrk", what, r["rps"], d["rps"], ratio, target, ok, note)
+            else:
+                rep.info("proxy-wrk", what, r["rps"], d["rps"], ratio, note)
+    for conc in (10, 64):
+        cpu = res[f"batching/miss/{conc}"]["watched_cpu_ms_per_request"]
+        off = res[f"no-batching/miss/{conc}"]["watched_cpu_ms_per_request"]
+        what = f"proxy CPU per miss (ms), c={conc}, {replicas} replicas / before issue 11"
+        note = f"batching off: {off:.2f} ms"
+        if targets:
+            rep.target(
+                "proxy-wrk",
+                what,
+                cpu,
+                BEFORE_CPU_MISS_MS,
+                cpu / BEFORE_CPU_MISS_MS,
+                "<= 0.5",
+                note=note,
+            )
+        else:
+            rep.info("proxy-wrk", what, cpu, BEFORE_CPU_MISS_MS, cpu / BEFORE_CPU_MISS_MS, note)
+        hit = res[f"hit/{conc}"]["watched_cpu_ms_per_request"]
+        rep.info(
+            "proxy-wrk",
+            f"proxy CPU per hit (ms), c={conc}, {replicas} replicas / before issue 11",
+            hit,
+            BEFORE_CPU_HIT_MS,
+            hit / BEFORE_CPU_HIT_MS,
+        )
 
 
 # ----------------------------------------------------------------------------- workers

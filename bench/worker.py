@@ -232,6 +232,7 @@ _PRELOAD = {
         "cached_tei.engine",
         "cached_tei.stores.embedded",
         "httpx",
+        "httpcore",  # httpx imports it with its first client
         "tenacity",
     ],
     "lc": [
