@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -49,3 +52,24 @@ def test_every_request_gets_its_own_context_and_leaves_none_behind() -> None:
     assert first.trace_id == TRACE and second.trace_id is None
     assert first.request_id != second.request_id and "forged" not in second.request_id
     assert len(first.request_id) == 32
+
+
+def test_request_ids_differ_across_forked_workers() -> None:
+    """Ids are a per-process random prefix and a counter: a forked child draws its own."""
+    code = textwrap.dedent(
+        """
+        import os
+        from cached_tei.proxy.context import new_request_id
+        parent = new_request_id()
+        read, write = os.pipe()
+        if os.fork() == 0:
+            os.write(write, new_request_id().encode())
+            os._exit(0)
+        os.wait()
+        print(parent, os.read(read, 64).decode(), new_request_id())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    parent, child, later = done.stdout.split()
+    assert len({parent, child, later}) == 3 and all(len(i) == 32 for i in (parent, child, later))
+    assert child[:16] != parent[:16] and later[:16] == parent[:16]

@@ -34,6 +34,11 @@ class _RequestIds:
 _request_ids = _RequestIds()
 
 
+def new_request_id() -> str:
+    """A request id no other request of any process has had (32 hex digits)."""
+    return _request_ids.new()
+
+
 def trace_id(traceparent: bytes) -> str | None:
     """The trace id of a W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), or None."""
     parts = traceparent.decode("latin-1").split("-")
@@ -58,7 +63,7 @@ class RequestContextMiddleware:
             if name == b"traceparent":
                 trace = trace_id(value)
                 break
-        token = request_context.set(RequestContext(_request_ids.new(), trace))
+        token = request_context.set(RequestContext(new_request_id(), trace))
         try:
             await self.app(scope, receive, send)
         finally:
