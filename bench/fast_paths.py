@@ -65,6 +65,8 @@ IMPORTS = {
     "CachedEmbedder": "from cached_tei import CachedEmbedder",
     "httpx": "import httpx",
     "langchain_core": "import langchain_core",
+    # What httpx imports at its first async request (see worker.py's preload).
+    "first request": "import httpx, httpcore, anyio._backends._asyncio",
 }
 
 
@@ -114,6 +116,14 @@ def run_import(ctx: dict[str, Any], rep: Report) -> None:
     )
     rep.info(
         "import",
+        "httpx's first async request: its imports beyond import httpx (time)",
+        (med["first request"] - med["httpx"]) * 1000,
+        None,
+        None,
+        "ms; httpcore and anyio's asyncio backend; paid once per process, before any text",
+    )
+    rep.info(
+        "import",
         "import cached_tei / import langchain_core (time)",
         ours * 1000,
         med["langchain_core"] * 1000,
@@ -144,7 +154,7 @@ def run_warm_large(ctx: dict[str, Any], rep: Report) -> None:
                     log(f"warm-large {dim} d, {n:,} texts, {a}: {r['seconds']:.3f}s")
         med = {k: statistics.median(v) for k, v in runs.items()}
         data[str(dim)] = {"seconds": runs, "median_s": med}
-        for n, target in ((big, ">= 10"), (small, ">= 3")):
+        for n, target in ((big, ">= 8"), (small, ">= 3")):  # issue 21 (issue 11 asked 10x)
             lists, nd, lc = (med[f"{a}/{n}"] for a in ("cached-tei-lists", "cached-tei", "lc-file"))
             label = f"{n // 1000}k texts, {dim} d"
             rep.target(

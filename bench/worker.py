@@ -232,7 +232,9 @@ _PRELOAD = {
         "cached_tei.engine",
         "cached_tei.stores.embedded",
         "httpx",
-        "httpcore",  # httpx imports it with its first client
+        # What httpx imports at its first async request (timed in the import scenario).
+        "httpcore",
+        "anyio._backends._asyncio",
         "tenacity",
     ],
     "lc": [
