@@ -38,6 +38,8 @@ class SlowClientProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        # When the connection began to wait for a request's headers (None: not waiting).
+        self._headers_since: float | None = None
         self._body_timeout = body_timeout
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_pending = False
@@ -51,7 +53,8 @@ class SlowClientProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_headers()
+        self._headers_since = self.loop.time()
+        self._header_timer = self.loop.call_later(self._header_timeout, self._check_headers)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -60,7 +63,7 @@ class SlowClientProtocol(HttpToolsProtocol):
             self._body_timer = self.loop.call_later(self._body_timeout, self._body_too_slow)
 
     def on_headers_complete(self) -> None:
-        self._stop_waiting()
+        self._headers_since = None
         self._body_pending = True
         super().on_headers_complete()
 
@@ -73,10 +76,12 @@ class SlowClientProtocol(HttpToolsProtocol):
         # Uvicorn arms its keep-alive timer when it waits for the next request (not when a
         # pipelined one is already under way): from then on its headers must come in time.
         if self.timeout_keep_alive_task is not None:
-            self._await_headers()
+            self._headers_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_waiting()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         self._body_complete()
         if self._send_timer is not None:
             self._send_timer.cancel()
@@ -102,24 +107,28 @@ class SlowClientProtocol(HttpToolsProtocol):
             self._send_timer = None
         super().resume_writing()
 
-    def _await_headers(self) -> None:
-        self._stop_waiting()
-        self._header_timer = self.loop.call_later(self._header_timeout, self._too_slow)
-
-    def _stop_waiting(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _too_slow(self) -> None:
+    def _check_headers(self) -> None:
+        """The connection's one header timer (not one per request: waiting is only marked
+        with ``_headers_since``): close if it has waited too long, else look again when it
+        could have."""
         self._header_timer = None
-        if not self.transport.is_closing():
-            log.info(
-                "closed a connection whose request headers did not arrive within %gs "
-                "(CACHED_TEI_PROXY_HEADER_TIMEOUT)",
-                self._header_timeout,
-            )
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        since = self._headers_since
+        left = (
+            self._header_timeout
+            if since is None
+            else since + self._header_timeout - self.loop.time()
+        )
+        if left > 0:
+            self._header_timer = self.loop.call_later(left, self._check_headers)
+            return
+        log.info(
+            "closed a connection whose request headers did not arrive within %gs "
+            "(CACHED_TEI_PROXY_HEADER_TIMEOUT)",
+            self._header_timeout,
+        )
+        self.transport.close()
 
     def _body_complete(self) -> None:
         self._body_pending = False
