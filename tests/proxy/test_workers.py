@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -199,3 +200,28 @@ def test_info_names_the_store_kind(emu, make_proxy, qdrant, kind):
     proxy = make_proxy(emu.url, qdrant_url=urls[kind])
     assert httpx.post(proxy.url + "/embed", json={"inputs": "kind"}).status_code == 200
     assert httpx.get(proxy.url + "/info").json()["cache"]["store"] == kind
+
+
+def test_a_serving_process_settles_its_garbage_collector(tmp_path):
+    """The app a served process builds leaves what was loaded at start out of the collector's
+    sight and collects young objects far less often than Python's default (700)."""
+    code = (
+        "import gc, sys\n"
+        "from cached_tei.proxy.server import _worker_app\n"
+        "from cached_tei.proxy import ProxySettings\n"
+        "from cached_tei import CachedTEISettings\n"
+        "before = gc.get_threshold()[0], gc.get_freeze_count()\n"
+        "settings = CachedTEISettings(tei_url='http://127.0.0.1:9', qdrant_path=sys.argv[1])\n"
+        "_worker_app(settings, ProxySettings(), 'text')\n"
+        "print(*before, gc.get_threshold()[0], gc.get_freeze_count())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=scrubbed_environ(),
+    )
+    threshold, frozen, settled, frozen_after = map(int, done.stdout.split())
+    assert (threshold, frozen) == (700, 0)
+    assert settled >= 10 * threshold and frozen_after > 10_000
