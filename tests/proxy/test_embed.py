@@ -185,3 +185,25 @@ def test_an_unknown_truncation_direction_is_refused_as_tei_does(proxy, emu):
         "unknown variant `middle`, expected `Left` or `Right`",
     )
     assert emu.requests == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("Application/JSON; charset=utf-8", 200),
+        ("application/vnd.api+json", 200),
+        ("text/plain", 415),
+        ("", 415),
+    ],
+)
+def test_the_body_is_read_as_json_by_its_media_type_only(proxy, content_type, status):
+    """TEI's rule: application/json or any application/*+json, whatever the case and the
+    parameters; anything else is 415 before the body is read."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = httpx.post(
+        proxy.url + "/embed", content=b'{"inputs": "media type"}', headers=headers, timeout=30
+    )
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert np.array_equal(matrix(response)[0], expected_vector(FAST, "media type"))
