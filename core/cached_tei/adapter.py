@@ -33,7 +33,12 @@ from typing_extensions import Self
 from .embedder import CachedEmbedder
 from .engine import prepare_texts
 from .face import Face
-from .settings import CachedTEISettings, TruncationDirection, reject_unknown_arguments
+from .settings import (
+    SECRET_SETTINGS,
+    CachedTEISettings,
+    TruncationDirection,
+    reject_unknown_arguments,
+)
 from .stats import Stats
 
 
@@ -46,11 +51,6 @@ def _optional(annotation: Any) -> frozenset[Any]:
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     members = typing.get_args(annotation) if union else (annotation,)
     return frozenset(str if member is Path else member for member in (*members, type(None)))
-
-
-_SECRETS = frozenset(
-    name for name, field in CachedTEISettings.model_fields.items() if _is_secret(field.annotation)
-)
 
 
 def setting(name: str, *aliases: str) -> Any:
@@ -157,7 +157,7 @@ class FaceAdapter(BaseModel, Generic[FaceT]):
     def _configure(self) -> None:
         settings = CachedTEISettings.from_attributes(self)
         self._client = self._connect(settings)
-        self._given_secrets = frozenset(n for n in _SECRETS if getattr(self, n) is not None)
+        self._given_secrets = frozenset(n for n in SECRET_SETTINGS if getattr(self, n) is not None)
         for name in CachedTEISettings.model_fields:
             value = getattr(settings, name)
             self.__dict__[name] = str(value) if isinstance(value, PurePath) else value
@@ -172,7 +172,7 @@ class FaceAdapter(BaseModel, Generic[FaceT]):
         where it is unpickled); the engine is rebuilt from the fields."""
         state = super().__getstate__()
         fields = dict(state["__dict__"])
-        fields.update(dict.fromkeys(_SECRETS - self._given_secrets))
+        fields.update(dict.fromkeys(SECRET_SETTINGS - self._given_secrets))
         private = dict(state.get("__pydantic_private__") or {})
         private.pop("_client", None)
         return {**state, "__dict__": fields, "__pydantic_private__": private}

@@ -14,7 +14,7 @@ from typing_extensions import Self
 from .engine import Engine
 from .loop import LoopThread
 from .runtime import RUNTIME
-from .settings import CachedTEISettings
+from .settings import SECRET_SETTINGS, CachedTEISettings
 from .stats import Stats
 from .tei import TEIInfo
 from .values import ModelKind
@@ -54,8 +54,16 @@ class Face:
     def __init__(self, settings: CachedTEISettings | None = None, **overrides: Any) -> None:
         if settings is None:
             settings = CachedTEISettings(**overrides)
-        elif overrides:
-            settings = CachedTEISettings(**{**dict(settings), **overrides})
+            # A key read from the environment stays out of pickles (see __getstate__).
+            self._secrets_read = frozenset(
+                name
+                for name in SECRET_SETTINGS
+                if overrides.get(name) is None and getattr(settings, name) is not None
+            )
+        else:  # the caller's settings object, secrets and all
+            if overrides:
+                settings = CachedTEISettings(**{**dict(settings), **overrides})
+            self._secrets_read = frozenset()
         if not settings.write_through and _in_multiprocessing_worker():
             # A multiprocessing worker may be ended without exit handlers (Pool.terminate,
             # os._exit): each call stores its vectors before it returns.
@@ -66,10 +74,13 @@ class Face:
         self._finalizer = weakref.finalize(self, _release_collected, self._lease)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings}
+        """The settings, less the keys read from the environment: the copy reads them again
+        where it is unpickled (a key given as an argument is kept)."""
+        values = {name: value for name, value in self.settings if name not in self._secrets_read}
+        return {"settings": values}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["settings"])  # type: ignore[misc]
+        self.__init__(**state["settings"])  # type: ignore[misc]
 
     def _engine(self) -> tuple[LoopThread, Engine]:
         lease = self._lease

@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import os
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -398,6 +399,14 @@ def reject_unknown_arguments(
         )
         errors.append(InitErrorDetails(type=error, loc=(name,), input=values[name]))
     raise ValidationError.from_exception_data(model.__name__, errors)
+
+
+SECRET_SETTINGS = frozenset(
+    name
+    for name, field in CachedTEISettings.model_fields.items()
+    if field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+)
+"""The settings that hold secrets (never logged, never pickled when read from the environment)."""
 
 
 @functools.cache

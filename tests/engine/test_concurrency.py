@@ -6,10 +6,13 @@ import asyncio
 import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import pytest
+from pydantic import SecretStr
 
-from cached_tei import CachedEmbedder
+from cached_tei import CachedEmbedder, CachedReranker, CachedSparseEmbedder
 from tests.conftest import sent_texts
 from tests.tei_emulator import expected_vector
 
@@ -96,3 +99,25 @@ async def test_concurrent_first_calls_remember_teis_info_once(tei) -> None:
         await embedder.aflush()
         assert embedder.stats.cache_errors == 0
         assert embedder.stats.writes == 20
+
+
+@pytest.mark.parametrize("cls", [CachedEmbedder, CachedSparseEmbedder, CachedReranker])
+def test_a_key_from_the_environment_is_not_pickled_with_a_plain_face(
+    cls: type, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As with the adapters: the copy reads its own environment; a key given as an argument
+    travels with the object."""
+    monkeypatch.setenv("CACHED_TEI_API_KEY", "env-secret")
+    monkeypatch.setenv("CACHED_TEI_QDRANT_API_KEY", "env-qdrant-secret")
+    from_environment = cls(qdrant_path=tmp_path)
+    given = cls(qdrant_path=tmp_path, api_key="given-secret")
+    pickled, pickled_given = pickle.dumps(from_environment), pickle.dumps(given)
+    assert b"env-secret" not in pickled and b"env-qdrant-secret" not in pickled
+    assert b"given-secret" in pickled_given
+    monkeypatch.setenv("CACHED_TEI_API_KEY", "where-unpickled")
+    copy, copy_given = pickle.loads(pickled), pickle.loads(pickled_given)
+    assert copy.settings.api_key == SecretStr("where-unpickled")
+    assert copy.settings.qdrant_api_key == SecretStr("env-qdrant-secret")
+    assert copy.settings.qdrant_path == from_environment.settings.qdrant_path
+    assert b"where-unpickled" not in pickle.dumps(copy)
+    assert copy_given.settings.api_key == SecretStr("given-secret")
