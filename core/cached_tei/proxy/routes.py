@@ -146,8 +146,8 @@ class EmbedEndpoint:
 
 class DirectRoutes:
     """The embed routes reached by one dict lookup, past Starlette's router (its matching and
-    its exception layer cost about a sixth of a cache hit); every other request, and an embed
-    path with another method, goes on to the router."""
+    its exception layer cost 3 of a cache hit's 42 microseconds in the app); every other
+    request, and an embed path with another method, goes on to the router."""
 
     def __init__(self, app: ASGIApp, endpoints: Mapping[tuple[str, str], EmbedEndpoint]) -> None:
         """``endpoints`` maps (method, path) to its endpoint."""
