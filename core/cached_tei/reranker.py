@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -11,7 +11,6 @@ from .engine import EmbedResult
 from .errors import InputError
 from .face import Face
 from .keys import EmbedOptions
-from .settings import CachedTEISettings
 from .values import ModelKind, Rank
 
 
@@ -25,9 +24,6 @@ class CachedReranker(Face):
     """
 
     kind: ClassVar[ModelKind] = "rerank"
-
-    def __init__(self, settings: CachedTEISettings | None = None, **overrides: Any) -> None:
-        super().__init__(settings, **overrides)
 
     def __repr__(self) -> str:
         return f"CachedReranker(rerank_url={self.settings.rerank_url!r})"
